@@ -1,0 +1,186 @@
+"""Checkpoint manager: step-NNNNNNNN/ directories written under a temporary name, a manifest written last,
+an atomic rename, then `latest`; keep-last-K never deletes the newest complete one.
+
+A step directory holds the engine's files (model.safetensors, engine.pt), the model's config.json,
+train_state.json and, per rank, the data cursor (cursor-rankNNNNN.json) and RNG state (rng-rankNNNNN.pt).
+Loading uses safetensors and `torch.load(weights_only=True)` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gpt2dist.engine import Engine
+from gpt2dist.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+LATEST = "latest"
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the run draws from (dropout uses torch's), in a form weights_only loading accepts."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj), encoding="utf-8")
+    tmp.replace(path)
+
+
+class CheckpointManager:
+    """Owns RUN_DIR/checkpoints: save, find the latest complete one, load, prune."""
+
+    def __init__(self, run_dir: Path, keep_last: int, *, rank: int = 0, is_writer: bool = True):
+        self.root = Path(run_dir) / "checkpoints"
+        self.keep_last = keep_last
+        self.rank = rank
+        self.is_writer = is_writer
+
+    # ---- finding ----
+    def complete_steps(self) -> list[Path]:
+        """Step directories whose manifest exists, oldest first (a manifest is written last)."""
+        if not self.root.is_dir():
+            return []
+        dirs = [p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / MANIFEST).is_file()]
+        return sorted(dirs, key=lambda p: p.name)
+
+    def latest(self) -> Path | None:
+        """The step dir `latest` names if it is complete, else the newest complete one (with a warning)."""
+        pointer = self.root / LATEST
+        if pointer.is_file():
+            candidate = self.root / pointer.read_text(encoding="utf-8").strip()
+            if (candidate / MANIFEST).is_file():
+                return candidate
+            log.warning("checkpoint %s named by %s is incomplete; using the newest complete one", candidate, pointer)
+        complete = self.complete_steps()
+        return complete[-1] if complete else None
+
+    # ---- saving ----
+    def save(self, step: int, engine: Engine, *, train_state: dict[str, Any], cursor: dict[str, Any]) -> Path:
+        """Write a complete step directory atomically; returns its final path.
+
+        Single-process today: the writer rank does everything. Per-rank files are already named by rank
+        so that multi-rank engines can add theirs before the manifest is written.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / step_dir_name(step)
+        tmp = self.root / f".tmp-{step_dir_name(step)}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        engine.save(tmp)
+        engine.model.config.to_json_file(str(tmp / "config.json"))
+        write_json(tmp / "train_state.json", train_state)
+        write_json(tmp / f"cursor-rank{self.rank:05d}.json", cursor)
+        torch.save(rng_state(), tmp / f"rng-rank{self.rank:05d}.pt")
+        self._write_manifest(tmp, step)
+        if final.exists():  # re-saving a step (a resumed run passing it again): keep the old one until now
+            old = self.root / f".old-{final.name}-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        _fsync_dir(self.root)
+        self._write_latest(final.name)
+        self.prune()
+        return final
+
+    def _write_manifest(self, directory: Path, step: int) -> None:
+        files = {}
+        for path in sorted(directory.iterdir()):
+            if path.is_file():
+                with open(path, "rb") as fh:
+                    os.fsync(fh.fileno())
+                files[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        write_json(directory / MANIFEST, {"step": step, "files": files})
+
+    def _write_latest(self, name: str) -> None:
+        tmp = self.root / (LATEST + ".tmp")
+        tmp.write_text(name + "\n", encoding="utf-8")
+        tmp.replace(self.root / LATEST)
+
+    def prune(self) -> None:
+        """Delete complete checkpoints beyond keep_last (oldest first) and stale temporaries."""
+        complete = self.complete_steps()
+        latest = self.latest()
+        for old in complete[: max(0, len(complete) - self.keep_last)]:
+            if old != latest:
+                shutil.rmtree(old, ignore_errors=True)
+        for stale in self.root.glob(".tmp-step-*"):
+            if not stale.name.endswith(f"-{os.getpid()}"):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    # ---- loading ----
+    def verify(self, directory: Path) -> None:
+        """Check every file against the manifest (size and SHA-256) before trusting it."""
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        for name, meta in manifest["files"].items():
+            path = directory / name
+            if not path.is_file() or path.stat().st_size != meta["bytes"] or file_sha256(path) != meta["sha256"]:
+                raise UserError(f"checkpoint {directory} is corrupt ({name} does not match its manifest): "
+                                "delete that step directory to resume from the previous one")
+
+    def load(self, directory: Path, engine: Engine) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Restore engine + RNG; return (train_state, this rank's data cursor)."""
+        self.verify(directory)
+        engine.load(directory)
+        train_state = json.loads((directory / "train_state.json").read_text(encoding="utf-8"))
+        cursor_file = directory / f"cursor-rank{self.rank:05d}.json"
+        if not cursor_file.is_file():
+            raise UserError(f"checkpoint {directory} has no data cursor for rank {self.rank} "
+                            f"(it was saved with {train_state.get('world_size')} ranks)")
+        cursor = json.loads(cursor_file.read_text(encoding="utf-8"))
+        set_rng_state(torch.load(directory / f"rng-rank{self.rank:05d}.pt", weights_only=True))
+        return train_state, cursor

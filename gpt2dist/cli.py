@@ -1,0 +1,128 @@
+"""`gpt2dist` -- one command, one subcommand per job: demo, train, eval, export, generate, plot.
+
+Heavy imports (torch, transformers, datasets) happen inside the subcommand that needs them, so
+`gpt2dist --help` and argument errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from gpt2dist.errors import run_or_exit
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from gpt2dist.train import main as train_main
+
+    train_main([args.config, *args.overrides] + (["--no-resume"] if args.no_resume else []))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from gpt2dist.demo import run_demo
+    from gpt2dist.train import setup_logging
+
+    setup_logging()
+    run_demo(args.corpus_dir, args.run_dir, args.overrides, prompt=args.prompt)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from gpt2dist.evaluate import evaluate_files
+    from gpt2dist.train import setup_logging
+
+    setup_logging()
+    result = evaluate_files(args.model, args.data, block_size=args.block_size, batch_size=args.batch_size,
+                            max_batches=args.max_batches, text_field=args.text_field, device=args.device)
+    print(f"loss {result['loss']:.4f} | perplexity {result['perplexity']:.3f} | {result['tokens']:,} tokens "
+          f"| block {result['block_size']}")
+    if args.json:
+        print(json.dumps(result))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from gpt2dist.export import export
+    from gpt2dist.train import setup_logging
+
+    setup_logging()
+    print(f"exported {export(args.source, args.out)}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from gpt2dist.generate import generate
+    from gpt2dist.train import setup_logging
+
+    setup_logging()
+    samples = generate(args.model, args.prompt, max_new_tokens=args.max_new_tokens, top_k=args.top_k,
+                       top_p=args.top_p, temperature=args.temperature, num_samples=args.num_samples,
+                       seed=args.seed, device=args.device)
+    for i, text in enumerate(samples, 1):
+        print(f"--- sample {i} ---\n{text}" if len(samples) > 1 else text)
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from gpt2dist.plot import plot_run
+
+    print(f"wrote {plot_run(args.run_dir, args.output)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpt2dist", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="write the bundled corpus, train a tiny GPT-2 on CPU, sample from it")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.max_steps=200")
+    p.add_argument("--corpus-dir", default="data/demo", help="where the generated corpus goes (default data/demo)")
+    p.add_argument("--run-dir", default="runs/demo", help="run directory (default runs/demo)")
+    p.add_argument("--prompt", default="Once upon a time")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train (or resume) from a YAML run config")
+    p.add_argument("config", help="YAML run config (see examples/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
+    p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="loss and perplexity of a Hugging Face GPT-2 folder on text files")
+    p.add_argument("--model", required=True, help="a Hugging Face folder, e.g. runs/tiny/export")
+    p.add_argument("--data", required=True, nargs="+", help="files or globs (.txt, .jsonl, .parquet)")
+    p.add_argument("--block-size", type=int, default=None, help="default: the training block size")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
+    p.add_argument("--text-field", default="text", help="text column of .jsonl/.parquet files")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", action="store_true", help="also print the result as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="latest checkpoint of a run (or one step dir) -> Hugging Face folder")
+    p.add_argument("source", help="run dir or checkpoints/step-NNNNNNNN dir")
+    p.add_argument("out", help="output folder")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("generate", help="sample text from a Hugging Face GPT-2 folder")
+    p.add_argument("--model", required=True, help="a Hugging Face folder, e.g. runs/tiny/export")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--max-new-tokens", type=int, default=80)
+    p.add_argument("--top-k", type=int, default=50, help="0 disables top-k")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("plot", help="draw loss, val loss, LR and tokens/s of a run (PNG)")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", default="curves.png")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on bad arguments
+    run_or_exit(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The run config: nested dataclasses loaded from YAML, `a.b=value` overrides, one-line validation errors.
+
+Every other module takes a `RunConfig`; nothing reads YAML or the command line but this file, so a
+mistake is caught here, named by its dotted key, before any expensive work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpt2dist.errors import UserError
+
+# GPT-2 sizes from the paper / Hugging Face model cards; `tiny` makes every test run in seconds on CPU.
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 256},
+    "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024},
+    "gpt2-medium": {"n_layer": 24, "n_embd": 1024, "n_head": 16, "n_positions": 1024},
+    "gpt2-large": {"n_layer": 36, "n_embd": 1280, "n_head": 20, "n_positions": 1024},
+    "gpt2-xl": {"n_layer": 48, "n_embd": 1600, "n_head": 25, "n_positions": 1024},
+}
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"  # one of MODEL_PRESETS; ignored when `pretrained` is set
+    pretrained: str | None = None  # local Hugging Face folder to fine-tune (config.json + weights)
+    n_layer: int | None = None  # per-field overrides of the preset
+    n_embd: int | None = None
+    n_head: int | None = None
+    n_positions: int | None = None
+    dropout: float | None = None  # sets resid/embd/attn dropout together (preset default 0.0)
+    activation_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "char"  # pretrained | bpe | char
+    path: str | None = None  # kind=pretrained: a local tokenizer folder (default: model.pretrained)
+    vocab_size: int = 4096  # kind=bpe: size of the trained byte-level BPE vocabulary
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list)  # files or globs: .txt, .jsonl, .json, .parquet
+    val: list[str] = field(default_factory=list)  # validation files; or use val_fraction
+    val_fraction: float = 0.0  # hold out this fraction of training documents (by content hash)
+    text_field: str = "text"  # the column holding text in .jsonl / .parquet
+    block_size: int = 128  # tokens per training sequence (windows are block_size + 1 long)
+    sample_by: str = "paragraph"  # .txt documents: line | paragraph (blank-line separated) | document (file)
+    encoding_errors: str = "strict"  # strict: invalid UTF-8 is an error naming file+offset; replace: U+FFFD
+    strip_control: bool = True  # drop control characters other than newline and tab
+    collapse_whitespace: bool = False  # runs of spaces/tabs become one space
+    min_line_chars: int = 0  # drop lines shorter than this (after stripping)
+    ascii_only: bool = False  # drop non-ASCII characters
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000  # optimizer steps
+    micro_batch_size: int = 8  # sequences per forward pass
+    grad_accum_steps: int = 1  # micro batches per optimizer step
+    lr: float = 6e-4  # peak learning rate
+    min_lr: float = 6e-5  # floor of the cosine schedule
+    warmup_steps: int = 100  # linear warm-up steps
+    schedule: str = "cosine"  # cosine | constant (after warm-up)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with loss scaling)
+    eval_every: int = 100  # steps between evaluations; 0 disables
+    eval_batches: int = 20  # micro batches per evaluation
+    log_every: int = 10  # steps between log records
+    resume: bool = True  # continue from the run dir's latest checkpoint when there is one
+    compile: bool = False  # torch.compile the model (falls back to eager when compilation fails)
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 100  # steps between checkpoints (and one at the end); 0 = only at the end
+    keep_last: int = 3  # complete checkpoints kept; older ones are deleted after a new one is complete
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True  # write RUN_DIR/tensorboard event files
+    progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines
+    trace_windows: bool = False  # append a digest of every consumed window to RUN_DIR/trace/ (resume audits)
+
+
+@dataclass
+class DistributedConfig:
+    backend: str = "auto"  # auto | torch | deepspeed
+    zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = "runs/default"  # checkpoints, metrics, tokenizer and the resolved config go here
+    seed: int = 1234
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def resolved_model_dims(self) -> dict[str, int]:
+        """Preset values with per-field overrides applied (pretrained models report their own)."""
+        dims = dict(MODEL_PRESETS[self.model.preset])
+        for key in dims:
+            value = getattr(self.model, key)
+            if value is not None:
+                dims[key] = value
+        return dims
+
+
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "model.preset": tuple(MODEL_PRESETS),
+    "tokenizer.kind": ("pretrained", "bpe", "char"),
+    "data.sample_by": ("line", "paragraph", "document"),
+    "data.encoding_errors": ("strict", "replace"),
+    "train.schedule": ("cosine", "constant"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "logging.progress": ("auto", "bar", "lines"),
+    "distributed.backend": ("auto", "torch", "deepspeed"),
+    "distributed.zero_stage": (0, 1, 2, 3),
+}
+POSITIVE = ("train.max_steps", "train.micro_batch_size", "train.grad_accum_steps", "data.block_size",
+            "train.log_every", "train.eval_batches", "checkpoint.keep_last", "tokenizer.vocab_size")
+NON_NEGATIVE = ("train.warmup_steps", "train.eval_every", "checkpoint.every", "train.grad_clip",
+                "train.weight_decay", "data.min_line_chars", "train.min_lr", "model.dropout")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """YAML file (or the defaults when None) + `a.b=value` overrides -> a validated RunConfig."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} not found: pass the path of a YAML run config")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            line = f" line {where.line + 1}" if where is not None else ""
+            raise UserError(f"config file {path}{line} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"config file {path} must hold a mapping of keys (model:, data:, train: ...)")
+    for item in overrides:
+        apply_override(raw, item)
+    cfg = build_dataclass(RunConfig, raw, prefix="")
+    validate(cfg)
+    return cfg
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (ints, floats, bools, [lists])."""
+    key, sep, text = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"override {item!r} must look like key.sub=value (e.g. train.max_steps=400)")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {item!r}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:
+    """Recursively build `cls` from a dict, rejecting unknown keys (with a "did you mean") and wrong types."""
+    section = prefix.rstrip(".") or "the top level"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config key {section} must be a section (a mapping), got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
+            raise UserError(f"unknown config key {prefix}{key}{hint}")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = build_dataclass(hint, raw[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = coerce(raw[name], hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check/convert one value against its annotation (int, float, bool, str, list[str], X | None)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is list:
+        items = value if isinstance(value, list) else [value]
+        return [coerce(v, args[0], key) for v in items]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+            return value.lower() in ("true", "yes", "on")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 6e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:  # pragma: no cover - a new annotation kind needs a branch here
+        raise TypeError(f"unsupported annotation {hint!r} for {key}")
+    raise UserError(f"config key {key} expects {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks that need no files: choices, ranges, block size vs positions."""
+    for key, allowed in CHOICES.items():
+        value = get_key(cfg, key)
+        if value not in allowed:
+            raise UserError(f"config key {key}={value!r} is not one of {', '.join(map(str, allowed))}")
+    for key in POSITIVE:
+        if get_key(cfg, key) <= 0:
+            raise UserError(f"config key {key} must be > 0, got {get_key(cfg, key)}")
+    for key in NON_NEGATIVE:
+        value = get_key(cfg, key)
+        if value is not None and value < 0:
+            raise UserError(f"config key {key} must be >= 0, got {value}")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise UserError(f"config key data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
+    if cfg.model.dropout is not None and cfg.model.dropout >= 1.0:
+        raise UserError(f"config key model.dropout must be < 1, got {cfg.model.dropout}")
+    if not cfg.data.train:
+        raise UserError("config key data.train is empty: list the training files or globs")
+    if cfg.train.min_lr > cfg.train.lr:
+        raise UserError(f"config key train.min_lr={cfg.train.min_lr} exceeds train.lr={cfg.train.lr}")
+    if cfg.model.pretrained is None:
+        dims = cfg.resolved_model_dims()
+        if dims["n_embd"] % dims["n_head"]:
+            raise UserError(f"config keys model.n_embd={dims['n_embd']} must be divisible by "
+                            f"model.n_head={dims['n_head']}")
+        if cfg.data.block_size > dims["n_positions"]:
+            raise UserError(f"config key data.block_size={cfg.data.block_size} exceeds the model's "
+                            f"n_positions={dims['n_positions']}: lower data.block_size or raise model.n_positions")
+    if cfg.tokenizer.kind == "pretrained" and not (cfg.tokenizer.path or cfg.model.pretrained):
+        raise UserError("config key tokenizer.path is required when tokenizer.kind=pretrained "
+                        "(a local Hugging Face tokenizer folder)")
+
+
+def get_key(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config (every key, defaults included) so a run dir documents itself."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,199 @@
+"""The backend seam: the loop calls forward_loss / backward / step and never asks which backend runs.
+
+`TorchEngine` is the single-process engine (CPU or one CUDA device): AMP bf16, fp16 with a
+GradScaler, fp32; gradient accumulation; clipping; AdamW (fused on CUDA); warm-up + cosine or
+constant LR; optional torch.compile and activation checkpointing. The DeepSpeed engine implements
+the same interface so the loop stays one loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gpt2dist.config import TrainConfig
+from gpt2dist.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    lr: float
+    grad_norm: float | None  # None when clipping is off (computing it would cost a sync)
+    skipped: bool = False  # fp16 overflow: the scaler skipped this update
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warm-up, then cosine to min_lr or flat."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no CUDA device is visible: use train.device=cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross entropy in fp32 (logits may be bf16/fp16 under autocast)."""
+    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+class Engine(ABC):
+    """What the training loop needs from a backend, and nothing more."""
+
+    model: nn.Module  # the unwrapped model: for eval, export and checkpoint metadata
+    device: torch.device
+
+    @abstractmethod
+    def forward_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean loss of a [B, T+1] token batch (inputs are batch[:, :-1], targets batch[:, 1:])."""
+
+    @abstractmethod
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate gradients of one micro batch (scaled for accumulation inside)."""
+
+    @abstractmethod
+    def step(self, step: int) -> StepResult:
+        """One optimizer update for global step `step`, then zero the gradients."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write model + optimizer + scheduler (+ scaler) state into a step directory."""
+
+    @abstractmethod
+    def load(self, directory: Path) -> None:
+        """Restore what `save` wrote."""
+
+    @torch.no_grad()
+    def eval_loss(self, batch: torch.Tensor) -> float:
+        self.model.eval()
+        try:
+            return float(self.forward_loss(batch))
+        finally:
+            self.model.train()
+
+
+class TorchEngine(Engine):
+    """Plain PyTorch on CPU or one CUDA device."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, *, activation_checkpointing: bool = False):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise UserError("train.precision=fp16 needs a CUDA device (loss-scaled fp16 is a GPU format): "
+                            "use train.precision=bf16 or fp32 on CPU")
+        if cfg.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError("train.precision=bf16 is not supported by this GPU: use fp16 or fp32")
+        self.model = model.to(self.device)
+        if activation_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.model.train()
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.optimizer = build_adamw(self.model, cfg, fused=self.device.type == "cuda")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_at(step, cfg) / cfg.lr)
+        self.forward_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
+        self._compile_checked = not cfg.compile
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def forward_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True)
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        with self._autocast():
+            logits = self._forward(inputs)
+        return lm_loss(logits, targets)
+
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self._compile_checked:
+            return self.forward_model(input_ids=inputs, use_cache=False).logits
+        try:  # compilation happens on the first call; a failure there must not end the run
+            logits = self.forward_model(input_ids=inputs, use_cache=False).logits
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eager"
+            log.warning("torch.compile failed (%s); continuing without compilation", str(exc).splitlines()[0])
+            self.forward_model = self.model
+            logits = self.model(input_ids=inputs, use_cache=False).logits
+        self._compile_checked = True
+        return logits
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss = loss / self.cfg.grad_accum_steps
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def step(self, step: int) -> StepResult:
+        grad_norm = None
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
+        lr = self.optimizer.param_groups[0]["lr"]
+        skipped = False
+        if self.scaler is not None:
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            skipped = self.scaler.get_scale() < scale
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(lr=lr, grad_norm=grad_norm, skipped=skipped)
+
+    def save(self, directory: Path) -> None:
+        from safetensors.torch import save_model
+
+        save_model(self.model, str(directory / "model.safetensors"))  # handles the tied wte/lm_head
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+        torch.save(state, directory / "engine.pt")
+
+    def load(self, directory: Path) -> None:
+        from safetensors.torch import load_model
+
+        missing, unexpected = load_model(self.model, str(directory / "model.safetensors"), strict=False,
+                                         device=str(self.device))
+        if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
+            raise UserError(f"checkpoint {directory} does not match the configured model (missing "
+                            f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]}): resume with the same "
+                            "model config")
+        state = torch.load(directory / "engine.pt", map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def build_adamw(model: nn.Module, cfg: TrainConfig, fused: bool) -> torch.optim.AdamW:
+    """AdamW with decay on matrices only (biases and LayerNorm gains are not decayed, as in GPT-2)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": cfg.weight_decay},
+                                    {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)

@@ -1,0 +1,64 @@
+"""`gpt2dist eval`: loss and perplexity of a Hugging Face GPT-2 folder on text files, packed like training."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from transformers import GPT2LMHeadModel
+
+from gpt2dist.config import DataConfig
+from gpt2dist.data import PackedStream, resolve_files
+from gpt2dist.engine import lm_loss, resolve_device
+from gpt2dist.errors import UserError
+from gpt2dist.export import PROVENANCE
+from gpt2dist.model import pretrained_config
+from gpt2dist.tokenizer import encode_documents, load_tokenizer
+
+
+def load_hf_model(model_dir: str | Path, device: str = "auto") -> tuple[GPT2LMHeadModel, object, torch.device]:
+    """A local GPT-2 folder and its tokenizer, in eval mode on the chosen device."""
+    pretrained_config(str(model_dir))
+    dev = resolve_device(device)
+    model = GPT2LMHeadModel.from_pretrained(str(model_dir), local_files_only=True).to(dev).eval()
+    return model, load_tokenizer(model_dir), dev
+
+
+def default_block_size(model_dir: Path, model: GPT2LMHeadModel) -> int:
+    """The block size the model was trained with when gpt2dist exported it, else its n_positions."""
+    provenance = model_dir / PROVENANCE
+    if provenance.is_file():
+        block = json.loads(provenance.read_text(encoding="utf-8")).get("block_size")
+        if block:
+            return int(block)
+    return model.config.n_positions
+
+
+@torch.no_grad()
+def evaluate_files(model_dir: str | Path, patterns: list[str], *, block_size: int | None = None,
+                   batch_size: int = 8, max_batches: int | None = None, text_field: str = "text",
+                   device: str = "auto") -> dict[str, float]:
+    model, tokenizer, dev = load_hf_model(model_dir, device)
+    block = block_size or default_block_size(Path(model_dir), model)
+    if block > model.config.n_positions:
+        raise UserError(f"--block-size {block} exceeds the model's n_positions={model.config.n_positions}")
+    files = resolve_files(patterns, "--data")
+    cfg = DataConfig(train=[str(f) for f in files], block_size=block, text_field=text_field)
+    stream = PackedStream(files, cfg, lambda docs: encode_documents(tokenizer, docs), repeat=False)
+    total, n_tokens, n_batches = 0.0, 0, 0
+    while max_batches is None or n_batches < max_batches:
+        windows = [w.tokens for _, w in zip(range(batch_size), stream, strict=False)]
+        if not windows:
+            break
+        batch = torch.tensor(windows, dtype=torch.long, device=dev)
+        loss = lm_loss(model(input_ids=batch[:, :-1]).logits, batch[:, 1:])
+        total += float(loss) * batch[:, 1:].numel()
+        n_tokens += batch[:, 1:].numel()
+        n_batches += 1
+    if n_tokens == 0:
+        raise UserError(f"--data {patterns[0]!r} gives no full window of {block + 1} tokens: add text or pass a "
+                        "smaller --block-size")
+    loss = total / n_tokens
+    return {"loss": loss, "perplexity": math.exp(loss), "tokens": n_tokens, "block_size": block}

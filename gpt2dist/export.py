@@ -1,0 +1,72 @@
+"""Checkpoint -> Hugging Face folder (config.json, model.safetensors, tokenizer files) that plain
+`GPT2LMHeadModel.from_pretrained` / `AutoTokenizer.from_pretrained` load as they are."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from gpt2dist.checkpoint import MANIFEST, CheckpointManager
+from gpt2dist.errors import UserError
+from gpt2dist.tokenizer import load_tokenizer
+
+PROVENANCE = "gpt2dist_export.json"  # what eval needs to know that config.json does not say
+
+
+def resolve_step_dir(source: str | Path) -> Path:
+    """A step directory as given, or the latest complete checkpoint of a run directory."""
+    source = Path(source)
+    if (source / MANIFEST).is_file():
+        return source
+    if (source / "checkpoints").is_dir():
+        latest = CheckpointManager(source, keep_last=1).latest()
+        if latest is not None:
+            return latest
+        raise UserError(f"run dir {source} has no complete checkpoint yet: train longer or pass a step dir")
+    raise UserError(f"{source} is neither a run dir (with checkpoints/) nor a complete step-NNNNNNNN dir")
+
+
+def load_checkpoint_model(step_dir: Path) -> GPT2LMHeadModel:
+    """The trained model of a verified step directory, on CPU, in fp32."""
+    from safetensors.torch import load_model
+
+    CheckpointManager(step_dir.parent.parent, keep_last=1).verify(step_dir)
+    model = GPT2LMHeadModel(GPT2Config.from_json_file(str(step_dir / "config.json")))
+    load_model(model, str(step_dir / "model.safetensors"), strict=False)
+    model.tie_weights()
+    return model.eval()
+
+
+def export(source: str | Path, out: str | Path) -> Path:
+    """Write the HF folder to a temporary sibling, then rename it into place (an old export is replaced)."""
+    step_dir = resolve_step_dir(source)
+    run_dir = step_dir.parent.parent
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / PROVENANCE).is_file():
+        raise UserError(f"export target {out} exists and is not an earlier gpt2dist export: choose another path")
+    model = load_checkpoint_model(step_dir)
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    train_state = json.loads((step_dir / "train_state.json").read_text(encoding="utf-8"))
+    block_size = _run_block_size(run_dir)
+    (tmp / PROVENANCE).write_text(json.dumps({"checkpoint": str(step_dir), "block_size": block_size,
+                                              **train_state}, indent=1), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def _run_block_size(run_dir: Path) -> int | None:
+    import yaml
+
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        return None
+    return (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}).get("data", {}).get("block_size")

@@ -1,0 +1,143 @@
+"""Throughput, MFU and where numbers go: metrics.jsonl (appended across resumes), TensorBoard, a progress bar.
+
+Only the writer rank (rank 0) creates a `MetricsLogger` that writes; other ranks get a silent one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Dense bf16/fp16 peak FLOP/s per device (vendor datasheets, no sparsity). Keys are matched as
+# substrings of torch.cuda.get_device_name(); unknown devices (and every CPU) give None.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
+    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "fp32": 51e12},
+    "H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},  # SXM
+    "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
+    "L40S": {"bf16": 362e12, "fp16": 362e12, "fp32": 91.6e12},
+    "A10G": {"bf16": 125e12, "fp16": 125e12, "fp32": 31.2e12},
+    "V100": {"bf16": 0.0, "fp16": 125e12, "fp32": 15.7e12},
+    "RTX 4090": {"bf16": 165e12, "fp16": 165e12, "fp32": 82.6e12},
+}
+
+
+def peak_flops(device_name: str | None, precision: str) -> float | None:
+    """Peak FLOP/s of one device in this precision, or None when unknown (CPU, unlisted GPU)."""
+    if not device_name:
+        return None
+    for key, table in PEAK_FLOPS.items():  # ordered: "H100 PCIe" is tried before "H100"
+        if key in device_name:
+            return table.get(precision) or None
+    return None
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, peak: float | None, n_devices: int = 1) -> float | None:
+    """Model FLOPs utilization: achieved model FLOP/s over the devices' peak."""
+    if not peak:
+        return None
+    return tokens_per_s * flops_per_token / (peak * n_devices)
+
+
+class Throughput:
+    """Tokens/s over the window since the last report (so a slow start does not skew every later figure)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.tokens = 0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def report(self) -> float:
+        now = time.perf_counter()
+        rate = self.tokens / max(now - self.start, 1e-9)
+        self.start, self.tokens = now, 0
+        return rate
+
+
+class MetricsLogger:
+    """JSONL + TensorBoard + progress for the writer rank; a no-op for the others."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, total_steps: int, start_step: int,
+                 tensorboard: bool, progress: str) -> None:
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self._jsonl = None
+        self._tb = None
+        self._bar = None
+        if not enabled:
+            return
+        self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional; the JSONL has every number
+                self._tb = None
+        use_bar = progress == "bar" or (progress == "auto" and sys.stderr.isatty())
+        if use_bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one record (JSON-safe: NaN/inf become null) and mirror its numbers to TensorBoard."""
+        if not self.enabled:
+            return
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        clean["time"] = round(time.time(), 3)
+        self._jsonl.write(json.dumps(clean) + "\n")
+        self._jsonl.flush()
+        step = record["step"]
+        if self._tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and value is not None:
+                    self._tb.add_scalar(key if "val" in key else f"train/{key}", value, step)
+        self.print(format_record(record), step=step, record=record)
+
+    def print(self, line: str, *, step: int | None = None, record: dict[str, Any] | None = None) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            if step is not None:
+                self._bar.update(step - self._bar.n)
+            if record is not None and "loss" in record:
+                self._bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record.get('tokens_per_s', 0):.0f}")
+            if record is None or "val_loss" in record:
+                self._bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """One human line per record, e.g. `step 120/400 | loss 2.3456 | lr 5.1e-04 | 41k tok/s | eta 1m20s`."""
+    parts = [f"step {record['step']}"]
+    for key, fmt in (("loss", "loss {:.4f}"), ("val_loss", "val_loss {:.4f}"), ("val_ppl", "val_ppl {:.2f}"),
+                     ("lr", "lr {:.2e}"), ("grad_norm", "gnorm {:.2f}"), ("tokens_per_s", "{:,.0f} tok/s"),
+                     ("mfu", "mfu {:.1%}"), ("epoch", "epoch {}"), ("eta_s", "eta {}")):
+        value = record.get(key)
+        if value is None:
+            continue
+        parts.append(fmt.format(_duration(value) if key == "eta_s" else value))
+    return " | ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

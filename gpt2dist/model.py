@@ -1,0 +1,95 @@
+"""GPT-2 from a size preset or a local pretrained folder, and the FLOPs-per-token convention.
+
+Only local folders are read (`local_files_only=True`): nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
+
+from gpt2dist.config import ModelConfig, RunConfig
+from gpt2dist.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def pretrained_config(path: str) -> dict:
+    """The folder's config.json, read early so a bad path fails before any expensive work."""
+    folder = Path(path)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"config key model.pretrained={path!r}: no config.json there; point it at a local "
+                        "Hugging Face model folder (e.g. one saved by save_pretrained)")
+    try:
+        cfg = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{config_file} is not readable JSON ({exc})") from None
+    if cfg.get("model_type") != "gpt2":
+        raise UserError(f"{config_file}: model_type is {cfg.get('model_type')!r}, gpt2dist trains GPT-2 models only")
+    if not any((folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin",
+                                                      "model.safetensors.index.json")):
+        raise UserError(f"config key model.pretrained={path!r}: no model.safetensors (or pytorch_model.bin) there")
+    return cfg
+
+
+def check_block_size(cfg: RunConfig) -> None:
+    """block_size must fit the position table; a pretrained model brings its own n_positions."""
+    if cfg.model.pretrained is None:
+        return  # validated with the preset in config.validate
+    n_positions = pretrained_config(cfg.model.pretrained).get("n_positions", 1024)
+    if cfg.data.block_size > n_positions:
+        raise UserError(f"config key data.block_size={cfg.data.block_size} exceeds n_positions={n_positions} "
+                        f"of {cfg.model.pretrained}: lower data.block_size")
+
+
+def gpt2_config(cfg: RunConfig, vocab_size: int, eos_token_id: int) -> GPT2Config:
+    dims = cfg.resolved_model_dims()
+    dropout = cfg.model.dropout if cfg.model.dropout is not None else 0.0
+    return GPT2Config(vocab_size=vocab_size, n_positions=dims["n_positions"], n_embd=dims["n_embd"],
+                      n_layer=dims["n_layer"], n_head=dims["n_head"], resid_pdrop=dropout, embd_pdrop=dropout,
+                      attn_pdrop=dropout, bos_token_id=eos_token_id, eos_token_id=eos_token_id,
+                      pad_token_id=eos_token_id)
+
+
+def build_model(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) -> GPT2LMHeadModel:
+    """A fresh model from the preset, or the pretrained folder with its embeddings fitted to the tokenizer."""
+    vocab = len(tokenizer)
+    if cfg.model.pretrained is None:
+        return GPT2LMHeadModel(gpt2_config(cfg, vocab, tokenizer.eos_token_id))
+    model = load_pretrained(cfg.model.pretrained, cfg.model)
+    if model.get_input_embeddings().num_embeddings != vocab:
+        log.info("resizing embeddings %d -> %d to fit the tokenizer",
+                 model.get_input_embeddings().num_embeddings, vocab)
+        model.resize_token_embeddings(vocab)
+    model.config.eos_token_id = model.config.bos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def load_pretrained(path: str, overrides: ModelConfig | None = None) -> GPT2LMHeadModel:
+    pretrained_config(path)
+    kwargs = {}
+    if overrides is not None and overrides.dropout is not None:
+        kwargs = {k: overrides.dropout for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+    return GPT2LMHeadModel.from_pretrained(path, local_files_only=True, **kwargs)
+
+
+def count_parameters(model: GPT2LMHeadModel, *, non_embedding: bool = False) -> int:
+    """Unique parameters (the tied lm_head counted once); non_embedding drops the position table (as PaLM)."""
+    n = sum(p.numel() for p in model.parameters())
+    if non_embedding:
+        n -= model.transformer.wpe.weight.numel()
+    return n
+
+
+def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6N + 12·L·H·Q·T (PaLM, Chowdhery et al. 2022, appendix B).
+
+    6N counts forward (2N) and backward (4N) matmuls over the N non-embedding parameters; the second
+    term is attention's QK^T and AV products, with H·Q = n_embd (heads × head size) and T the sequence
+    length. Activation recomputation is not counted (MFU, not HFU).
+    """
+    return 6.0 * n_params + 12.0 * n_layer * n_embd * seq_len
