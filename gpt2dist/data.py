@@ -88,6 +88,10 @@ def find_invalid_utf8(files: list[Path]) -> tuple[Path, int] | None:
                 except UnicodeDecodeError as exc:
                     return path, offset + exc.start - len(decoder.getstate()[0])
                 offset += len(chunk)
+            try:
+                decoder.decode(b"", final=True)  # a sequence cut off by the end of the file
+            except UnicodeDecodeError as exc:
+                return path, offset + exc.start - len(decoder.getstate()[0])
     return None
 
 
@@ -107,6 +111,13 @@ def open_stream(files: list[Path], cfg: DataConfig, rank: int = 0, world_size: i
         kwargs = {"sample_by": cfg.sample_by, "keep_linebreaks": True,
                   "encoding_errors": "replace" if cfg.encoding_errors == "replace" else None}
     elif builder == "parquet":
+        import pyarrow.parquet as pq
+
+        for path in files:  # the reader's own error for a missing column is a pyarrow traceback
+            names = pq.read_schema(path).names
+            if cfg.text_field not in names:
+                raise UserError(f"config key data.text_field={cfg.text_field!r}: {path} has columns "
+                                f"{sorted(names)}; set data.text_field to the text column")
         kwargs = {"columns": [cfg.text_field]}
     try:
         ds = datasets.load_dataset(builder, data_files={"train": [str(f) for f in files]}, split="train",

@@ -78,7 +78,7 @@ def train(cfg: RunConfig) -> dict[str, Any]:
                  f"{tcfg.precision} | micro batch {tcfg.micro_batch_size} x accum {tcfg.grad_accum_steps} x "
                  f"ranks {rank.world_size} x block {cfg.data.block_size} = {tokens_per_step:,} tokens/step | "
                  f"{'resuming from ' + resume_from.name if resume_from else 'fresh run'} -> step {tcfg.max_steps}")
-    trace = open_trace(run_dir, rank.rank) if cfg.logging.trace_windows else None
+    trace = open_trace(run_dir, rank.rank, step) if cfg.logging.trace_windows else None
 
     last_loss, last_val = float("nan"), None
     if step == 0 and tcfg.eval_every and val_stream is not None:
@@ -202,10 +202,14 @@ def evaluate(engine: Engine, factory, batch_size: int, n_batches: int) -> float:
     return float(np.mean(losses))
 
 
-def open_trace(run_dir: Path, rank: int):
+def open_trace(run_dir: Path, rank: int, start_step: int):
+    """Append-mode trace; a `# start N` line marks where each (re)start began, so readers can drop the
+    lines a killed run wrote after its last checkpoint."""
     folder = run_dir / "trace"
     folder.mkdir(exist_ok=True)
-    return open(folder / f"windows-rank{rank:05d}.txt", "a", encoding="utf-8")  # noqa: SIM115
+    trace = open(folder / f"windows-rank{rank:05d}.txt", "a", encoding="utf-8")  # noqa: SIM115
+    trace.write(f"# start {start_step}\n")
+    return trace
 
 
 def write_trace(trace, step: int, windows: list[Window]) -> None:

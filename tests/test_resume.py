@@ -1,0 +1,86 @@
+"""Exact resume: a run SIGKILLed after its step-20 checkpoint and resumed reproduces the uninterrupted
+run's per-step losses bit for bit and consumes the very same windows (none repeated, none skipped)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import read_metrics, run_cli, tiny_config, write_yaml
+
+pytestmark = pytest.mark.slow
+
+
+def resume_config(run_dir: Path, corpus: tuple[Path, Path]) -> dict:
+    # Wide enough that a step takes ~10 ms or more, so the kill lands between steps 20 and 40.
+    return tiny_config(run_dir, [str(corpus[0])], [str(corpus[1])],
+                       model={"preset": "tiny", "n_embd": 128, "n_layer": 4, "n_head": 4, "dropout": 0.1},
+                       data={"block_size": 64},
+                       train={"max_steps": 40, "micro_batch_size": 8, "grad_accum_steps": 2, "eval_every": 20},
+                       checkpoint={"every": 20, "keep_last": 3},
+                       logging={"tensorboard": False, "progress": "lines", "trace_windows": True})
+
+
+def read_trace(run_dir: Path) -> dict[int, list[tuple[int, int, str]]]:
+    """step -> (epoch, index, digest) of its windows, as the surviving runs consumed them."""
+    per_step: dict[int, list[tuple[int, int, str]]] = {}
+    for line in (run_dir / "trace" / "windows-rank00000.txt").read_text().splitlines():
+        if line.startswith("# start "):  # a (re)start: what a killed run traced after this step is void
+            start = int(line.split()[2])
+            per_step = {s: w for s, w in per_step.items() if s <= start}
+            continue
+        step, epoch, index, digest = line.split()
+        per_step.setdefault(int(step), []).append((int(epoch), int(index), digest))
+    return per_step
+
+
+def kill_after_checkpoint(config: Path, run_dir: Path, step: int, timeout: float = 240) -> int:
+    """Start training, SIGKILL it as soon as checkpoint `step` is complete; return the last logged step."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gpt2dist.train", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    latest = run_dir / "checkpoints" / "latest"
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if latest.is_file() and latest.read_text().strip() == f"step-{step:08d}":
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            if proc.poll() is not None:
+                raise AssertionError(f"training ended before it could be killed: {proc.stderr.read().decode()}")
+            time.sleep(0.005)
+        else:
+            raise AssertionError("checkpoint never appeared")
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    return max(read_metrics(run_dir))
+
+
+def test_sigkill_then_resume_gives_identical_losses_and_windows(tmp_path, story_corpus):
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    config_a = write_yaml(tmp_path / "a.yaml", resume_config(run_a, story_corpus))
+    config_b = write_yaml(tmp_path / "b.yaml", resume_config(run_b, story_corpus))
+    run_cli("train", str(config_a))
+
+    killed_at = kill_after_checkpoint(config_b, run_b, step=20)
+    assert 20 <= killed_at < 40, f"the kill must land between the checkpoint and the end, got step {killed_at}"
+    resumed = run_cli("train", str(config_b))
+    assert "resuming from step-00000020" in resumed.stdout
+
+    losses_a, losses_b = read_metrics(run_a), read_metrics(run_b)
+    for step in range(21, 41):
+        assert losses_b[step]["loss"] == losses_a[step]["loss"], f"step {step} differs after resume"
+        assert losses_b[step]["tokens"] == losses_a[step]["tokens"]
+    assert losses_b[40]["val_loss"] == losses_a[40]["val_loss"]
+
+    trace_a, trace_b = read_trace(run_a), read_trace(run_b)
+    assert sorted(trace_a) == list(range(1, 41)) == sorted(trace_b)
+    assert trace_a == trace_b, "the resumed run consumed different windows"
+    consumed = [(epoch, index) for step in sorted(trace_a) for epoch, index, _ in trace_a[step]]
+    assert consumed == [(0, i) for i in range(40 * 2 * 8)], "windows were repeated or skipped"
