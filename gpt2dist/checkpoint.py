@@ -1,5 +1,6 @@
 """Checkpoint manager: step-NNNNNNNN/ directories written under a temporary name, a manifest written last,
-an atomic rename, then `latest`; keep-last-K never deletes the newest complete one.
+an atomic rename, then `latest`; keep-last-K never deletes the newest complete one. Multi-rank aware:
+every rank adds its own files, rank 0 commits.
 
 A step directory holds the engine's files (model.safetensors, engine.pt), the model's config.json,
 train_state.json and, per rank, the data cursor (cursor-rankNNNNN.json) and RNG state (rng-rankNNNNN.pt).
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gpt2dist import dist
 from gpt2dist.engine import Engine
 from gpt2dist.errors import UserError
 
@@ -92,7 +94,7 @@ class CheckpointManager:
         """Step directories whose manifest exists, oldest first (a manifest is written last)."""
         if not self.root.is_dir():
             return []
-        dirs = [p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / MANIFEST).is_file()]
+        dirs = [p for p in self.root.glob("step-*") if p.is_dir() and (p / MANIFEST).is_file()]
         return sorted(dirs, key=lambda p: p.name)
 
     def latest(self) -> Path | None:
@@ -108,42 +110,47 @@ class CheckpointManager:
 
     # ---- saving ----
     def save(self, step: int, engine: Engine, *, train_state: dict[str, Any], cursor: dict[str, Any]) -> Path:
-        """Write a complete step directory atomically; returns its final path.
+        """Write a complete step directory atomically; collective: every rank calls it with its own cursor.
 
-        Single-process today: the writer rank does everything. Per-rank files are already named by rank
-        so that multi-rank engines can add theirs before the manifest is written.
+        Rank 0 makes the temporary directory; every rank writes its engine shards, data cursor and RNG
+        state into it; rank 0 then writes the metadata and the manifest (last), renames the directory
+        into place, points `latest` at it and prunes.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / step_dir_name(step)
-        tmp = self.root / f".tmp-{step_dir_name(step)}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        tmp = self.root / f".tmp-{final.name}"
+        if self.is_writer:
+            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        dist.barrier()
         engine.save(tmp)
-        engine.model.config.to_json_file(str(tmp / "config.json"))
-        write_json(tmp / "train_state.json", train_state)
         write_json(tmp / f"cursor-rank{self.rank:05d}.json", cursor)
         torch.save(rng_state(), tmp / f"rng-rank{self.rank:05d}.pt")
-        self._write_manifest(tmp, step)
-        if final.exists():  # re-saving a step (a resumed run passing it again): keep the old one until now
-            old = self.root / f".old-{final.name}-{os.getpid()}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-        _fsync_dir(self.root)
-        self._write_latest(final.name)
-        self.prune()
+        dist.barrier()
+        if self.is_writer:
+            engine.model.config.to_json_file(str(tmp / "config.json"))
+            write_json(tmp / "train_state.json", train_state)
+            self._write_manifest(tmp, step)
+            if final.exists():  # re-saving a step (a resumed run passing it again): keep the old one until now
+                old = self.root / f".old-{final.name}"
+                shutil.rmtree(old, ignore_errors=True)
+                final.rename(old)
+                tmp.rename(final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(final)
+            _fsync_dir(self.root)
+            self._write_latest(final.name)
+            self.prune()
+        dist.barrier()
         return final
 
     def _write_manifest(self, directory: Path, step: int) -> None:
         files = {}
-        for path in sorted(directory.iterdir()):
-            if path.is_file():
-                with open(path, "rb") as fh:
-                    os.fsync(fh.fileno())
-                files[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+            files[str(path.relative_to(directory))] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
         write_json(directory / MANIFEST, {"step": step, "files": files})
 
     def _write_latest(self, name: str) -> None:
@@ -158,9 +165,8 @@ class CheckpointManager:
         for old in complete[: max(0, len(complete) - self.keep_last)]:
             if old != latest:
                 shutil.rmtree(old, ignore_errors=True)
-        for stale in self.root.glob(".tmp-step-*"):
-            if not stale.name.endswith(f"-{os.getpid()}"):
-                shutil.rmtree(stale, ignore_errors=True)
+        for stale in [*self.root.glob(".tmp-step-*"), *self.root.glob(".old-step-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
 
     # ---- loading ----
     def verify(self, directory: Path) -> None:
@@ -172,15 +178,27 @@ class CheckpointManager:
                 raise UserError(f"checkpoint {directory} is corrupt ({name} does not match its manifest): "
                                 "delete that step directory to resume from the previous one")
 
-    def load(self, directory: Path, engine: Engine) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Restore engine + RNG; return (train_state, this rank's data cursor)."""
-        self.verify(directory)
+    def load(self, directory: Path, engine: Engine, *, world_size: int = 1,
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Restore engine + RNG (collective); return (train_state, the data cursors of every saved rank)."""
+        error = None
+        if self.is_writer:  # checksums once, on rank 0; the verdict is shared
+            try:
+                self.verify(directory)
+            except UserError as exc:
+                error = str(exc)
+        error = dist.broadcast_object(error)
+        if error is not None:
+            raise UserError(error)
         engine.load(directory)
         train_state = json.loads((directory / "train_state.json").read_text(encoding="utf-8"))
-        cursor_file = directory / f"cursor-rank{self.rank:05d}.json"
-        if not cursor_file.is_file():
-            raise UserError(f"checkpoint {directory} has no data cursor for rank {self.rank} "
-                            f"(it was saved with {train_state.get('world_size')} ranks)")
-        cursor = json.loads(cursor_file.read_text(encoding="utf-8"))
-        set_rng_state(torch.load(directory / f"rng-rank{self.rank:05d}.pt", weights_only=True))
-        return train_state, cursor
+        cursors = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(directory.glob("cursor-rank*.json"))]
+        if len(cursors) != train_state.get("world_size", len(cursors)):
+            raise UserError(f"checkpoint {directory} has {len(cursors)} data cursors for "
+                            f"{train_state.get('world_size')} ranks: it is incomplete; remove it to resume from "
+                            "the previous one")
+        rng_files = sorted(directory.glob("rng-rank*.pt"))
+        same = directory / f"rng-rank{self.rank:05d}.pt"
+        rng_file = same if world_size == len(rng_files) else rng_files[self.rank % len(rng_files)]
+        set_rng_state(torch.load(rng_file, weights_only=True))
+        return train_state, cursors

@@ -1,4 +1,4 @@
-"""`gpt2dist` -- one command, one subcommand per job: demo, train, eval, export, generate, plot.
+"""`gpt2dist` -- one command, one subcommand per job: demo, train, eval, export, generate, ds-config, plot.
 
 Heavy imports (torch, transformers, datasets) happen inside the subcommand that needs them, so
 `gpt2dist --help` and argument errors are instant.
@@ -60,6 +60,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
         print(f"--- sample {i} ---\n{text}" if len(samples) > 1 else text)
 
 
+def cmd_ds_config(args: argparse.Namespace) -> None:
+    from launcher.ds_config import ds_config_command
+
+    ds_config_command(args.config, args.overrides, args.world_size, args.output)
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from gpt2dist.plot import plot_run
 
@@ -111,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_generate)
 
+    p = sub.add_parser("ds-config", help="write the explicit DeepSpeed JSON for a run config and world size")
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. distributed.zero_stage=2")
+    p.add_argument("--world-size", type=int, default=1, help="data-parallel ranks (default 1)")
+    p.add_argument("-o", "--output", default=None, help="JSON file (default: stdout)")
+    p.set_defaults(func=cmd_ds_config)
+
     p = sub.add_parser("plot", help="draw loss, val loss, LR and tokens/s of a run (PNG)")
     p.add_argument("run_dir")
     p.add_argument("-o", "--output", default="curves.png")
@@ -120,7 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on bad arguments
+    # Overrides may follow options (`--world-size 8 a.b=1`); argparse leaves those over, so collect them.
+    args, extra = parser.parse_known_args(argv)  # argparse itself exits 2 with a usage line on bad arguments
+    if extra:
+        if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     run_or_exit(args.func, args)
 
 

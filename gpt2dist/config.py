@@ -65,8 +65,11 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 1000  # optimizer steps
-    micro_batch_size: int = 8  # sequences per forward pass
-    grad_accum_steps: int = 1  # micro batches per optimizer step
+    # The batch triple: give any two of these (per rank: micro; all ranks: global) and the third is derived
+    # for the world size, global = micro x accum x data-parallel ranks. Unset: micro 8, accum 1.
+    global_batch_size: int | None = None  # sequences per optimizer step, all ranks together
+    micro_batch_size: int | None = None  # sequences per forward pass on one rank
+    grad_accum_steps: int | None = None  # micro batches per optimizer step
     lr: float = 6e-4  # peak learning rate
     min_lr: float = 6e-5  # floor of the cosine schedule
     warmup_steps: int = 100  # linear warm-up steps
@@ -76,6 +79,10 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with loss scaling)
+    fp16_initial_scale_power: int = 16  # fp16 dynamic loss scaling: initial scale 2**power
+    fp16_loss_scale_window: int = 1000  # steps without overflow before the scale grows
+    fp16_hysteresis: int = 2  # overflows tolerated before the scale shrinks (DeepSpeed)
+    fp16_min_loss_scale: int = 1  # the scale never drops below this
     eval_every: int = 100  # steps between evaluations; 0 disables
     eval_batches: int = 20  # micro batches per evaluation
     log_every: int = 10  # steps between log records
@@ -99,8 +106,19 @@ class LoggingConfig:
 
 @dataclass
 class DistributedConfig:
-    backend: str = "auto"  # auto | torch | deepspeed
+    backend: str = "auto"  # auto (DeepSpeed when world size > 1 or zero_stage > 0) | torch | deepspeed
     zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3
+    offload_optimizer: str = "none"  # none | cpu (ZeRO stage >= 1)
+    offload_param: str = "none"  # none | cpu (ZeRO stage 3 only)
+    overlap_comm: bool = True  # overlap gradient reduction with backward
+    contiguous_gradients: bool = True  # copy gradients into one buffer as they are produced (less fragmentation)
+    reduce_bucket_size: int = 500_000_000  # elements per gradient reduce bucket
+    allgather_bucket_size: int = 500_000_000  # elements per all-gather bucket (stages 1-2)
+    stage3_prefetch_bucket_size: int = 50_000_000  # elements prefetched ahead of use (stage 3)
+    stage3_param_persistence_threshold: int = 100_000  # params smaller than this stay unpartitioned (stage 3)
+    stage3_max_live_parameters: int = 1_000_000_000  # cap on gathered parameters alive at once (stage 3)
+    stage3_max_reuse_distance: int = 1_000_000_000  # keep a gathered param if reused within this many (stage 3)
+    timeout_minutes: int = 30  # collective timeout before a hung rank fails the job
 
 
 @dataclass
@@ -136,10 +154,16 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "logging.progress": ("auto", "bar", "lines"),
     "distributed.backend": ("auto", "torch", "deepspeed"),
     "distributed.zero_stage": (0, 1, 2, 3),
+    "distributed.offload_optimizer": ("none", "cpu"),
+    "distributed.offload_param": ("none", "cpu"),
 }
-POSITIVE = ("train.max_steps", "train.micro_batch_size", "train.grad_accum_steps", "data.block_size",
-            "train.log_every", "train.eval_batches", "checkpoint.keep_last", "tokenizer.vocab_size")
-NON_NEGATIVE = ("train.warmup_steps", "train.eval_every", "checkpoint.every", "train.grad_clip",
+POSITIVE = ("train.max_steps", "data.block_size", "train.log_every", "train.eval_batches", "checkpoint.keep_last",
+            "tokenizer.vocab_size", "train.fp16_loss_scale_window", "distributed.reduce_bucket_size",
+            "distributed.allgather_bucket_size", "distributed.stage3_prefetch_bucket_size",
+            "distributed.timeout_minutes", "train.fp16_min_loss_scale", "train.fp16_hysteresis")
+POSITIVE_IF_SET = ("train.global_batch_size", "train.micro_batch_size", "train.grad_accum_steps")
+NON_NEGATIVE = ("train.fp16_initial_scale_power", "train.warmup_steps", "train.eval_every", "checkpoint.every",
+                "train.grad_clip",
                 "train.weight_decay", "data.min_line_chars", "train.min_lr", "model.dropout")
 
 
@@ -265,6 +289,10 @@ def validate(cfg: RunConfig) -> None:
     for key in POSITIVE:
         if get_key(cfg, key) <= 0:
             raise UserError(f"config key {key} must be > 0, got {get_key(cfg, key)}")
+    for key in POSITIVE_IF_SET:
+        value = get_key(cfg, key)
+        if value is not None and value <= 0:
+            raise UserError(f"config key {key} must be > 0, got {value}")
     for key in NON_NEGATIVE:
         value = get_key(cfg, key)
         if value is not None and value < 0:
@@ -285,9 +313,60 @@ def validate(cfg: RunConfig) -> None:
         if cfg.data.block_size > dims["n_positions"]:
             raise UserError(f"config key data.block_size={cfg.data.block_size} exceeds the model's "
                             f"n_positions={dims['n_positions']}: lower data.block_size or raise model.n_positions")
+    dcfg = cfg.distributed
+    if dcfg.offload_param == "cpu" and dcfg.zero_stage != 3:
+        raise UserError(f"config key distributed.offload_param=cpu needs distributed.zero_stage=3 (got "
+                        f"{dcfg.zero_stage}): parameters are only partitioned, hence offloadable, at stage 3")
+    if dcfg.offload_optimizer == "cpu" and dcfg.zero_stage == 0:
+        raise UserError("config key distributed.offload_optimizer=cpu needs distributed.zero_stage >= 1 "
+                        "(DeepSpeed offloads the partitioned optimizer state)")
+    if dcfg.backend == "torch" and (dcfg.zero_stage > 0 or "cpu" in (dcfg.offload_optimizer, dcfg.offload_param)):
+        raise UserError(f"config key distributed.backend=torch cannot run ZeRO stage {dcfg.zero_stage} or offload: "
+                        "use distributed.backend=deepspeed (or auto)")
+    t = cfg.train
+    per_rank = (t.micro_batch_size or 1) * (t.grad_accum_steps or 1)
+    if t.global_batch_size is not None and t.global_batch_size % per_rank:
+        raise UserError(f"train.global_batch_size={t.global_batch_size} is not a multiple of train.micro_batch_size="
+                        f"{t.micro_batch_size or '?'} x train.grad_accum_steps={t.grad_accum_steps or '?'}: "
+                        "adjust one of the three, or give only two")
     if cfg.tokenizer.kind == "pretrained" and not (cfg.tokenizer.path or cfg.model.pretrained):
         raise UserError("config key tokenizer.path is required when tokenizer.kind=pretrained "
                         "(a local Hugging Face tokenizer folder)")
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The resolved batch triple for a world size (tokens are the unit: tokens = global x block_size)."""
+
+    micro: int
+    accum: int
+    world_size: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro * self.accum * self.world_size
+
+
+def batch_plan(train: TrainConfig, world_size: int) -> BatchPlan:
+    """Derive the missing member of (global, micro, accum) for `world_size` data-parallel ranks, or fail
+    with one line naming the three numbers (gpt-neox's rule: global = micro x accum x data_parallel)."""
+    g, m, a = train.global_batch_size, train.micro_batch_size, train.grad_accum_steps
+    given = (f"train.global_batch_size={g}, train.micro_batch_size={'?' if m is None else m}, "
+             f"train.grad_accum_steps={'?' if a is None else a}")
+    if g is None:
+        return BatchPlan(m or 8, a or 1, world_size)
+    if m is None and a is None:
+        a = 1
+    if m is None:
+        m, rem = divmod(g, a * world_size)
+    elif a is None:
+        a, rem = divmod(g, m * world_size)
+    else:
+        rem = g - m * a * world_size
+    if rem or not m or not a:
+        raise UserError(f"batch triple {given} does not fit {world_size} ranks (global = micro x accum x ranks): "
+                        "make global a multiple of micro x accum x ranks, or give only two of the three")
+    return BatchPlan(m, a, world_size)
 
 
 def get_key(cfg: Any, dotted: str) -> Any:

@@ -13,7 +13,6 @@ import glob
 import hashlib
 import logging
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,14 +94,14 @@ def find_invalid_utf8(files: list[Path]) -> tuple[Path, int] | None:
     return None
 
 
-def open_stream(files: list[Path], cfg: DataConfig, rank: int = 0, world_size: int = 1):
-    """A streaming `datasets.IterableDataset` of {"text": ...} rows, this rank's disjoint share only.
+def open_stream(files: list[Path], cfg: DataConfig):
+    """A streaming `datasets.IterableDataset` of {"text": ...} rows over all files, in order.
 
-    `split_dataset_by_node` gives whole files to ranks when the file count divides evenly, and every
-    world_size-th row otherwise; either way the ranks' shares are disjoint and cover everything.
+    Every rank opens the whole stream and keeps its share by row index (see `owns_row`): reading
+    raw rows is cheap next to tokenizing them, and a position that means the same on every rank is what
+    lets a checkpoint resume on a different number of ranks without repeating or skipping a document.
     """
     import datasets
-    from datasets.distributed import split_dataset_by_node
 
     datasets.disable_progress_bars()
     builder = FORMATS[files[0].suffix.lower()]
@@ -120,17 +119,19 @@ def open_stream(files: list[Path], cfg: DataConfig, rank: int = 0, world_size: i
                                 f"{sorted(names)}; set data.text_field to the text column")
         kwargs = {"columns": [cfg.text_field]}
     try:
-        ds = datasets.load_dataset(builder, data_files={"train": [str(f) for f in files]}, split="train",
-                                   streaming=True, **kwargs)
+        return datasets.load_dataset(builder, data_files={"train": [str(f) for f in files]}, split="train",
+                                     streaming=True, **kwargs)
     except Exception as exc:  # datasets wraps reader errors in many types; name the files either way
         raise UserError(f"could not open data files {files[0]}...: {str(exc).splitlines()[0]}") from None
-    if world_size > 1:
-        ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
-    return ds
+
+
+def owns_row(row: int, rank: int, world_size: int) -> bool:
+    """The sharding rule: rank r of W keeps rows r, r+W, r+2W, ... -- disjoint, complete, balanced to one row."""
+    return row % world_size == rank
 
 
 def iter_texts(ds, files: list[Path], cfg: DataConfig) -> Iterator[str]:
-    """Rows -> raw texts, turning reader failures into one-line errors that name the file."""
+    """Rows -> raw texts, one per row (empty ones too: row indices are positions), reader failures -> UserError."""
     field = cfg.text_field
     try:
         for row in ds:
@@ -138,8 +139,7 @@ def iter_texts(ds, files: list[Path], cfg: DataConfig) -> Iterator[str]:
                 raise UserError(f"config key data.text_field={field!r}: rows of {files[0]} have fields "
                                 f"{sorted(row)}; set data.text_field to the text column")
             text = row[field]
-            if text:
-                yield text if isinstance(text, str) else str(text)
+            yield text if isinstance(text, str) else ("" if text is None else str(text))
     except UnicodeDecodeError:
         found = find_invalid_utf8(files)
         where = f"{found[0]} at byte {found[1]}" if found else "a data file"
@@ -148,9 +148,11 @@ def iter_texts(ds, files: list[Path], cfg: DataConfig) -> Iterator[str]:
 
 def iter_documents(files: list[Path], cfg: DataConfig, *, heldout: bool | None = None,
                    rank: int = 0, world_size: int = 1) -> Iterator[str]:
-    """Cleaned non-empty documents; heldout=True keeps only the val_fraction share, False drops it."""
-    ds = open_stream(files, cfg, rank, world_size)
-    for text in iter_texts(ds, files, cfg):
+    """This rank's cleaned non-empty documents; heldout=True keeps only the val_fraction share, False drops it."""
+    ds = open_stream(files, cfg)
+    for row, text in enumerate(iter_texts(ds, files, cfg)):
+        if not owns_row(row, rank, world_size):
+            continue
         text = clean_text(text, cfg)
         if not text.strip():
             continue
@@ -174,10 +176,11 @@ class Window:
 class PackedStream:
     """Endless stream of block_size + 1 token windows for one rank, with an exact, cheap cursor.
 
-    The cursor is the `datasets` stream state after the last document pulled, the tokens of those
-    documents not yet emitted, the window count and the epoch. Documents are pulled in small batches,
-    so the saved state always matches the buffer: nothing is read twice or dropped on resume.
-    When a pass ends, the next epoch starts from the first file again.
+    Position = (epoch, row): the next raw row of the file stream. This rank tokenizes the rows it owns
+    (`owns_row`) and not in `skip` (rows another rank consumed before a world-size change). The cursor
+    holds the position, the `datasets` state at it, and the tokens pulled but not yet emitted; documents
+    are pulled in small batches, so the saved state always matches the buffer. When a pass ends the
+    next epoch starts from the first file; leftover tokens carry over, so no token is dropped.
     """
 
     def __init__(self, files: list[Path], cfg: DataConfig, encode, *, heldout: bool | None = None,
@@ -185,34 +188,44 @@ class PackedStream:
         self.files, self.cfg, self.encode = files, cfg, encode
         self.heldout, self.rank, self.world_size, self.repeat = heldout, rank, world_size, repeat
         self.window = cfg.block_size + 1
-        self.epoch = 0
+        self.epoch, self.row = 0, 0
+        self.epoch_rows: int | None = None  # rows in one pass, known once a pass has ended
+        self.skip: set[tuple[int, int]] = set()
         self.windows_in_epoch = 0
         self.buffer: list[int] = []
+        self.pulled: list[tuple[int, int]] = []  # (epoch, row) of documents pulled; drained by tracers
         self._ds = None
         self._rows: Iterator[str] | None = None
         self._pending_state: dict | None = None
 
     def _open(self) -> None:
-        self._ds = open_stream(self.files, self.cfg, self.rank, self.world_size)
+        self._ds = open_stream(self.files, self.cfg)
         if self._pending_state is not None:
             self._ds.load_state_dict(self._pending_state)
             self._pending_state = None
         self._rows = iter_texts(self._ds, self.files, self.cfg)
 
     def _pull_documents(self) -> bool:
-        """Append the tokens of the next few documents to the buffer; False at the end of a pass."""
+        """Append the tokens of this rank's next few documents to the buffer; False at the end of a pass."""
         if self._rows is None:
             self._open()
         docs: list[str] = []
         for text in self._rows:
+            row, self.row = self.row, self.row + 1
+            if not owns_row(row, self.rank, self.world_size) or (self.epoch, row) in self.skip:
+                continue
             text = clean_text(text, self.cfg)
             if not text.strip():
                 continue
             if self.heldout is not None and is_heldout(text, self.cfg.val_fraction) != self.heldout:
                 continue
             docs.append(text)
+            self.pulled.append((self.epoch, row))
             if len(docs) == DOCS_PER_TOKENIZE_CALL:
-                break
+                return self._append(docs)
+        return self._append(docs)
+
+    def _append(self, docs: list[str]) -> bool:
         for ids in self.encode(docs):
             self.buffer.extend(ids)
         return bool(docs)
@@ -230,10 +243,10 @@ class PackedStream:
                                     f"gives rank {self.rank} no full window of {self.window} tokens: add data "
                                     "or lower data.block_size")
                 raise StopIteration
-            self.epoch += 1  # a new pass; leftover tokens carry over so no token is dropped
-            self.windows_in_epoch = 0
-            self._rows = None
-            log.info("data: starting epoch %d", self.epoch)
+            self.epoch_rows = self.row
+            self.epoch, self.row, self.windows_in_epoch = self.epoch + 1, 0, 0
+            self._ds, self._rows, self._pending_state = None, None, None
+            log.info("data: rank %d starting epoch %d", self.rank, self.epoch)
         tokens, self.buffer = self.buffer[: self.window], self.buffer[self.window:]
         window = Window(tokens, self.epoch, self.windows_in_epoch)
         self.windows_in_epoch += 1
@@ -241,21 +254,35 @@ class PackedStream:
 
     def state_dict(self) -> dict[str, Any]:
         ds_state = self._ds.state_dict() if self._ds is not None else self._pending_state
-        return {"epoch": self.epoch, "windows_in_epoch": self.windows_in_epoch, "buffer": list(self.buffer),
-                "dataset": ds_state, "files": [str(f) for f in self.files],
-                "rank": self.rank, "world_size": self.world_size}
+        here = (self.epoch, self.row)
+        return {"epoch": self.epoch, "row": self.row, "epoch_rows": self.epoch_rows,
+                "skip": sorted([e, r] for e, r in self.skip if (e, r) >= here),
+                "windows_in_epoch": self.windows_in_epoch, "buffer": list(self.buffer), "dataset": ds_state,
+                "files": [str(f) for f in self.files], "rank": self.rank, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore this rank's own cursor (same world size)."""
         if state["files"] != [str(f) for f in self.files]:
             raise UserError("the training files differ from the checkpoint's (data.train changed): resume "
                             "with the same files or start a new run_dir")
         if (state["rank"], state["world_size"]) != (self.rank, self.world_size):
             raise UserError(f"checkpoint cursor is for rank {state['rank']} of {state['world_size']}, "
                             f"this is rank {self.rank} of {self.world_size}")
-        self.epoch, self.windows_in_epoch = state["epoch"], state["windows_in_epoch"]
+        self.epoch, self.row, self.epoch_rows = state["epoch"], state["row"], state["epoch_rows"]
+        self.skip = {(e, r) for e, r in state["skip"]}
+        self.windows_in_epoch = state["windows_in_epoch"]
         self.buffer = list(state["buffer"])
         self._pending_state = state["dataset"]
         self._ds, self._rows = None, None
+
+    def load_cursors(self, cursors: list[dict[str, Any]]) -> None:
+        """Restore from every rank's saved cursor: our own one, or a re-split one after a world-size change."""
+        if len(cursors) == self.world_size and all(c["world_size"] == self.world_size for c in cursors):
+            self.load_state_dict(cursors[self.rank])
+        else:
+            from gpt2dist.cursor import reshard_cursor
+
+            self.load_state_dict(reshard_cursor(cursors, self.rank, self.world_size))
 
     def next_batch(self, batch_size: int) -> tuple[torch.Tensor, list[Window]]:
         windows = [next(self) for _ in range(batch_size)]
@@ -276,7 +303,3 @@ def eval_batches(stream_factory, batch_size: int, n_batches: int) -> Iterator[to
         yield torch.tensor(windows, dtype=torch.long)
         if len(windows) < batch_size:
             return
-
-
-def normalize_unicode(text: str) -> str:  # pragma: no cover - kept small and explicit for callers
-    return unicodedata.normalize("NFC", text)

@@ -34,7 +34,11 @@ class StepResult:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warm-up, then cosine to min_lr or flat."""
+    """Learning rate of optimizer step `step` (0-based): linear warm-up, then cosine to min_lr, or flat.
+
+    Both engines use this one function (DeepSpeed gets it as a client scheduler): DeepSpeed's own
+    WarmupCosineLR runs its first step at lr 0, since its get_lr() returns 0 before the first step().
+    """
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
@@ -44,12 +48,25 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks this rank's GPU when there is one (cuda:LOCAL_RANK), else the CPU."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda but no CUDA device is visible: use train.device=cpu or auto")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(name)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse precisions the device cannot run, before anything is built."""
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("train.precision=fp16 needs a CUDA device (loss-scaled fp16 is a GPU format): "
+                        "use train.precision=bf16 or fp32 on CPU")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("train.precision=bf16 is not supported by this GPU: use fp16 or fp32")
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -95,20 +112,21 @@ class Engine(ABC):
 class TorchEngine(Engine):
     """Plain PyTorch on CPU or one CUDA device."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, *, activation_checkpointing: bool = False):
+    def __init__(self, model: nn.Module, cfg: TrainConfig, *, grad_accum_steps: int = 1, local_rank: int = 0,
+                 activation_checkpointing: bool = False):
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        if cfg.precision == "fp16" and self.device.type != "cuda":
-            raise UserError("train.precision=fp16 needs a CUDA device (loss-scaled fp16 is a GPU format): "
-                            "use train.precision=bf16 or fp32 on CPU")
-        if cfg.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise UserError("train.precision=bf16 is not supported by this GPU: use fp16 or fp32")
+        self.grad_accum_steps = grad_accum_steps
+        self.device = resolve_device(cfg.device, local_rank)
+        check_precision(cfg.precision, self.device)
         self.model = model.to(self.device)
         if activation_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.model.train()
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.scaler = None
+        if cfg.precision == "fp16":
+            self.scaler = torch.amp.GradScaler("cuda", init_scale=2.0**cfg.fp16_initial_scale_power,
+                                               growth_interval=cfg.fp16_loss_scale_window)
         self.optimizer = build_adamw(self.model, cfg, fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_at(step, cfg) / cfg.lr)
@@ -140,7 +158,7 @@ class TorchEngine(Engine):
         return logits
 
     def backward(self, loss: torch.Tensor) -> None:
-        loss = loss / self.cfg.grad_accum_steps
+        loss = loss / self.grad_accum_steps
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:

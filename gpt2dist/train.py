@@ -1,55 +1,78 @@
 """The training loop and the per-rank entry point every launcher starts: `python -m gpt2dist.train run.yaml`.
 
-Read top to bottom: resolve files -> tokenizer -> model -> engine -> data stream -> (resume) -> steps of
-(accumulate micro batches, optimizer step, log, eval, checkpoint).
+Read top to bottom: check the config and files -> join the process group -> rank 0 decides resume vs
+fresh and writes the tokenizer -> model -> engine -> data stream -> (resume) -> steps of (accumulate
+micro batches, optimizer step, log, eval, checkpoint).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-import yaml
 
 from gpt2dist import dist
 from gpt2dist.checkpoint import CheckpointManager
-from gpt2dist.config import RunConfig, load_config, save_config, to_dict
-from gpt2dist.data import PackedStream, Window, eval_batches, iter_documents, resolve_files
-from gpt2dist.engine import Engine, TorchEngine
+from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config
+from gpt2dist.data import PackedStream, eval_batches, resolve_files
+from gpt2dist.engine import Engine, TorchEngine, check_precision, resolve_device
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, check_block_size, count_parameters, flops_per_token
-from gpt2dist.tokenizer import build_tokenizer, encode_documents, load_tokenizer
+from gpt2dist.rundir import TOKENIZER_DIR, build_run_tokenizer, prepare_run_dir, save_tokenizer
+from gpt2dist.tokenizer import encode_documents, load_tokenizer
+from gpt2dist.trace import open_trace, write_trace
 
 log = logging.getLogger("gpt2dist")
-
-# Changing these between a checkpoint and its resume would silently train a different run.
-RESUME_MUST_MATCH = ("model", "tokenizer", "data.block_size", "data.train", "data.sample_by", "data.val_fraction")
+T = TypeVar("T")
 
 
 def train(cfg: RunConfig) -> dict[str, Any]:
     """Run (or resume) training to cfg.train.max_steps; returns the final step, loss and val loss."""
     rank = dist.discover()
-    run_dir = Path(cfg.run_dir)
-    ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep_last, rank=rank.rank, is_writer=rank.is_writer)
-    resume_from = prepare_run_dir(cfg, ckpt)
-
-    # Everything a config mistake can break is checked before the first expensive step.
+    # Everything a config mistake can break is checked on every rank before any expensive step.
+    plan = batch_plan(cfg.train, rank.world_size)
+    use_deepspeed = wants_deepspeed(cfg, rank.world_size)
+    device = resolve_device(cfg.train.device, rank.local_rank)
+    check_precision(cfg.train.precision, device)
     train_files = resolve_files(cfg.data.train, "data.train")
     val_files = resolve_files(cfg.data.val, "data.val") if cfg.data.val else None
     check_block_size(cfg)
+    if use_deepspeed or rank.world_size > 1:
+        dist.init_process_group(rank, device.type, cfg.distributed.timeout_minutes, deepspeed=use_deepspeed)
+    try:
+        return run_training(cfg, rank, plan, use_deepspeed, train_files, val_files)
+    finally:
+        gc.collect()
+        dist.shutdown()
+
+
+def wants_deepspeed(cfg: RunConfig, world_size: int) -> bool:
+    """backend auto: DeepSpeed when there are several ranks or a ZeRO stage was asked, plain torch otherwise."""
+    backend = cfg.distributed.backend
+    if backend == "torch" and world_size > 1:
+        raise UserError(f"distributed.backend=torch trains on one process, this launch has {world_size} ranks: "
+                        "use distributed.backend=deepspeed (or auto)")
+    return backend == "deepspeed" or (backend == "auto" and (world_size > 1 or cfg.distributed.zero_stage > 0))
+
+
+def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deepspeed: bool,
+                 train_files: list[Path], val_files: list[Path] | None) -> dict[str, Any]:
+    run_dir = Path(cfg.run_dir)
+    ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep_last, rank=rank.rank, is_writer=rank.is_writer)
+    resume_from = on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files))
+    tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)  # every rank tokenizes with the saved files
     seed_everything(cfg.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = run_tokenizer(cfg, run_dir, train_files)
     model = build_model(cfg, tokenizer)
-    engine: Engine = TorchEngine(model, cfg.train, activation_checkpointing=cfg.model.activation_checkpointing)
-    save_config(cfg, run_dir / "config.yaml")
+    engine = build_engine(cfg, model, plan, rank, resume_from, use_deepspeed)
 
     def encode(docs: list[str]) -> list[list[int]]:
         return encode_documents(tokenizer, docs)
@@ -61,36 +84,36 @@ def train(cfg: RunConfig) -> dict[str, Any]:
 
     step, tokens = 0, 0
     if resume_from is not None:
-        train_state, cursor = ckpt.load(resume_from, engine)
-        stream.load_state_dict(cursor)
+        train_state, cursors = ckpt.load(resume_from, engine, world_size=rank.world_size)
+        stream.load_cursors(cursors)
         step, tokens = train_state["step"], train_state["tokens"]
 
     tcfg = cfg.train
-    tokens_per_step = tcfg.micro_batch_size * tcfg.grad_accum_steps * cfg.data.block_size * rank.world_size
-    n_params = count_parameters(model)
+    tokens_per_step = plan.global_batch * cfg.data.block_size
     fpt = flops_per_token(count_parameters(model, non_embedding=True), model.config.n_layer,
                           model.config.n_embd, cfg.data.block_size)
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None
     peak = peak_flops(device_name, tcfg.precision)
     logger = MetricsLogger(run_dir, enabled=rank.is_writer, total_steps=tcfg.max_steps, start_step=step,
                            tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress)
-    logger.print(f"gpt2dist: {n_params / 1e6:.2f}M parameters | vocab {len(tokenizer)} | device {engine.device} "
-                 f"{tcfg.precision} | micro batch {tcfg.micro_batch_size} x accum {tcfg.grad_accum_steps} x "
-                 f"ranks {rank.world_size} x block {cfg.data.block_size} = {tokens_per_step:,} tokens/step | "
+    logger.print(f"gpt2dist: {count_parameters(model) / 1e6:.2f}M parameters | vocab {len(tokenizer)} | "
+                 f"{'deepspeed ZeRO-' + str(cfg.distributed.zero_stage) if use_deepspeed else 'torch'} on "
+                 f"{engine.device} {tcfg.precision} | micro batch {plan.micro} x accum {plan.accum} x ranks "
+                 f"{plan.world_size} x block {cfg.data.block_size} = {tokens_per_step:,} tokens/step | "
                  f"{'resuming from ' + resume_from.name if resume_from else 'fresh run'} -> step {tcfg.max_steps}")
     trace = open_trace(run_dir, rank.rank, step) if cfg.logging.trace_windows else None
 
     last_loss, last_val = float("nan"), None
     if step == 0 and tcfg.eval_every and val_stream is not None:
-        last_val = evaluate(engine, val_stream, tcfg.micro_batch_size, tcfg.eval_batches)
+        last_val = evaluate(engine, val_stream, plan.micro, tcfg.eval_batches)
         logger.log({"step": 0, "val_loss": last_val, "val_ppl": float(np.exp(last_val))})
     speed, first_step, started = Throughput(), step, time.perf_counter()
     while step < tcfg.max_steps:
         loss_sum = torch.zeros((), device=engine.device)
-        for _ in range(tcfg.grad_accum_steps):
-            batch, windows = stream.next_batch(tcfg.micro_batch_size)
+        for _ in range(plan.accum):
+            batch, windows = stream.next_batch(plan.micro)
             if trace is not None:
-                write_trace(trace, step + 1, windows)
+                write_trace(trace, step + 1, windows, stream)
             loss = engine.forward_loss(batch)
             engine.backward(loss)
             loss_sum += loss.detach()
@@ -100,15 +123,15 @@ def train(cfg: RunConfig) -> dict[str, Any]:
         speed.add(tokens_per_step)
 
         if step % tcfg.log_every == 0 or step == tcfg.max_steps:
-            last_loss = float(loss_sum) / tcfg.grad_accum_steps  # the only host sync of a step
+            last_loss = dist.mean_over_ranks(loss_sum / plan.accum)  # the only host sync of a step
             rate = speed.report()
             elapsed = time.perf_counter() - started
             logger.log({"step": step, "loss": last_loss, "lr": result.lr, "grad_norm": result.grad_norm,
-                        "tokens": tokens, "tokens_per_s": rate, "mfu": mfu(rate, fpt, peak),
+                        "tokens": tokens, "tokens_per_s": rate, "mfu": mfu(rate, fpt, peak, rank.world_size),
                         "epoch": stream.epoch, "skipped": result.skipped or None,
                         "eta_s": elapsed / (step - first_step) * (tcfg.max_steps - step)})
         if tcfg.eval_every and val_stream is not None and (step % tcfg.eval_every == 0 or step == tcfg.max_steps):
-            last_val = evaluate(engine, val_stream, tcfg.micro_batch_size, tcfg.eval_batches)
+            last_val = evaluate(engine, val_stream, plan.micro, tcfg.eval_batches)
             logger.log({"step": step, "val_loss": last_val, "val_ppl": float(np.exp(last_val))})
         if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == tcfg.max_steps:
             saved = ckpt.save(step, engine, train_state={"step": step, "tokens": tokens, "epoch": stream.epoch,
@@ -118,69 +141,63 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     logger.close()
     if trace is not None:
         trace.close()
+    del engine
     return {"step": step, "loss": last_loss, "val_loss": last_val, "tokens": tokens}
 
 
-def prepare_run_dir(cfg: RunConfig, ckpt: CheckpointManager) -> Path | None:
-    """Decide resume vs fresh; refuse to mix a new run into a run dir that holds another one."""
+def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Path]) -> Path | None:
+    """Rank 0: decide resume vs fresh, build the tokenizer, and only then write into the run dir."""
+    resume_from = prepare_run_dir(cfg, ckpt)
+    tokenizer = build_run_tokenizer(cfg, train_files)
     run_dir = Path(cfg.run_dir)
-    latest = ckpt.latest()
-    if cfg.train.resume and latest is not None:
-        check_resume_compatible(cfg, run_dir)
-        return latest
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        return None
-    if cfg.train.resume and (run_dir / "config.yaml").is_file():
-        check_resume_compatible(cfg, run_dir)
-        log.warning("run dir %s has no complete checkpoint yet: starting from step 0", run_dir)
-        return None
-    if latest is not None:
-        raise UserError(f"run_dir {run_dir} already holds checkpoints (latest {latest.name}): drop --no-resume "
-                        "/ train.resume=false to continue it, or choose a new run_dir")
-    raise UserError(f"run_dir {run_dir} is not empty and holds no gpt2dist run: choose a new run_dir or empty it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(tokenizer, run_dir / TOKENIZER_DIR)
+    save_config(cfg, run_dir / "config.yaml")
+    return resume_from
 
 
-def check_resume_compatible(cfg: RunConfig, run_dir: Path) -> None:
-    saved_file = run_dir / "config.yaml"
-    if not saved_file.is_file():
-        return
-    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
-    current = to_dict(cfg)
-    for key in RESUME_MUST_MATCH:
-        old, new = _lookup(saved, key), _lookup(current, key)
-        if old != new:
-            raise UserError(f"config key {key} changed since this run started ({old!r} -> {new!r}): resuming "
-                            f"{run_dir} needs the same value, or use a new run_dir")
+def build_engine(cfg: RunConfig, model, plan: BatchPlan, rank: dist.DistInfo, resume_from: Path | None,
+                 use_deepspeed: bool) -> Engine:
+    if not use_deepspeed:
+        return TorchEngine(model, cfg.train, grad_accum_steps=plan.accum, local_rank=rank.local_rank,
+                           activation_checkpointing=cfg.model.activation_checkpointing)
+    from gpt2dist.ds_engine import DeepSpeedEngine, ensure_universal, saved_world_size
+
+    universal = False
+    if resume_from is not None:
+        saved = saved_world_size(resume_from)
+        universal = saved is not None and saved != rank.world_size
+        if universal:  # a world-size change: DeepSpeed's universal format, converted once by rank 0
+            log.info("resuming %s saved on %d ranks on %d ranks via a universal checkpoint", resume_from.name,
+                     saved, rank.world_size)
+            on_writer(rank, lambda: ensure_universal(resume_from))
+    return DeepSpeedEngine(model, cfg, rank.world_size, load_universal=universal)
 
 
-def _lookup(tree: dict, dotted: str) -> Any:
-    for part in dotted.split("."):
-        tree = tree.get(part, {}) if isinstance(tree, dict) else {}
-    return tree
+def on_writer(rank: dist.DistInfo, fn: Callable[[], T]) -> T:
+    """Run `fn` on rank 0 only; every rank gets its result -- or the same one-line UserError."""
+    result, error, crash = None, None, None
+    if rank.is_writer:
+        try:
+            result = fn()
+        except UserError as exc:
+            error = str(exc)
+        except Exception as exc:  # other ranks would otherwise wait at the broadcast until the timeout
+            if rank.world_size == 1:
+                raise
+            crash, error = exc, f"rank 0 failed: {exc!r}"
+    result, error = dist.broadcast_object((result, error))
+    if crash is not None:
+        raise crash
+    if error is not None:
+        raise UserError(error)
+    return result
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def run_tokenizer(cfg: RunConfig, run_dir: Path, train_files: list[Path]):
-    """The run's tokenizer folder: reused when it exists (resume), else built once and saved."""
-    folder = run_dir / "tokenizer"
-    if (folder / "tokenizer_config.json").is_file():
-        return load_tokenizer(folder)
-    tcfg = cfg.tokenizer
-    texts = None
-    if tcfg.kind != "pretrained":
-        heldout = False if cfg.data.val_fraction > 0 and not cfg.data.val else None
-        texts = iter_documents(train_files, cfg.data, heldout=heldout)
-    tokenizer = build_tokenizer(tcfg.kind, path=tcfg.path or cfg.model.pretrained, vocab_size=tcfg.vocab_size,
-                                texts=texts)
-    tmp = run_dir / "tokenizer.tmp"
-    tokenizer.save_pretrained(str(tmp))
-    tmp.replace(folder)
-    return load_tokenizer(folder)
 
 
 def val_stream_factory(cfg: RunConfig, train_files, val_files, encode):
@@ -194,7 +211,7 @@ def val_stream_factory(cfg: RunConfig, train_files, val_files, encode):
 
 
 def evaluate(engine: Engine, factory, batch_size: int, n_batches: int) -> float:
-    """Mean loss over the first n_batches of the validation stream (the same windows every time)."""
+    """Mean loss over the first n_batches of the validation stream (the same windows every time, every rank)."""
     losses = [engine.eval_loss(batch) for batch in eval_batches(factory, batch_size, n_batches)]
     if not losses:
         raise UserError("the validation data gives no full window of data.block_size + 1 tokens: add "
@@ -202,26 +219,10 @@ def evaluate(engine: Engine, factory, batch_size: int, n_batches: int) -> float:
     return float(np.mean(losses))
 
 
-def open_trace(run_dir: Path, rank: int, start_step: int):
-    """Append-mode trace; a `# start N` line marks where each (re)start began, so readers can drop the
-    lines a killed run wrote after its last checkpoint."""
-    folder = run_dir / "trace"
-    folder.mkdir(exist_ok=True)
-    trace = open(folder / f"windows-rank{rank:05d}.txt", "a", encoding="utf-8")  # noqa: SIM115
-    trace.write(f"# start {start_step}\n")
-    return trace
-
-
-def write_trace(trace, step: int, windows: list[Window]) -> None:
-    """One line per window: step, epoch, index in epoch, digest -- enough to prove no repeat or gap."""
-    trace.writelines(f"{step} {w.epoch} {w.index} {w.digest()}\n" for w in windows)
-    trace.flush()
-
-
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "datasets", "torch"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    for noisy in ("transformers", "datasets", "torch", "DeepSpeed", "deepspeed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if noisy.lower() == "deepspeed" else logging.ERROR)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -233,7 +234,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", help="YAML run config (see examples/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
     parser.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
-    return parser.parse_args(argv)
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    args, extra = parser.parse_known_args(argv)  # the deepspeed launcher appends --local_rank=N
+    if any(item.startswith("-") or "=" not in item for item in extra):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = [*args.overrides, *extra]
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -75,7 +75,7 @@ train:
     assert cfg.train.resume is False
     assert cfg.train.precision == "bf16"
     # untouched keys keep their defaults
-    assert cfg.train.micro_batch_size == 8 and cfg.checkpoint.keep_last == 3
+    assert cfg.train.warmup_steps == 100 and cfg.checkpoint.keep_last == 3
 
 
 def test_empty_yaml_file_means_defaults(tmp_path):

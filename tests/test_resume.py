@@ -34,8 +34,9 @@ def read_trace(run_dir: Path) -> dict[int, list[tuple[int, int, str]]]:
             start = int(line.split()[2])
             per_step = {s: w for s, w in per_step.items() if s <= start}
             continue
-        step, epoch, index, digest = line.split()
-        per_step.setdefault(int(step), []).append((int(epoch), int(index), digest))
+        kind, step, epoch, index, *digest = line.split()
+        if kind == "w":
+            per_step.setdefault(int(step), []).append((int(epoch), int(index), digest[0]))
     return per_step
 
 

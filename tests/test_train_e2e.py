@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import read_metrics, run_cli, tiny_config, write_yaml
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from gpt2dist.config import load_config
 from gpt2dist.data import PackedStream, resolve_files
@@ -34,15 +34,17 @@ def test_tiny_run_lowers_val_loss(tmp_path, story_corpus):
 
 
 def make_gpt2_style_tokenizer(folder: Path, texts: list[str]) -> Path:
-    """A folder like a downloaded `gpt2` tokenizer (vocab.json + merges.txt), trained on the spot."""
+    """A folder like a downloaded `gpt2` tokenizer (vocab.json + merges.txt + tokenizer_config.json)."""
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=400, special_tokens=["<|endoftext|>"], show_progress=False)
     folder.mkdir(parents=True, exist_ok=True)
     bpe.save_model(str(folder))
-    tok = GPT2TokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
-    tok.save_pretrained(str(folder))
+    eos = "<|endoftext|>"
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "GPT2Tokenizer", "model_max_length": 1024, "bos_token": eos, "eos_token": eos,
+         "unk_token": eos}))
     return folder
 
 

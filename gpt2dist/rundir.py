@@ -1,0 +1,87 @@
+"""The run directory's life: fresh vs resume, refusing to mix runs, and the run's saved tokenizer.
+
+Called on rank 0 only (the decision is broadcast), so ranks never race on what they see on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpt2dist.checkpoint import CheckpointManager
+from gpt2dist.config import RunConfig, to_dict
+from gpt2dist.data import iter_documents
+from gpt2dist.errors import UserError
+from gpt2dist.tokenizer import build_tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+# Changing these between a checkpoint and its resume would silently train a different run.
+RESUME_MUST_MATCH = ("model", "tokenizer", "data.block_size", "data.train", "data.sample_by", "data.val_fraction")
+TOKENIZER_DIR = "tokenizer"
+
+
+def prepare_run_dir(cfg: RunConfig, ckpt: CheckpointManager) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run; refuse a run dir that holds another run."""
+    run_dir = Path(cfg.run_dir)
+    latest = ckpt.latest()
+    if cfg.train.resume and latest is not None:
+        check_resume_compatible(cfg, run_dir)
+        return latest
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return None
+    if cfg.train.resume and (run_dir / "config.yaml").is_file():
+        check_resume_compatible(cfg, run_dir)
+        log.warning("run dir %s has no complete checkpoint yet: starting from step 0", run_dir)
+        return None
+    if latest is not None:
+        raise UserError(f"run_dir {run_dir} already holds checkpoints (latest {latest.name}): drop --no-resume "
+                        "/ train.resume=false to continue it, or choose a new run_dir")
+    raise UserError(f"run_dir {run_dir} is not empty and holds no gpt2dist run: choose a new run_dir or empty it")
+
+
+def check_resume_compatible(cfg: RunConfig, run_dir: Path) -> None:
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    current = to_dict(cfg)
+    for key in RESUME_MUST_MATCH:
+        old, new = _lookup(saved, key), _lookup(current, key)
+        if old != new:
+            raise UserError(f"config key {key} changed since this run started ({old!r} -> {new!r}): resuming "
+                            f"{run_dir} needs the same value, or use a new run_dir")
+
+
+def _lookup(tree: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree.get(part, {}) if isinstance(tree, dict) else {}
+    return tree
+
+
+def build_run_tokenizer(cfg: RunConfig, train_files: list[Path]):
+    """The run's saved tokenizer when it exists (resume), else a new one built from the config."""
+    folder = Path(cfg.run_dir) / TOKENIZER_DIR
+    if (folder / "tokenizer_config.json").is_file():
+        return load_tokenizer(folder)
+    tcfg = cfg.tokenizer
+    texts = None
+    if tcfg.kind != "pretrained":
+        heldout = False if cfg.data.val_fraction > 0 and not cfg.data.val else None
+        texts = iter_documents(train_files, cfg.data, heldout=heldout)
+    return build_tokenizer(tcfg.kind, path=tcfg.path or cfg.model.pretrained, vocab_size=tcfg.vocab_size,
+                           texts=texts)
+
+
+def save_tokenizer(tokenizer, folder: Path) -> None:
+    """Save once (temporary name, then rename); an existing folder is the run's own and stays as it is."""
+    if folder.is_dir():
+        return
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(str(tmp))
+    tmp.replace(folder)

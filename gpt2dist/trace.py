@@ -1,0 +1,29 @@
+"""Optional audit trail of what each rank consumed (`logging.trace_windows`), used by the resume tests.
+
+RUN_DIR/trace/windows-rankNNNNN.txt, appended across restarts:
+  `# start N`                      a (re)start at step N: lines a killed run wrote after it are void
+  `d STEP EPOCH ROW`               a document (row of the corpus stream) pulled into the token buffer
+  `w STEP EPOCH INDEX DIGEST`      a window trained on at STEP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+from gpt2dist.data import PackedStream, Window
+
+
+def open_trace(run_dir: Path, rank: int, start_step: int) -> TextIO:
+    folder = run_dir / "trace"
+    folder.mkdir(parents=True, exist_ok=True)
+    trace = open(folder / f"windows-rank{rank:05d}.txt", "a", encoding="utf-8")  # noqa: SIM115 - caller closes
+    trace.write(f"# start {start_step}\n")
+    return trace
+
+
+def write_trace(trace: TextIO, step: int, windows: list[Window], stream: PackedStream) -> None:
+    trace.writelines(f"d {step} {epoch} {row}\n" for epoch, row in stream.pulled)
+    stream.pulled.clear()
+    trace.writelines(f"w {step} {w.epoch} {w.index} {w.digest()}\n" for w in windows)
+    trace.flush()
