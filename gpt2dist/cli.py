@@ -1,4 +1,5 @@
-"""`gpt2dist` -- one command, one subcommand per job: demo, train, eval, export, generate, ds-config, plot.
+"""`gpt2dist` -- one command, one subcommand per job: demo, train, launch, eval, export, generate,
+ds-config, plot.
 
 Heavy imports (torch, transformers, datasets) happen inside the subcommand that needs them, so
 `gpt2dist --help` and argument errors are instant.
@@ -60,6 +61,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
         print(f"--- sample {i} ---\n{text}" if len(samples) > 1 else text)
 
 
+def cmd_launch(args: argparse.Namespace) -> None:
+    from launcher.local import launch
+
+    code = launch(args.config, args.overrides, args.nproc, no_resume=args.no_resume)
+    if code:
+        raise SystemExit(code)
+
+
 def cmd_ds_config(args: argparse.Namespace) -> None:
     from launcher.ds_config import ds_config_command
 
@@ -116,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("launch", help="train on N local ranks through the deepspeed launcher")
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. distributed.zero_stage=2")
+    p.add_argument("--nproc", type=int, required=True, help="number of local ranks (GPUs, or CPU processes)")
+    p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
+    p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("ds-config", help="write the explicit DeepSpeed JSON for a run config and world size")
     p.add_argument("config", help="YAML run config")

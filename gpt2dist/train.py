@@ -38,6 +38,8 @@ T = TypeVar("T")
 def train(cfg: RunConfig) -> dict[str, Any]:
     """Run (or resume) training to cfg.train.max_steps; returns the final step, loss and val loss."""
     rank = dist.discover()
+    if not rank.is_writer:  # one voice: only rank 0 logs
+        logging.getLogger("gpt2dist").setLevel(logging.WARNING)
     # Everything a config mistake can break is checked on every rank before any expensive step.
     plan = batch_plan(cfg.train, rank.world_size)
     use_deepspeed = wants_deepspeed(cfg, rank.world_size)
@@ -72,6 +74,9 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)  # every rank tokenizes with the saved files
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer)
+    n_params = count_parameters(model)  # before ZeRO-3 partitions the parameters away
+    fpt = flops_per_token(count_parameters(model, non_embedding=True), model.config.n_layer,
+                          model.config.n_embd, cfg.data.block_size)
     engine = build_engine(cfg, model, plan, rank, resume_from, use_deepspeed)
 
     def encode(docs: list[str]) -> list[list[int]]:
@@ -90,13 +95,11 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
 
     tcfg = cfg.train
     tokens_per_step = plan.global_batch * cfg.data.block_size
-    fpt = flops_per_token(count_parameters(model, non_embedding=True), model.config.n_layer,
-                          model.config.n_embd, cfg.data.block_size)
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None
     peak = peak_flops(device_name, tcfg.precision)
     logger = MetricsLogger(run_dir, enabled=rank.is_writer, total_steps=tcfg.max_steps, start_step=step,
                            tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress)
-    logger.print(f"gpt2dist: {count_parameters(model) / 1e6:.2f}M parameters | vocab {len(tokenizer)} | "
+    logger.print(f"gpt2dist: {n_params / 1e6:.2f}M parameters | vocab {len(tokenizer)} | "
                  f"{'deepspeed ZeRO-' + str(cfg.distributed.zero_stage) if use_deepspeed else 'torch'} on "
                  f"{engine.device} {tcfg.precision} | micro batch {plan.micro} x accum {plan.accum} x ranks "
                  f"{plan.world_size} x block {cfg.data.block_size} = {tokens_per_step:,} tokens/step | "

@@ -1,0 +1,59 @@
+"""`gpt2dist launch --nproc N`: N local ranks through the `deepspeed` launcher (CPU ranks use gloo).
+
+The launcher never imports the training code: it builds a command line, runs it in its own process
+group, forwards SIGINT/SIGTERM to it, and returns its exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+
+from gpt2dist.errors import UserError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_command(config: str, overrides: list[str], nproc: int, *, master_port: int | None = None,
+                   no_resume: bool = False) -> list[str]:
+    """`python -m deepspeed.launcher.runner --num_gpus N --module gpt2dist.train CONFIG ...` (absolute python)."""
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}")
+    if not os.path.isfile(config):
+        raise UserError(f"config file {config} not found: pass the path of a YAML run config")
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
+           "--master_port", str(master_port or free_port()), "--module", "gpt2dist.train", config, *overrides]
+    return cmd + (["--no-resume"] if no_resume else [])
+
+
+def launch(config: str, overrides: list[str], nproc: int, *, no_resume: bool = False) -> int:
+    """Run the ranks and wait; returns the launcher's exit code."""
+    cmd = launch_command(config, overrides, nproc, no_resume=no_resume)
+    env = dict(os.environ)
+    # Each rank otherwise starts one thread per core: N ranks x cores threads oversubscribe a CPU node
+    # 2-3x (measured in ../shared/DEEPSPEED-ON-CPU.md). torchrun sets this itself; deepspeed does not.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    print("launch:", shlex.join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum, _frame):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
