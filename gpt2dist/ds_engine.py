@@ -24,7 +24,7 @@ from torch import nn
 
 from gpt2dist import dist
 from gpt2dist.config import RunConfig
-from gpt2dist.engine import Engine, StepResult, lm_loss, lr_at
+from gpt2dist.engine import Engine, StepResult, lm_loss, lr_at, reapply_schedule
 from gpt2dist.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ class DeepSpeedEngine(Engine):
         if path is None:
             raise UserError(f"DeepSpeed found no checkpoint in {load_dir}: it is incomplete; remove it to resume "
                             "from the previous one")
+        reapply_schedule(self.scheduler, self.cfg.train)
 
 
 def saved_world_size(directory: Path) -> int | None:

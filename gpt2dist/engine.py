@@ -48,6 +48,15 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
+def reapply_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig) -> None:
+    """After a resume, set the LR of the next step from the *current* config: the optimizer state holds the
+    LR of the old schedule, which is stale when train.max_steps (or the LR keys) changed between runs."""
+    lr = lr_at(scheduler.last_epoch, cfg)
+    for group in scheduler.optimizer.param_groups:
+        group["lr"] = lr
+    scheduler._last_lr = [lr for _ in scheduler.optimizer.param_groups]
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """`auto` picks this rank's GPU when there is one (cuda:LOCAL_RANK), else the CPU."""
     if name == "cuda" and not torch.cuda.is_available():
@@ -203,6 +212,7 @@ class TorchEngine(Engine):
         state = torch.load(directory / "engine.pt", map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        reapply_schedule(self.scheduler, self.cfg)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 

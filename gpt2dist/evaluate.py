@@ -20,7 +20,7 @@ from gpt2dist.tokenizer import encode_documents, load_tokenizer
 
 def load_hf_model(model_dir: str | Path, device: str = "auto") -> tuple[GPT2LMHeadModel, object, torch.device]:
     """A local GPT-2 folder and its tokenizer, in eval mode on the chosen device."""
-    pretrained_config(str(model_dir))
+    pretrained_config(str(model_dir), key="--model")
     dev = resolve_device(device)
     model = GPT2LMHeadModel.from_pretrained(str(model_dir), local_files_only=True).to(dev).eval()
     return model, load_tokenizer(model_dir), dev

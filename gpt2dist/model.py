@@ -17,12 +17,12 @@ from gpt2dist.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def pretrained_config(path: str) -> dict:
+def pretrained_config(path: str, key: str = "config key model.pretrained") -> dict:
     """The folder's config.json, read early so a bad path fails before any expensive work."""
     folder = Path(path)
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise UserError(f"config key model.pretrained={path!r}: no config.json there; point it at a local "
+        raise UserError(f"{key}={path!r}: no config.json there; point it at a local "
                         "Hugging Face model folder (e.g. one saved by save_pretrained)")
     try:
         cfg = json.loads(config_file.read_text(encoding="utf-8"))
@@ -32,7 +32,7 @@ def pretrained_config(path: str) -> dict:
         raise UserError(f"{config_file}: model_type is {cfg.get('model_type')!r}, gpt2dist trains GPT-2 models only")
     if not any((folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin",
                                                       "model.safetensors.index.json")):
-        raise UserError(f"config key model.pretrained={path!r}: no model.safetensors (or pytorch_model.bin) there")
+        raise UserError(f"{key}={path!r}: no model.safetensors (or pytorch_model.bin) there")
     return cfg
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import RunConfig, to_dict
-from gpt2dist.data import iter_documents
+from gpt2dist.data import FORMATS, find_invalid_utf8, iter_documents
 from gpt2dist.errors import UserError
 from gpt2dist.tokenizer import build_tokenizer, load_tokenizer
 
@@ -61,6 +61,22 @@ def _lookup(tree: dict, dotted: str) -> Any:
     for part in dotted.split("."):
         tree = tree.get(part, {}) if isinstance(tree, dict) else {}
     return tree
+
+
+def check_utf8(cfg: RunConfig, resume_from: Path | None, train_files: list[Path],
+               val_files: list[Path] | None) -> None:
+    """Invalid UTF-8 must fail before the run dir is written, not at the first batch. The char and bpe
+    tokenizers read every training file anyway; a fresh run with a pretrained tokenizer scans them here
+    (one pass at disk speed); validation files are scanned on every start."""
+    if cfg.data.encoding_errors != "strict":
+        return
+    scan = list(val_files or [])
+    if resume_from is None and cfg.tokenizer.kind == "pretrained":
+        scan += train_files
+    found = find_invalid_utf8([f for f in scan if FORMATS[f.suffix.lower()] == "text"])
+    if found:
+        raise UserError(f"{found[0]} at byte {found[1]} is not valid UTF-8: fix the file or set "
+                        "data.encoding_errors=replace")
 
 
 def build_run_tokenizer(cfg: RunConfig, train_files: list[Path]):

@@ -27,7 +27,7 @@ from gpt2dist.engine import Engine, TorchEngine, check_precision, resolve_device
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, check_block_size, count_parameters, flops_per_token
-from gpt2dist.rundir import TOKENIZER_DIR, build_run_tokenizer, prepare_run_dir, save_tokenizer
+from gpt2dist.rundir import TOKENIZER_DIR, build_run_tokenizer, check_utf8, prepare_run_dir, save_tokenizer
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
 from gpt2dist.trace import open_trace, write_trace
 
@@ -70,7 +70,7 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                  train_files: list[Path], val_files: list[Path] | None) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep_last, rank=rank.rank, is_writer=rank.is_writer)
-    resume_from = on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files))
+    resume_from = on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files))
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)  # every rank tokenizes with the saved files
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer)
@@ -148,9 +148,11 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     return {"step": step, "loss": last_loss, "val_loss": last_val, "tokens": tokens}
 
 
-def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Path]) -> Path | None:
-    """Rank 0: decide resume vs fresh, build the tokenizer, and only then write into the run dir."""
+def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Path],
+                  val_files: list[Path] | None) -> Path | None:
+    """Rank 0: decide resume vs fresh, check the text, build the tokenizer, and only then write the run dir."""
     resume_from = prepare_run_dir(cfg, ckpt)
+    check_utf8(cfg, resume_from, train_files, val_files)
     tokenizer = build_run_tokenizer(cfg, train_files)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

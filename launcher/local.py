@@ -6,6 +6,7 @@ group, forwards SIGINT/SIGTERM to it, and returns its exit code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -46,10 +47,8 @@ def launch(config: str, overrides: list[str], nproc: int, *, no_resume: bool = F
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
     def forward(signum, _frame):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signum)
-        except ProcessLookupError:
-            pass
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     try:

@@ -1,0 +1,94 @@
+"""Starting real multi-rank runs from tests: every launcher a user has, on CPU with gloo, no mocks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rank_command(launcher: str, config: Path, overrides: list[str], nproc: int) -> list[str]:
+    """The command line a user would type, for each supported launcher."""
+    entry = [str(config), *overrides]
+    if launcher == "launch":
+        return [PY, "-m", "gpt2dist.cli", "launch", str(config), "--nproc", str(nproc), *overrides]
+    if launcher == "torchrun":
+        return [PY, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+                str(free_port()), "-m", "gpt2dist.train", *entry]
+    if launcher == "deepspeed":
+        return [shutil.which("deepspeed") or "deepspeed", "--num_gpus", str(nproc), "--master_port",
+                str(free_port()), "--module", "gpt2dist.train", *entry]
+    if launcher == "mpirun":
+        return [shutil.which("mpirun") or "mpirun", "-np", str(nproc), "--oversubscribe", "-x", "OMP_NUM_THREADS",
+                "-x", "MASTER_PORT", PY, "-m", "gpt2dist.train", *entry]
+    if launcher == "single":
+        return [PY, "-m", "gpt2dist.train", *entry]
+    raise ValueError(launcher)
+
+
+def rank_env(launcher: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    if launcher == "mpirun":
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", MASTER_PORT=str(free_port()))
+    return env
+
+
+def run_ranks(launcher: str, config: Path, overrides: list[str] = (), nproc: int = 2, *, timeout: float = 300,
+              check: bool = True) -> subprocess.CompletedProcess:
+    cmd = rank_command(launcher, config, list(overrides), nproc)
+    proc = subprocess.run(cmd, env=rank_env(launcher), capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def kill_after_checkpoint(launcher: str, config: Path, run_dir: Path, step: int, overrides: list[str] = (),
+                          nproc: int = 2, timeout: float = 300) -> None:
+    """Start a run and SIGKILL its whole process group once checkpoint `step` is complete (a preemption)."""
+    cmd = rank_command(launcher, config, list(overrides), nproc)
+    proc = subprocess.Popen(cmd, env=rank_env(launcher), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    latest = run_dir / "checkpoints" / "latest"
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if latest.is_file() and latest.read_text().strip() == f"step-{step:08d}":
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            if proc.poll() is not None:
+                raise AssertionError(f"the run ended before the kill: {proc.stderr.read().decode()[-4000:]}")
+            time.sleep(0.005)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"checkpoint {step} never appeared")
+    finally:
+        proc.wait(timeout=60)
+
+
+def read_trace_docs(run_dir: Path) -> list[tuple[int, int]]:
+    """Documents (epoch, row) pulled by all ranks, dropping what killed runs pulled after their checkpoint."""
+    docs: list[tuple[int, int, int]] = []
+    for path in sorted((run_dir / "trace").glob("windows-rank*.txt")):
+        per_file: list[tuple[int, int, int]] = []
+        for line in path.read_text().splitlines():
+            if line.startswith("# start "):
+                start = int(line.split()[2])
+                per_file = [d for d in per_file if d[0] <= start]
+            elif line.startswith("d "):
+                _, step, epoch, row = line.split()
+                per_file.append((int(step), int(epoch), int(row)))
+        docs += per_file
+    return [(epoch, row) for _, epoch, row in docs]
