@@ -44,15 +44,25 @@ def launch(config: str, overrides: list[str], nproc: int, *, no_resume: bool = F
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
     print("launch:", shlex.join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    # Same process group as us: a scheduler or user killing our group (e.g. SIGKILL on preemption) reaches
+    # every rank. If only this process dies, the kernel sends the runner SIGTERM, and it stops its ranks.
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_term_when_parent_dies)
 
-    def forward(signum, _frame):
+    def forward(signum, _frame):  # a signal sent to this process alone (kill PID) goes on to the ranks
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signum)
+            proc.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
         return proc.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _term_when_parent_dies() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGTERM) in the child (Linux); elsewhere a no-op."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
