@@ -25,10 +25,10 @@ tokenizer:
 data:
   train: [data/demo/train.txt]
   val: [data/demo/val.txt]
-  block_size: 128
+  block_size: 256       # = the model's positions: samples are up to 256 characters
 train:
   max_steps: 1000
-  micro_batch_size: 16
+  micro_batch_size: 8
   grad_accum_steps: 1
   lr: 2.0e-3
   min_lr: 2.0e-4

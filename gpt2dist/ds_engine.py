@@ -116,9 +116,8 @@ class DeepSpeedEngine(Engine):
         if not (directory / TAG).is_dir():
             raise UserError(f"checkpoint {directory} was written by the torch engine: resume it with "
                             "distributed.backend=torch on one rank, or start a new run_dir")
-        universal = self.ds._config.load_universal_checkpoint if hasattr(self.ds, "_config") else False
-        load_dir, tag = (directory / UNIVERSAL, TAG) if universal else (directory, TAG)
-        path, _ = self.ds.load_checkpoint(str(load_dir), tag=tag, load_optimizer_states=True,
+        load_dir = directory / UNIVERSAL if self.ds.load_universal_checkpoint() else directory
+        path, _ = self.ds.load_checkpoint(str(load_dir), tag=TAG, load_optimizer_states=True,
                                           load_lr_scheduler_states=True)
         if path is None:
             raise UserError(f"DeepSpeed found no checkpoint in {load_dir}: it is incomplete; remove it to resume "

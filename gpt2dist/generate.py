@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
 from gpt2dist.errors import UserError
-from gpt2dist.evaluate import load_hf_model
+from gpt2dist.evaluate import default_block_size, load_hf_model
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +23,14 @@ def generate(model_dir: str, prompt: str = "", *, max_new_tokens: int = 80, top_
     model, tokenizer, dev = load_hf_model(model_dir, device)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
     ids = [tokenizer.eos_token_id] + ids  # a document starts after EOS, as in training
-    room = model.config.n_positions - len(ids)
+    # Positions past the training block size were never trained: cap the context there, not at n_positions.
+    context = min(model.config.n_positions, default_block_size(Path(model_dir), model))
+    room = context - len(ids)
     if room < 1:
-        raise UserError(f"the prompt is {len(ids)} tokens, the model's context is {model.config.n_positions}")
+        raise UserError(f"the prompt is {len(ids)} tokens, the model's trained context is {context}")
     if max_new_tokens > room:
-        log.warning("--max-new-tokens %d cut to %d to fit the model's context", max_new_tokens, room)
+        log.warning("--max-new-tokens %d cut to %d to fit the model's trained context (%d)", max_new_tokens, room,
+                    context)
         max_new_tokens = room
     torch.manual_seed(seed)
     sample = temperature > 0

@@ -28,6 +28,7 @@ from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, check_block_size, count_parameters, flops_per_token
 from gpt2dist.rundir import TOKENIZER_DIR, build_run_tokenizer, check_utf8, prepare_run_dir, save_tokenizer
+from gpt2dist.signals import EXIT_PREEMPTED, StopRequest, write_status
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
 from gpt2dist.trace import open_trace, write_trace
 
@@ -106,6 +107,9 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                  f"{'resuming from ' + resume_from.name if resume_from else 'fresh run'} -> step {tcfg.max_steps}")
     trace = open_trace(run_dir, rank.rank, step) if cfg.logging.trace_windows else None
 
+    stop = StopRequest()
+    if rank.is_writer:
+        write_status(run_dir, "running", step=step)
     last_loss, last_val = float("nan"), None
     if step == 0 and tcfg.eval_every and val_stream is not None:
         last_val = evaluate(engine, val_stream, plan.micro, tcfg.eval_batches)
@@ -136,16 +140,31 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
         if tcfg.eval_every and val_stream is not None and (step % tcfg.eval_every == 0 or step == tcfg.max_steps):
             last_val = evaluate(engine, val_stream, plan.micro, tcfg.eval_batches)
             logger.log({"step": step, "val_loss": last_val, "val_ppl": float(np.exp(last_val))})
-        if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == tcfg.max_steps:
+        stopping = stop.should_stop()  # a collective: every rank stops at this same step
+        if stopping or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == tcfg.max_steps:
             saved = ckpt.save(step, engine, train_state={"step": step, "tokens": tokens, "epoch": stream.epoch,
                                                          "world_size": rank.world_size},
                               cursor=stream.state_dict())
             logger.print(f"checkpoint {saved}", step=step)
+        if stopping and step < tcfg.max_steps:
+            logger.print(f"stopped by {stop.signal_name or 'another rank'} at step {step}: resume with the same "
+                         "command", step=step)
+            if rank.is_writer:
+                write_status(run_dir, "preempted", step=step, signal=stop.signal_name)
+            logger.close()
+            raise Preempted(step)
+    if rank.is_writer:
+        write_status(run_dir, "finished", step=step)
+    stop.restore()
     logger.close()
     if trace is not None:
         trace.close()
     del engine
     return {"step": step, "loss": last_loss, "val_loss": last_val, "tokens": tokens}
+
+
+class Preempted(Exception):
+    """Raised after the stop checkpoint; `main` turns it into exit code EXIT_PREEMPTED (requeue me)."""
 
 
 def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Path],
@@ -251,7 +270,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     overrides = list(args.overrides) + (["train.resume=false"] if args.no_resume else [])
     setup_logging()
-    return run_or_exit(lambda: train(load_config(args.config, overrides)))
+    try:
+        return run_or_exit(lambda: train(load_config(args.config, overrides)))
+    except Preempted:
+        raise SystemExit(EXIT_PREEMPTED) from None
 
 
 if __name__ == "__main__":
