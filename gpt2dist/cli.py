@@ -1,5 +1,5 @@
-"""`gpt2dist` -- one command, one subcommand per job: demo, train, launch, eval, export, generate,
-ds-config, plot.
+"""`gpt2dist` -- one command, one subcommand per job: demo, train, launch, slurm, eval, export,
+generate, ds-config, plot.
 
 Heavy imports (torch, transformers, datasets) happen inside the subcommand that needs them, so
 `gpt2dist --help` and argument errors are instant.
@@ -69,6 +69,16 @@ def cmd_launch(args: argparse.Namespace) -> None:
         raise SystemExit(code)
 
 
+def cmd_slurm(args: argparse.Namespace) -> None:
+    from launcher.slurm import SlurmOptions, slurm_command
+
+    opts = SlurmOptions(nodes=args.nodes, gpus_per_node=args.gpus_per_node, nproc_per_node=args.nproc_per_node,
+                        time=args.time, partition=args.partition, account=args.account, job_name=args.job_name,
+                        launcher=args.launcher, cpus_per_task=args.cpus_per_task, grace=args.signal_grace,
+                        max_restarts=args.max_restarts, output=args.log, overrides=list(args.overrides))
+    slurm_command(args.config, opts, args.output, args.submit)
+
+
 def cmd_ds_config(args: argparse.Namespace) -> None:
     from launcher.ds_config import ds_config_command
 
@@ -132,6 +142,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, required=True, help="number of local ranks (GPUs, or CPU processes)")
     p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
     p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("slurm", help="render a Slurm batch script for a run config (and optionally submit it)")
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, default=8, help="0 = CPU ranks (no --gres)")
+    p.add_argument("--nproc-per-node", type=int, default=None, help="ranks per node (default: GPUs per node)")
+    p.add_argument("--time", default="24:00:00", help="Slurm time limit (default 24:00:00)")
+    p.add_argument("--partition", default=None)
+    p.add_argument("--account", default=None)
+    p.add_argument("--job-name", default=None, help="default gpt2dist-<run dir name>")
+    p.add_argument("--launcher", default="srun", choices=["srun", "torchrun", "deepspeed"],
+                   help="srun: one task per rank (default); torchrun: one per node; deepspeed: hostfile")
+    p.add_argument("--cpus-per-task", type=int, default=None)
+    p.add_argument("--signal-grace", type=int, default=120, help="seconds of warning before the time limit")
+    p.add_argument("--max-restarts", type=int, default=5, help="requeues after preemption before giving up")
+    p.add_argument("--log", default=None, help="Slurm output file (default ./slurm-logs/%%x-%%j.out)")
+    p.add_argument("-o", "--output", default=None, help="write the script here (default: print it)")
+    p.add_argument("--submit", action="store_true", help="sbatch the script and print the job id")
+    p.set_defaults(func=cmd_slurm)
 
     p = sub.add_parser("ds-config", help="write the explicit DeepSpeed JSON for a run config and world size")
     p.add_argument("config", help="YAML run config")

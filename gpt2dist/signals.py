@@ -21,13 +21,15 @@ log = logging.getLogger(__name__)
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL (sysexits.h): "temporary failure, try again" -- requeue me
 STATUS_FILE = "status.json"
+STOP_FILE = "STOP"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class StopRequest:
     """Catches the stop signals of this process and turns them into an agreed stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop_file: Path | None = None) -> None:
+        self.stop_file = stop_file  # RUN_DIR/STOP, touched by the Slurm script: reaches ranks under any launcher
         self.signal_name: str | None = None
         self._terms = 0
         self._group = None
@@ -49,6 +51,8 @@ class StopRequest:
 
     def should_stop(self) -> bool:
         """True on every rank as soon as any rank got a stop signal (a collective: call it on all ranks)."""
+        if self.signal_name is None and self.stop_file is not None and self.stop_file.exists():
+            self.signal_name = f"{self.stop_file.name} file"
         local = self.signal_name is not None
         import torch.distributed as dist
 
@@ -61,6 +65,11 @@ class StopRequest:
         flag = torch.tensor([1 if local else 0], dtype=torch.int32)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
         return bool(flag.item())
+
+    def acknowledge(self) -> None:
+        """Remove the STOP file once acted on, so the next start does not stop at once."""
+        if self.stop_file is not None:
+            self.stop_file.unlink(missing_ok=True)
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

@@ -28,7 +28,7 @@ from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, check_block_size, count_parameters, flops_per_token
 from gpt2dist.rundir import TOKENIZER_DIR, build_run_tokenizer, check_utf8, prepare_run_dir, save_tokenizer
-from gpt2dist.signals import EXIT_PREEMPTED, StopRequest, write_status
+from gpt2dist.signals import EXIT_PREEMPTED, STOP_FILE, StopRequest, write_status
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
 from gpt2dist.trace import open_trace, write_trace
 
@@ -107,7 +107,7 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                  f"{'resuming from ' + resume_from.name if resume_from else 'fresh run'} -> step {tcfg.max_steps}")
     trace = open_trace(run_dir, rank.rank, step) if cfg.logging.trace_windows else None
 
-    stop = StopRequest()
+    stop = StopRequest(run_dir / STOP_FILE if rank.is_writer else None)
     if rank.is_writer:
         write_status(run_dir, "running", step=step)
     last_loss, last_val = float("nan"), None
@@ -151,6 +151,7 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                          "command", step=step)
             if rank.is_writer:
                 write_status(run_dir, "preempted", step=step, signal=stop.signal_name)
+                stop.acknowledge()
             logger.close()
             raise Preempted(step)
     if rank.is_writer:
