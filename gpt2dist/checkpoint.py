@@ -118,6 +118,7 @@ class CheckpointManager:
         """
         final = self.root / step_dir_name(step)
         tmp = self.root / f".tmp-{final.name}"
+        rng = rng_state()  # taken first and restored last: a save must not move any RNG (DeepSpeed's does)
         if self.is_writer:
             self.root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -125,7 +126,7 @@ class CheckpointManager:
         dist.barrier()
         engine.save(tmp)
         write_json(tmp / f"cursor-rank{self.rank:05d}.json", cursor)
-        torch.save(rng_state(), tmp / f"rng-rank{self.rank:05d}.pt")
+        torch.save(rng, tmp / f"rng-rank{self.rank:05d}.pt")
         dist.barrier()
         if self.is_writer:
             engine.model.config.to_json_file(str(tmp / "config.json"))
@@ -143,6 +144,7 @@ class CheckpointManager:
             self._write_latest(final.name)
             self.prune()
         dist.barrier()
+        set_rng_state(rng)
         return final
 
     def _write_manifest(self, directory: Path, step: int) -> None:

@@ -39,8 +39,8 @@ T = TypeVar("T")
 def train(cfg: RunConfig) -> dict[str, Any]:
     """Run (or resume) training to cfg.train.max_steps; returns the final step, loss and val loss."""
     rank = dist.discover()
-    if not rank.is_writer:  # one voice: only rank 0 logs
-        logging.getLogger("gpt2dist").setLevel(logging.WARNING)
+    if not rank.is_writer:  # one voice: only rank 0 logs (errors still come from every rank)
+        logging.getLogger("gpt2dist").setLevel(logging.ERROR)
     # Everything a config mistake can break is checked on every rank before any expensive step.
     plan = batch_plan(cfg.train, rank.world_size)
     use_deepspeed = wants_deepspeed(cfg, rank.world_size)

@@ -120,10 +120,11 @@ def _fill(text: str, values: dict[str, str]) -> str:
 
 
 def _sbatch_value(value: str) -> str:
-    """#SBATCH lines are not parsed by a shell: quoting does not apply there, so refuse what would break them."""
-    if any(c in value for c in "\n\r\"'") or value != value.strip():
-        raise UserError(f"{value!r} cannot go into an #SBATCH line: avoid quotes, newlines and edge spaces")
-    return value
+    """#SBATCH lines are parsed by sbatch, not a shell: it accepts double quotes around a value with spaces
+    (checked on Slurm 22.05), and nothing can escape a double quote or a newline there, so those are refused."""
+    if any(c in value for c in "\n\r\"") or value != value.strip():
+        raise UserError(f"{value!r} cannot go into an #SBATCH line: avoid double quotes, newlines and edge spaces")
+    return f'"{value}"' if any(c.isspace() for c in value) else value
 
 
 def write_script(text: str, path: str) -> Path:

@@ -56,7 +56,7 @@ def test_rendered_script_matches_golden(golden_config, name):
 
 def test_rendering_quotes_paths_and_checks_batch_math(golden_config):
     text = render_variant("srun-cpu-2x2", golden_config)
-    assert "--chdir=/work/my project" in text and "'data.train=[data/my corpus/*.txt]'" in text
+    assert '--chdir="/work/my project"' in text and "'data.train=[data/my corpus/*.txt]'" in text
     assert "CONFIG='/work/my project/run.yaml'" in text
     assert "--gres" not in text and "--ntasks-per-node=2" in text
     assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR1@120" in text
