@@ -108,6 +108,23 @@ class CheckpointManager:
         complete = self.complete_steps()
         return complete[-1] if complete else None
 
+    def latest_verified(self) -> Path | None:
+        """The newest checkpoint whose files match their manifest. A corrupt or truncated one is skipped
+        with a warning naming it -- falling back to the previous complete one, never silently to step 0."""
+        candidates = self.complete_steps()
+        latest = self.latest()
+        if latest is not None and latest in candidates:  # newest first, but never past what `latest` names
+            candidates = candidates[: candidates.index(latest) + 1]
+        for directory in reversed(candidates):
+            try:
+                self.verify(directory)
+                return directory
+            except UserError as exc:
+                log.warning("skipping checkpoint %s: %s", directory, exc)
+        if candidates:
+            log.warning("no checkpoint in %s passed verification: starting from step 0", self.root)
+        return None
+
     # ---- saving ----
     def save(self, step: int, engine: Engine, *, train_state: dict[str, Any], cursor: dict[str, Any]) -> Path:
         """Write a complete step directory atomically; collective: every rank calls it with its own cursor.
@@ -182,16 +199,8 @@ class CheckpointManager:
 
     def load(self, directory: Path, engine: Engine, *, world_size: int = 1,
              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Restore engine + RNG (collective); return (train_state, the data cursors of every saved rank)."""
-        error = None
-        if self.is_writer:  # checksums once, on rank 0; the verdict is shared
-            try:
-                self.verify(directory)
-            except UserError as exc:
-                error = str(exc)
-        error = dist.broadcast_object(error)
-        if error is not None:
-            raise UserError(error)
+        """Restore engine + RNG (collective) from a checkpoint rank 0 verified (`latest_verified`); return
+        (train_state, the data cursors of every saved rank)."""
         engine.load(directory)
         train_state = json.loads((directory / "train_state.json").read_text(encoding="utf-8"))
         cursors = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(directory.glob("cursor-rank*.json"))]

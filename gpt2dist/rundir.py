@@ -28,7 +28,7 @@ TOKENIZER_DIR = "tokenizer"
 def prepare_run_dir(cfg: RunConfig, ckpt: CheckpointManager) -> Path | None:
     """The checkpoint to resume from, or None for a fresh run; refuse a run dir that holds another run."""
     run_dir = Path(cfg.run_dir)
-    latest = ckpt.latest()
+    latest = ckpt.latest_verified()
     if cfg.train.resume and latest is not None:
         check_resume_compatible(cfg, run_dir)
         return latest

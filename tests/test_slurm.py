@@ -176,3 +176,31 @@ def test_preempted_job_checkpoints_requeues_and_resumes(cluster, tmp_path, story
     run_ranks("torchrun", write_yaml(tmp_path / "ref.yaml", ref_cfg), widen)
     got, ref = read_metrics(run_dir), read_metrics(ref_dir)
     assert [got[s]["loss"] for s in range(1, 61)] == [ref[s]["loss"] for s in range(1, 61)]
+
+
+def test_submit_without_slurm_is_one_line_error(tmp_path, golden_config):
+    from conftest import run_cli
+
+    env = {"PATH": str(tmp_path)}  # no sbatch anywhere on PATH
+    proc = run_cli("slurm", str(golden_config), "--nodes", "1", "--gpus-per-node", "0", "--nproc-per-node", "2",
+                   "--submit", cwd=golden_config.parent, env=env, check=False)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: sbatch not found"), proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_submit_prints_the_job_id_and_the_job_runs(cluster, tmp_path, story_corpus):
+    from conftest import run_cli
+
+    run_dir = tmp_path / "run"
+    cfg = tiny_config(run_dir, [str(story_corpus[0])], data={"block_size": 32},
+                      train={"max_steps": 4, "global_batch_size": 8, "micro_batch_size": 4})
+    config = write_yaml(tmp_path / "run.yaml", cfg)
+    out = run_cli("slurm", str(config), "--nodes", "1", "--gpus-per-node", "0", "--nproc-per-node", "2",
+                  "--time", "00:05:00", "--log", str(tmp_path / "logs" / "%j.out"), "--submit", cwd=tmp_path,
+                  env=cluster)
+    job_id = out.stdout.strip().splitlines()[-1]
+    assert job_id.isdigit(), out.stdout
+    assert wait_for(cluster, job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}) == "COMPLETED"
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-00000004"
