@@ -13,7 +13,6 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from gpt2dist.checkpoint import MANIFEST, CheckpointManager
 from gpt2dist.config import TrainConfig
 from gpt2dist.engine import TorchEngine, lr_at
-from gpt2dist.errors import UserError
 
 
 def tiny_engine(seed: int = 0) -> TorchEngine:
