@@ -171,11 +171,13 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
-def shutdown() -> None:
-    """Leave the process group cleanly: a barrier, then destroy it. DeepSpeed's gloo threads otherwise
-    crash ~20% of multi-rank runs at interpreter exit ("terminate called without an active exception")."""
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group: a barrier (clean exits only), then destroy it. DeepSpeed's gloo threads
+    otherwise crash ~20% of multi-rank runs at interpreter exit ("terminate called without an active
+    exception"). After an error the barrier is skipped: the other ranks may never reach it."""
     if is_initialized():
         import torch.distributed as dist
 
-        dist.barrier()
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()

@@ -52,10 +52,17 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     if use_deepspeed or rank.world_size > 1:
         dist.init_process_group(rank, device.type, cfg.distributed.timeout_minutes, deepspeed=use_deepspeed)
     try:
-        return run_training(cfg, rank, plan, use_deepspeed, train_files, val_files)
-    finally:
+        result = run_training(cfg, rank, plan, use_deepspeed, train_files, val_files)
+    except Preempted:  # every rank stops at the same step: leave together
         gc.collect()
         dist.shutdown()
+        raise
+    except BaseException:  # a barrier here could wait forever on a rank stuck elsewhere
+        dist.shutdown(clean=False)
+        raise
+    gc.collect()
+    dist.shutdown()
+    return result
 
 
 def wants_deepspeed(cfg: RunConfig, world_size: int) -> bool:
