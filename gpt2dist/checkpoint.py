@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LATEST = "latest"
+LOW_DISK_BYTES = 64 << 20  # below this, a failed write is taken for a full disk
 
 
 def step_dir_name(step: int) -> str:
@@ -131,11 +132,30 @@ class CheckpointManager:
 
         Rank 0 makes the temporary directory; every rank writes its engine shards, data cursor and RNG
         state into it; rank 0 then writes the metadata and the manifest (last), renames the directory
-        into place, points `latest` at it and prunes.
+        into place, points `latest` at it and prunes. A full disk or a read-only directory ends the run
+        with one line; the temporary directory is removed and the previous checkpoint is untouched.
         """
         final = self.root / step_dir_name(step)
         tmp = self.root / f".tmp-{final.name}"
         rng = rng_state()  # taken first and restored last: a save must not move any RNG (DeepSpeed's does)
+        try:
+            self._save(final, tmp, step, engine, train_state, cursor, rng)
+        except (OSError, RuntimeError) as exc:
+            # torch.save reports a short write as RuntimeError ("unexpected pos"): a write error when the disk
+            # is (nearly) full; any other RuntimeError is a real crash and goes up as it is.
+            if isinstance(exc, RuntimeError) and shutil.disk_usage(self.root).free > LOW_DISK_BYTES:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            previous = self.latest()
+            kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint"
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "disk full"
+            raise UserError(f"could not write checkpoint {final.name} in {self.root} ({reason}); {kept}: free disk "
+                            "space or fix the directory's permissions, then resume") from None
+        set_rng_state(rng)
+        return final
+
+    def _save(self, final: Path, tmp: Path, step: int, engine: Engine, train_state: dict[str, Any],
+              cursor: dict[str, Any], rng: dict[str, Any]) -> None:
         if self.is_writer:
             self.root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -161,8 +181,6 @@ class CheckpointManager:
             self._write_latest(final.name)
             self.prune()
         dist.barrier()
-        set_rng_state(rng)
-        return final
 
     def _write_manifest(self, directory: Path, step: int) -> None:
         files = {}
