@@ -1,9 +1,9 @@
 """`gpt2dist doctor`: will this config run on this many ranks, and does it fit -- before hours in a queue.
 
-Two layers. `cheap_checks` needs no model and no full data read (batch triple, files, rows per rank, block
-size, vocabulary, precision, run-dir space), so `gpt2dist train` and the Slurm renderer can run it before any
-expensive work. `run_doctor` adds the per-GPU memory table for ZeRO 0-3 with and without offload
-(`gpt2dist.memory`) and recommends the lowest stage that fits. Each finding is one line, ok / warn / error.
+Two layers. `cheap_checks` builds no model and reads no data beyond file sizes (batch triple, files, rows per
+rank, block size, vocabulary, precision, checkpoint space), so `gpt2dist train` and the Slurm renderer can run
+it before any expensive work. `run_doctor` adds the per-GPU memory table for ZeRO 0-3 with and without
+offload (`gpt2dist.memory`) and the lowest stage that fits. Every finding is one line: ok, warn or error.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from gpt2dist import memory
 from gpt2dist.config import RunConfig, batch_plan, load_config
 from gpt2dist.errors import UserError
 
-COUNT_ROWS_LIMIT = 64 * 2**20  # rows are counted exactly only when the training files total less than this
+COUNT_ROWS_LIMIT = 64 * 2**20  # rows are counted only when the training files total less than this
 BYTES_PER_TOKEN = {"char": 1.0, "bpe": 4.0, "pretrained": 4.0}  # rough: ~4 bytes of English per BPE token
 CHAR_VOCAB_GUESS = 256  # a char tokenizer's size is known only once it is built from the data
 HEADROOM = 0.9  # usable share of --gpu-mem: the CUDA context and allocator fragmentation take the rest
+TABLE_ROWS = [(0, False, False), (1, False, False), (2, False, False), (3, False, False),
+              (1, True, False), (2, True, False), (3, True, True)]  # (stage, offload opt, offload param)
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,9 @@ class Finding:
 @dataclass
 class DoctorReport:
     findings: list[Finding] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)  # batch math, model, data volume
-    table: list[memory.MemoryEstimate] = field(default_factory=list)
-    ds_estimates: dict[str, tuple[int, int]] = field(default_factory=dict)  # label -> DeepSpeed (cpu, gpu)
+    lines: list[str] = field(default_factory=list)  # model, batch math, data volume
+    table: list[memory.MemoryEstimate] = field(default_factory=list)  # TABLE_ROWS order
+    ds_estimates: dict[str, tuple[int, int]] = field(default_factory=dict)  # label -> DeepSpeed's (cpu, gpu)
     configured: memory.MemoryEstimate | None = None
     recommended: memory.MemoryEstimate | None = None
     gpu_mem_bytes: int | None = None
@@ -54,18 +57,20 @@ class DoctorReport:
         return 1 if self.problems else 0
 
     def verdict(self) -> str:
-        """The one line scripts read: `doctor: OK (...)` or `doctor: N problems (first: ...)`."""
+        """The one line scripts read: `doctor: OK (...)` or `doctor: N problems (the first one)`."""
         if self.problems:
             n = len(self.problems)
             return f"doctor: {n} problem{'s' if n > 1 else ''} ({self.problems[0].message})"
         warns = sum(f.level == "warn" for f in self.findings)
         parts = [f"{e.label} ~{memory.fmt_bytes(e.total)} per GPU" for e in (self.configured,) if e]
-        parts += [f"recommended {e.label}" for e in (self.recommended,) if e]
+        parts += [f"lowest that fits: {e.label}" for e in (self.recommended,) if e]
         return f"doctor: OK ({'; '.join([*parts, f'{warns} warning' + ('s' if warns != 1 else '')])})"
 
 
 @dataclass(frozen=True)
 class ModelFacts:
+    """What the run will train, from the config, a pretrained config.json and the tokenizer -- no weights."""
+
     n_layer: int
     n_embd: int
     n_head: int
@@ -83,7 +88,7 @@ def _path(p: str, base: Path | None) -> str:
 
 
 def model_facts(cfg: RunConfig, base: Path | None = None) -> tuple[ModelFacts, list[Finding]]:
-    """Dims and the vocabulary the run will train with; reads config.json / a tokenizer folder, never weights."""
+    """Dims and vocabulary (the model is resized to the tokenizer), plus vocabulary and block-size findings."""
     out: list[Finding] = []
     dims = dict(cfg.resolved_model_dims())
     model_vocab = None
@@ -93,27 +98,27 @@ def model_facts(cfg: RunConfig, base: Path | None = None) -> tuple[ModelFacts, l
         hf = pretrained_config(_path(cfg.model.pretrained, base))
         dims = {k: hf.get(k, dims[k]) for k in dims}
         model_vocab = hf.get("vocab_size", 50257)
-    tok_vocab, source = None, ""
-    run_tok = Path(_path(cfg.run_dir, base)) / "tokenizer"
+    run_tok = Path(_path(cfg.run_dir, base)) / "tokenizer"  # a resumed run's own tokenizer wins
     tok_dir = run_tok if (run_tok / "tokenizer_config.json").is_file() else None
     if tok_dir is None and cfg.tokenizer.kind == "pretrained":
         tok_dir = Path(_path(cfg.tokenizer.path or cfg.model.pretrained, base))
+    tok_vocab, source = None, ""
     if tok_dir is not None:
         from gpt2dist.tokenizer import load_tokenizer
 
         tok_vocab, source = len(load_tokenizer(tok_dir)), f"len(tokenizer) of {tok_dir}"
     elif cfg.tokenizer.kind == "bpe":
-        tok_vocab, source = cfg.tokenizer.vocab_size, "tokenizer.vocab_size (BPE, upper bound)"
+        tok_vocab, source = cfg.tokenizer.vocab_size, "tokenizer.vocab_size, an upper bound"
     if model_vocab is not None and tok_vocab is not None:
         if tok_vocab != model_vocab:
-            what = "new rows start random" if tok_vocab > model_vocab else "the rows above it are dropped"
-            out.append(Finding("warn", f"vocabulary: tokenizer has {tok_vocab} tokens, {cfg.model.pretrained} "
-                                       f"has {model_vocab} embeddings: they will be resized ({what})"))
+            what = "new rows start random" if tok_vocab > model_vocab else "rows beyond it are dropped"
+            out.append(Finding("warn", f"vocabulary: the tokenizer has {tok_vocab} tokens, {cfg.model.pretrained} "
+                                       f"{model_vocab} embeddings: they will be resized ({what})"))
         else:
             out.append(Finding("ok", f"vocabulary: tokenizer and model agree ({tok_vocab} tokens)"))
     if tok_vocab is None:
-        tok_vocab, source = (model_vocab, "model config.json") if model_vocab else (CHAR_VOCAB_GUESS,
-                                                                                    "char tokenizer, assumed")
+        tok_vocab, source = ((model_vocab, "the model's config.json") if model_vocab is not None
+                             else (CHAR_VOCAB_GUESS, "a char tokenizer, assumed"))
     if cfg.data.block_size > dims["n_positions"]:
         out.append(Finding("error", f"data.block_size={cfg.data.block_size} exceeds the model's n_positions="
                                     f"{dims['n_positions']}: lower data.block_size"))
@@ -121,16 +126,17 @@ def model_facts(cfg: RunConfig, base: Path | None = None) -> tuple[ModelFacts, l
 
 
 def count_rows(files: list[Path], sample_by: str) -> int | None:
-    """Rows of the stream `data.open_stream` reads (the unit ranks shard by), or None when too costly."""
+    """Rows of the stream `data.open_stream` reads (what ranks shard by), or None when counting costs too much."""
+    small = sum(f.stat().st_size for f in files) <= COUNT_ROWS_LIMIT
     total = 0
     for path in files:
         suffix = path.suffix.lower()
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            total += pq.ParquetFile(path).metadata.num_rows  # footer only
+            total += pq.ParquetFile(path).metadata.num_rows  # the footer only
             continue
-        if sum(f.stat().st_size for f in files) > COUNT_ROWS_LIMIT or suffix == ".json":
+        if not small or suffix == ".json":
             return None
         text = path.read_bytes().replace(b"\r\n", b"\n")
         if suffix == ".jsonl":
@@ -144,85 +150,66 @@ def count_rows(files: list[Path], sample_by: str) -> int | None:
     return total
 
 
-def _writable_dir(run_dir: Path) -> tuple[Path | None, str | None]:
-    """The nearest existing folder at or above run_dir, and why it cannot take the run dir (None: it can)."""
-    probe = run_dir
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        return None, f"{probe} exists and is not a folder"
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".gpt2dist-doctor-", dir=probe)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        return probe, f"cannot create files in {probe} ({exc.strerror or exc})"
-    return probe, None
-
-
 def cheap_checks(cfg: RunConfig, world_size: int, *, base_dir: str | Path | None = None) -> list[Finding]:
-    """Checks that build no model and read no data beyond file sizes (and small files' row counts).
+    """Checks that build no model and read no data beyond sizes (and small files' row counts).
 
     `base_dir` resolves relative paths (the Slurm renderer's --chdir); default: the current directory.
     """
+    return _checks(cfg, world_size, Path(base_dir) if base_dir is not None else None)[0]
+
+
+def _checks(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[Finding], ModelFacts | None]:
     from gpt2dist.data import resolve_files  # imports torch: deferred so `--help` stays instant
 
-    base = Path(base_dir) if base_dir is not None else None
     out: list[Finding] = []
     try:
-        plan = batch_plan(cfg.train, world_size)
-        out.append(Finding("ok", f"batch: micro {plan.micro} x accum {plan.accum} x data-parallel {world_size} "
-                                 f"= global {plan.global_batch} sequences"))
+        batch_plan(cfg.train, world_size)  # run_doctor prints the numbers; here only a misfit matters
     except UserError as exc:
         out.append(Finding("error", str(exc)))
     if cfg.distributed.backend == "torch" and world_size > 1:
         out.append(Finding("error", f"distributed.backend=torch runs one process, not {world_size} ranks: use "
                                     "distributed.backend=deepspeed (or auto)"))
     if cfg.train.precision == "fp16":
-        level = "error" if cfg.train.device == "cpu" else "warn"
-        out.append(Finding(level, "train.precision=fp16: prefer bf16 where the GPU has it (A100, H100 and newer):"
-                                  " same memory, no loss scaling, no skipped steps" + (
-                                      "; fp16 needs CUDA" if level == "error" else "")))
+        cpu = cfg.train.device == "cpu"
+        out.append(Finding("error" if cpu else "warn", "train.precision=fp16: prefer bf16 where the GPU has it "
+                           "(A100, H100 and newer): same memory, no loss scaling, no skipped steps"
+                           + ("; fp16 needs CUDA and train.device is cpu" if cpu else "")))
+    facts = None
     try:
         facts, found = model_facts(cfg, base)
         out += found
     except UserError as exc:
         out.append(Finding("error", str(exc)))
-        facts = None
     for key, patterns in (("data.train", cfg.data.train), ("data.val", cfg.data.val)):
-        if not patterns:
-            continue
         try:
-            files = resolve_files([_path(p, base) for p in patterns], key)
+            files = resolve_files([_path(p, base) for p in patterns], key) if patterns else []
         except UserError as exc:
             out.append(Finding("error", str(exc)))
             continue
         unreadable = [f for f in files if not os.access(f, os.R_OK)]
-        if unreadable:
-            out.append(Finding("error", f"{key}: {unreadable[0]} is not readable (check its permissions)"))
-            continue
         empty = [f for f in files if f.stat().st_size == 0]
-        if empty:
+        if unreadable:
+            out.append(Finding("error", f"{key}: {unreadable[0]} is not readable: check its permissions"))
+        elif empty:
             out.append(Finding("warn", f"{key}: {len(empty)} of {len(files)} files are empty ({empty[0]})"))
-        if key == "data.train":
+        if key == "data.train" and files and not unreadable:
             out.append(_shard_finding(files, cfg, world_size))
     if facts is not None:
-        out += _disk_findings(cfg, world_size, facts, base)
-    return out
+        out.append(_disk_finding(cfg, world_size, facts, Path(_path(cfg.run_dir, base))))
+    return out, facts
 
 
 def _shard_finding(files: list[Path], cfg: RunConfig, world_size: int) -> Finding:
-    """Rank r keeps rows r, r+W, ... (data.owns_row): a rank with no row stops training with an error."""
+    """Rank r keeps rows r, r+W, ... (data.owns_row); a rank without a row stops training with an error."""
     size = sum(f.stat().st_size for f in files)
     rows = count_rows(files, cfg.data.sample_by)
     where = f"data.train: {len(files)} file{'s' if len(files) > 1 else ''}, {memory.fmt_bytes(size)}"
     if rows is None:
-        return Finding("ok", f"{where} (rows not counted above {memory.fmt_bytes(COUNT_ROWS_LIMIT)}; ranks share "
-                             "rows r, r+W, ...)")
+        return Finding("ok", f"{where} (rows not counted above {memory.fmt_bytes(COUNT_ROWS_LIMIT)})")
     if rows < world_size:
-        return Finding("error", f"{where}, {rows} rows (documents) for {world_size} ranks: ranks {rows}.."
+        return Finding("error", f"{where}, {rows} rows (documents) for {world_size} ranks: ranks {rows}-"
                                 f"{world_size - 1} would get none (rank r keeps rows r, r+W, ...): add data, "
-                                "use data.sample_by=line/paragraph, or fewer ranks")
+                                "use data.sample_by=line or paragraph, or fewer ranks")
     tokens_per_rank = size / BYTES_PER_TOKEN[cfg.tokenizer.kind] / world_size
     if tokens_per_rank < cfg.data.block_size + 1:
         return Finding("warn", f"{where}: ~{tokens_per_rank:.0f} tokens per rank, less than one window of "
@@ -230,25 +217,30 @@ def _shard_finding(files: list[Path], cfg: RunConfig, world_size: int) -> Findin
     return Finding("ok", f"{where}, {rows:,} rows -> ~{rows // world_size:,} per rank")
 
 
-def _disk_findings(cfg: RunConfig, world_size: int, facts: ModelFacts, base: Path | None) -> list[Finding]:
-    """The run dir must be creatable and hold two checkpoints (save-then-rotate); keep_last + 1 to be safe."""
-    run_dir = Path(_path(cfg.run_dir, base))
-    probe, problem = _writable_dir(run_dir)
-    if problem:
-        return [Finding("error", f"run_dir {run_dir}: {problem}")]
+def _disk_finding(cfg: RunConfig, world_size: int, facts: ModelFacts, run_dir: Path) -> Finding:
+    """The checkpoint dir must be creatable and hold two checkpoints (a new one is complete before an old one
+    is deleted); less than keep_last + 1 fills the disk later in the run."""
+    probe = run_dir / "checkpoints"
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".gpt2dist-doctor-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:  # NotADirectoryError too: a file where the run dir should be
+        return Finding("error", f"run_dir {run_dir}: cannot create files in {probe} ({exc.strerror or exc})")
     deepspeed = cfg.distributed.backend == "deepspeed" or (cfg.distributed.backend == "auto" and (
         world_size > 1 or cfg.distributed.zero_stage > 0))
     one = memory.checkpoint_bytes(facts.n_params, cfg.train.precision, deepspeed=deepspeed,
                                   zero_stage=cfg.distributed.zero_stage)
-    free = shutil.disk_usage(probe).free
-    keep = cfg.checkpoint.keep_last + 1
+    free, keep = shutil.disk_usage(probe).free, cfg.checkpoint.keep_last + 1
     msg = (f"run_dir {run_dir}: {memory.fmt_bytes(free)} free, one checkpoint ~{memory.fmt_bytes(one)} "
            f"({facts.n_params / 1e6:.1f}M params)")
     if free < 2 * one:
-        return [Finding("error", f"{msg}: less than two checkpoints; free space or choose another run_dir")]
+        return Finding("error", f"{msg}: room for less than two checkpoints; free space or choose another run_dir")
     if free < keep * one:
-        return [Finding("warn", f"{msg}: less than checkpoint.keep_last + 1 = {keep} checkpoints")]
-    return [Finding("ok", msg)]
+        return Finding("warn", f"{msg}: room for less than checkpoint.keep_last + 1 = {keep} checkpoints")
+    return Finding("ok", msg)
 
 
 def _estimate(cfg: RunConfig, facts: ModelFacts, world_size: int, micro: int, stage: int, offload_optimizer: bool,
@@ -264,24 +256,22 @@ def _estimate(cfg: RunConfig, facts: ModelFacts, world_size: int, micro: int, st
         dropout=cfg.model.dropout or 0.0)
 
 
-TABLE_ROWS = [(0, False, False), (1, False, False), (2, False, False), (3, False, False),
-              (1, True, False), (2, True, False), (3, True, True)]  # no offload first: offload costs speed
-
-
 def run_doctor(cfg: RunConfig, world_size: int, gpu_mem_bytes: int | None = None, nodes: int = 1, *,
                base_dir: str | Path | None = None) -> DoctorReport:
-    """All checks plus the memory table and the recommendation; nothing is built, nothing is written."""
-    report = DoctorReport(findings=cheap_checks(cfg, world_size, base_dir=base_dir), gpu_mem_bytes=gpu_mem_bytes)
+    """Every check, the memory table and the lowest ZeRO stage that fits; nothing is built or written."""
+    base = Path(base_dir) if base_dir is not None else None
+    findings, facts = _checks(cfg, world_size, base)
+    report = DoctorReport(findings=findings, gpu_mem_bytes=gpu_mem_bytes)
     if world_size < 1 or nodes < 1 or world_size % nodes:
         report.findings.append(Finding("error", f"--world-size {world_size} is not a multiple of --nodes {nodes}"))
         return report
     report.ranks_per_node = world_size // nodes
-    base = Path(base_dir) if base_dir is not None else None
     try:
         plan = batch_plan(cfg.train, world_size)
-        facts, _ = model_facts(cfg, base)
     except UserError:
-        return report  # already reported by cheap_checks
+        return report  # already a finding
+    if facts is None:
+        return report
     block = cfg.data.block_size
     report.lines += [
         f"model: {facts.n_params / 1e6:.1f}M params (L{facts.n_layer} x E{facts.n_embd}, {facts.n_head} heads, "
@@ -310,15 +300,14 @@ def run_doctor(cfg: RunConfig, world_size: int, gpu_mem_bytes: int | None = None
 
 
 def _recommend(report: DoctorReport, cfg: RunConfig, facts: ModelFacts, world_size: int, micro: int) -> Finding:
-    """Lowest stage that fits without offload, else the lowest offload row that fits; the config must fit."""
+    """Lowest stage that fits without offload (offload costs speed), else the lowest offload row that fits."""
     usable = int(report.gpu_mem_bytes * HEADROOM)
-    fitting = [e for e in report.table if e.fits(usable)]
-    report.recommended = fitting[0] if fitting else None
+    report.recommended = next((e for e in report.table if e.fits(usable)), None)
     conf, fmt = report.configured, memory.fmt_bytes
     budget = f"{fmt(usable)} usable of --gpu-mem {fmt(report.gpu_mem_bytes)}"
     if report.recommended is None:
-        fix = "lower train.micro_batch_size (raise grad_accum_steps to keep the batch)"
-        if not cfg.model.activation_checkpointing and _estimate(cfg, facts, world_size, micro, *TABLE_ROWS[3],
+        fix = "lower train.micro_batch_size (raise train.grad_accum_steps to keep the batch)"
+        if not cfg.model.activation_checkpointing and _estimate(cfg, facts, world_size, micro, *TABLE_ROWS[-1],
                                                                 checkpointing=True).fits(usable):
             fix = "set model.activation_checkpointing=true"
         return Finding("error", f"memory: nothing fits {budget} (ZeRO-3 + offload needs "
@@ -326,8 +315,7 @@ def _recommend(report: DoctorReport, cfg: RunConfig, facts: ModelFacts, world_si
     if not conf.fits(usable):
         return Finding("error", f"memory: configured {conf.label} needs ~{fmt(conf.total)} per GPU, more than "
                                 f"{budget}: use {report.recommended.label}")
-    return Finding("ok", f"memory: configured {conf.label} ~{fmt(conf.total)} per GPU fits {budget}; lowest that "
-                         f"fits: {report.recommended.label}")
+    return Finding("ok", f"memory: configured {conf.label} ~{fmt(conf.total)} per GPU fits {budget}")
 
 
 def _epoch_line(cfg: RunConfig, tokens_per_step: int, base: Path | None) -> list[str]:
@@ -353,18 +341,8 @@ def render(report: DoctorReport) -> str:
         out += memory.format_table(report.table, report.ds_estimates, report.configured, report.gpu_mem_bytes,
                                    HEADROOM, report.ranks_per_node)
     if report.recommended is not None:
-        out.append(f"recommend: {report.recommended.label} (lowest ZeRO stage that fits; offload only if needed)")
+        out.append(f"recommend: {report.recommended.label} (the lowest ZeRO stage that fits; offload only if needed)")
     return "\n".join(out + [f"  {f}" for f in report.findings])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`gpt2dist doctor CONFIG [a.b=value ...] --world-size N [--gpu-mem 80GiB] [--nodes K]`: 0 OK, 1 problems."""
-    parser = argparse.ArgumentParser(prog="gpt2dist doctor", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args, extra = parser.parse_known_args(argv)
-    if any(item.startswith("-") or "=" not in item for item in extra):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return doctor_command(args.config, [*args.overrides, *extra], args.world_size, args.gpu_mem, args.nodes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -377,8 +355,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def doctor_command(config: str, overrides: list[str], world_size: int, gpu_mem: str | None, nodes: int) -> int:
-    """Load the config as training will, print the report and the verdict; a config that fails to load is a
-    problem too (exit 1), while a malformed --gpu-mem is a usage error (UserError, exit 2)."""
+    """Load the config as training will, print the report and the verdict, return 0 or 1. A config that does
+    not load is a problem too (exit 1); a malformed --gpu-mem is a usage error (UserError: exit 2)."""
     try:
         gpu_mem_bytes = memory.parse_size(gpu_mem) if gpu_mem is not None else None
     except ValueError as exc:
@@ -394,7 +372,17 @@ def doctor_command(config: str, overrides: list[str], world_size: int, gpu_mem: 
     return report.exit_code
 
 
-def raise_for_problems(findings: list[Finding], warn=None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gpt2dist.doctor CONFIG [a.b=value ...] --world-size N [--gpu-mem 80GiB] [--nodes K]`."""
+    parser = argparse.ArgumentParser(prog="gpt2dist doctor", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args, extra = parser.parse_known_args(argv)  # overrides may follow the options
+    if any(item.startswith("-") or "=" not in item for item in extra):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return doctor_command(args.config, [*args.overrides, *extra], args.world_size, args.gpu_mem, args.nodes)
+
+
+def raise_for_problems(findings: list[Finding], warn: Callable[[str], object] | None = None) -> None:
     """For `gpt2dist train` and the Slurm renderer: warnings go to `warn`, the first error becomes a UserError."""
     for f in findings:
         if f.level == "warn" and warn is not None:

@@ -113,10 +113,6 @@ def not_a_run_dir(root: Path) -> None:
     (root / "not_a_run" / "readme.txt").write_text("just a folder\n", encoding="utf-8")
 
 
-# Known bug: only the bpe/char tokenizer builders read the corpus before the run dir is written; with a pretrained
-# tokenizer (and for data.val always) an invalid byte is found by the first batch, after gpt2dist/train.py
-# setup_run_dir() has written run/config.yaml and run/tokenizer/ and the model and engine were built.
-
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -168,6 +164,25 @@ CASES = [
     Case("run-dir-not-empty-no-resume", train("--no-resume"), (f"run_dir {RUN_DIR}", "not empty"), unrelated_run_dir),
     Case("run-dir-unrelated-files-resume", train("train.resume=true"), (f"run_dir {RUN_DIR}", "not empty"),
          unrelated_run_dir),
+    # -- batch math, world sizes and ZeRO options --
+    Case("global-batch-not-multiple", train("train.global_batch_size=10", "train.micro_batch_size=4"),
+         ("train.global_batch_size=10", "train.micro_batch_size=4")),
+    Case("world-size-does-not-divide-batch",
+         ("ds-config", "base.yaml", "--world-size", "3", "train.global_batch_size=8", "train.micro_batch_size=2"),
+         ("train.global_batch_size=8", "3 ranks")),
+    Case("offload-param-without-zero3", train("distributed.zero_stage=2", "distributed.offload_param=cpu"),
+         ("distributed.offload_param=cpu", "zero_stage=3")),
+    Case("offload-optimizer-at-zero0", train("distributed.offload_optimizer=cpu"),
+         ("distributed.offload_optimizer=cpu", "zero_stage >= 1")),
+    Case("torch-backend-with-zero", train("distributed.backend=torch", "distributed.zero_stage=2"),
+         ("distributed.backend=torch", "deepspeed")),
+    Case("zero-stage-5", train("distributed.zero_stage=5"), ("distributed.zero_stage=5",)),
+    Case("tokenizer-dir-without-files", train("tokenizer.kind=pretrained", "tokenizer.path=empty_tok"),
+         ("empty_tok", "could not be loaded"), lambda root: (root / "empty_tok").mkdir()),
+    # -- launch and Slurm arguments --
+    Case("launch-nproc-0", ("launch", "base.yaml", "--nproc", "0"), ("--nproc",)),
+    Case("slurm-bad-time", ("slurm", "base.yaml", "--time", "forever"), ("--time", "forever")),
+    Case("slurm-cpu-without-nproc", ("slurm", "base.yaml", "--gpus-per-node", "0"), ("--nproc-per-node",)),
     # -- the other subcommands --
     Case("eval-model-missing", ("eval", "--model", "missing_dir", "--data", "train.txt"), ("missing_dir",)),
     Case("export-not-a-run-dir", ("export", "not_a_run", "exported"), ("not_a_run", "neither a run dir"),
