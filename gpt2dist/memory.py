@@ -261,12 +261,12 @@ def format_table(rows: list[MemoryEstimate], ds_estimates: dict[str, tuple[int, 
     """Doctor's table: one line per configuration; `ds_estimates` maps a label to DeepSpeed's (cpu, gpu)."""
     fit = f"fits = total <= {headroom:.0%} of --gpu-mem {fmt_bytes(gpu_mem)}" if gpu_mem else "--gpu-mem checks fit"
     out = [f"memory per GPU (estimate; {fit})",
-           f"  {'config':<22}{'params':>10}{'grads':>10}{'optim':>10}{'activ':>10}{'buffers':>10}{'total/GPU':>11}"
+           f"  {'config':<26}{'params':>10}{'grads':>10}{'optim':>10}{'activ':>10}{'buffers':>10}{'total/GPU':>11}"
            f"{'host/node':>11}{'DeepSpeed GPU / CPU':>24}  fits"]
     for e in rows:
         ds = ds_estimates.get(e.label)
         fits = ("yes" if e.fits(int(gpu_mem * headroom)) else "no") if gpu_mem else ""
-        out.append(f"{'*' if e == configured else ' '} {e.label:<22}{fmt_bytes(e.params):>10}{fmt_bytes(e.grads):>10}"
+        out.append(f"{'*' if e == configured else ' '} {e.label:<26}{fmt_bytes(e.params):>10}{fmt_bytes(e.grads):>10}"
                    f"{fmt_bytes(e.optimizer):>10}{fmt_bytes(e.activations):>10}{fmt_bytes(e.buffers):>10}"
                    f"{fmt_bytes(e.total):>11}{fmt_bytes(e.host * ranks_per_node):>11}"
                    f"{f'{fmt_bytes(ds[1])} / {fmt_bytes(ds[0])}' if ds else '-':>24}  {fits}")

@@ -110,3 +110,32 @@ def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, story_corpus)
         assert not list((mount / "run" / "checkpoints").glob(".tmp-*"))
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_a_second_sigterm_exits_at_once(tmp_path, story_corpus, reference):
+    config = fault_config(tmp_path, story_corpus, "run")
+    run_dir = tmp_path / "run"
+    for second in (False, True):
+        proc = subprocess.Popen([sys.executable, "-m", "gpt2dist.train", str(config)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        metrics = run_dir / "metrics.jsonl"
+        while not (metrics.is_file() and metrics.read_text().count('"loss"') >= (4 if not second else 12)):
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGTERM)
+        if second:  # signals of one kind do not queue: send the second once the first has been handled
+            while "SIGTERM received" not in proc.stderr.readline():
+                assert proc.poll() is None
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        if second:  # at once, whatever it was doing; nothing half-written is ever loaded
+            assert proc.returncode == 143
+        else:  # one SIGTERM: a checkpoint at the next step boundary, then exit 75 ("requeue me")
+            assert proc.returncode == 75, proc.stderr.read()
+            assert '"state": "preempted"' in (run_dir / "status.json").read_text()
+    resumed = run_cli("train", str(config))
+    assert "resuming from step-" in resumed.stdout
+    start = int(resumed.stdout.split("resuming from step-")[1][:8])
+    metrics = read_metrics(run_dir)
+    assert all(metrics[s]["loss"] == reference[s]["loss"] for s in range(start + 1, 31))
