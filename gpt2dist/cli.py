@@ -1,5 +1,5 @@
-"""`gpt2dist` -- one command, one subcommand per job: demo, train, launch, slurm, eval, export,
-generate, ds-config, plot.
+"""`gpt2dist` -- one command, one subcommand per job: demo, train, launch, slurm, doctor, eval,
+export, generate, ds-config, plot.
 
 Heavy imports (torch, transformers, datasets) happen inside the subcommand that needs them, so
 `gpt2dist --help` and argument errors are instant.
@@ -69,13 +69,22 @@ def cmd_launch(args: argparse.Namespace) -> None:
         raise SystemExit(code)
 
 
+def cmd_doctor(args: argparse.Namespace) -> None:
+    from gpt2dist.doctor import doctor_command
+
+    code = doctor_command(args.config, args.overrides, args.world_size, args.gpu_mem, args.nodes)
+    if code:
+        raise SystemExit(code)
+
+
 def cmd_slurm(args: argparse.Namespace) -> None:
     from launcher.slurm import SlurmOptions, slurm_command
 
     opts = SlurmOptions(nodes=args.nodes, gpus_per_node=args.gpus_per_node, nproc_per_node=args.nproc_per_node,
                         time=args.time, partition=args.partition, account=args.account, job_name=args.job_name,
                         launcher=args.launcher, cpus_per_task=args.cpus_per_task, grace=args.signal_grace,
-                        max_restarts=args.max_restarts, output=args.log, overrides=list(args.overrides))
+                        max_restarts=args.max_restarts, output=args.log, overrides=list(args.overrides),
+                        check=not args.no_check)
     slurm_command(args.config, opts, args.output, args.submit)
 
 
@@ -143,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
     p.set_defaults(func=cmd_launch)
 
+    from gpt2dist.doctor import add_arguments as doctor_arguments  # light: no torch import
+
+    p = sub.add_parser("doctor", help="check a run config for a world size: batch math, memory per GPU, data, disk")
+    doctor_arguments(p)
+    p.set_defaults(func=cmd_doctor)
+
     p = sub.add_parser("slurm", help="render a Slurm batch script for a run config (and optionally submit it)")
     p.add_argument("config", help="YAML run config")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
@@ -159,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signal-grace", type=int, default=120, help="seconds of warning before the time limit")
     p.add_argument("--max-restarts", type=int, default=5, help="requeues after preemption before giving up")
     p.add_argument("--log", default=None, help="Slurm output file (default ./slurm-logs/%%x-%%j.out)")
+    p.add_argument("--no-check", action="store_true", help="skip the doctor's data/disk checks (data only on nodes)")
     p.add_argument("-o", "--output", default=None, help="write the script here (default: print it)")
     p.add_argument("--submit", action="store_true", help="sbatch the script and print the job id")
     p.set_defaults(func=cmd_slurm)

@@ -183,8 +183,9 @@ def _checks(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[Fi
     for key, patterns in (("data.train", cfg.data.train), ("data.val", cfg.data.val)):
         try:
             files = resolve_files([_path(p, base) for p in patterns], key) if patterns else []
-        except UserError as exc:
-            out.append(Finding("error", str(exc)))
+        except UserError as exc:  # its "relative to" names the cwd; with base_dir the paths were joined to base
+            out.append(Finding("error", str(exc).replace(f"relative to {Path.cwd()}", f"relative to {base}")
+                               if base is not None else str(exc)))
             continue
         unreadable = [f for f in files if not os.access(f, os.R_OK)]
         empty = [f for f in files if f.stat().st_size == 0]
@@ -219,7 +220,8 @@ def _shard_finding(files: list[Path], cfg: RunConfig, world_size: int) -> Findin
 
 def _disk_finding(cfg: RunConfig, world_size: int, facts: ModelFacts, run_dir: Path) -> Finding:
     """The checkpoint dir must be creatable and hold two checkpoints (a new one is complete before an old one
-    is deleted); less than keep_last + 1 fills the disk later in the run."""
+    is deleted); less than keep_last + 1 fills the disk later in the run. On a resume, checkpoints already on
+    disk count toward both, and the latest one's real size replaces the estimate when larger."""
     probe = run_dir / "checkpoints"
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -233,13 +235,17 @@ def _disk_finding(cfg: RunConfig, world_size: int, facts: ModelFacts, run_dir: P
         world_size > 1 or cfg.distributed.zero_stage > 0))
     one = memory.checkpoint_bytes(facts.n_params, cfg.train.precision, deepspeed=deepspeed,
                                   zero_stage=cfg.distributed.zero_stage)
-    free, keep = shutil.disk_usage(probe).free, cfg.checkpoint.keep_last + 1
+    have = sorted((run_dir / "checkpoints").glob("step-*")) if probe == run_dir / "checkpoints" else []
+    if have:  # a resumed run: its latest checkpoint's real size, and those on disk already count
+        one = max(one, sum(f.stat().st_size for f in have[-1].rglob("*") if f.is_file()))
+    free, keep = shutil.disk_usage(probe).free, min(len(have), cfg.checkpoint.keep_last)
     msg = (f"run_dir {run_dir}: {memory.fmt_bytes(free)} free, one checkpoint ~{memory.fmt_bytes(one)} "
-           f"({facts.n_params / 1e6:.1f}M params)")
-    if free < 2 * one:
+           f"({facts.n_params / 1e6:.1f}M params{f', {len(have)} on disk' if have else ''})")
+    if free < max(1, 2 - len(have)) * one:
         return Finding("error", f"{msg}: room for less than two checkpoints; free space or choose another run_dir")
-    if free < keep * one:
-        return Finding("warn", f"{msg}: room for less than checkpoint.keep_last + 1 = {keep} checkpoints")
+    if free < (cfg.checkpoint.keep_last + 1 - keep) * one:
+        return Finding("warn", f"{msg}: room for less than checkpoint.keep_last + 1 = {cfg.checkpoint.keep_last + 1}"
+                               " checkpoints")
     return Finding("ok", msg)
 
 
@@ -262,16 +268,16 @@ def run_doctor(cfg: RunConfig, world_size: int, gpu_mem_bytes: int | None = None
     base = Path(base_dir) if base_dir is not None else None
     findings, facts = _checks(cfg, world_size, base)
     report = DoctorReport(findings=findings, gpu_mem_bytes=gpu_mem_bytes)
-    if world_size < 1 or nodes < 1 or world_size % nodes:
+    if nodes < 1 or world_size % nodes:
         report.findings.append(Finding("error", f"--world-size {world_size} is not a multiple of --nodes {nodes}"))
         return report
     report.ranks_per_node = world_size // nodes
     try:
         plan = batch_plan(cfg.train, world_size)
     except UserError:
-        return report  # already a finding
+        facts = None
     if facts is None:
-        return report
+        return report  # why is a finding already
     block = cfg.data.block_size
     report.lines += [
         f"model: {facts.n_params / 1e6:.1f}M params (L{facts.n_layer} x E{facts.n_embd}, {facts.n_head} heads, "
@@ -282,11 +288,9 @@ def run_doctor(cfg: RunConfig, world_size: int, gpu_mem_bytes: int | None = None
     report.table = [_estimate(cfg, facts, world_size, plan.micro, *row) for row in TABLE_ROWS]
     largest = memory.largest_layer_params(facts.n_embd, facts.vocab_size, facts.n_positions)
     if cfg.train.precision in memory.MIXED:  # DeepSpeed's estimators assume 16-bit weights
-        for est in report.table:
-            ds = memory.deepspeed_model_states(facts.n_params, largest, est.zero_stage, report.ranks_per_node, nodes,
-                                               est.offload_optimizer, est.offload_param)
-            if ds is not None:
-                report.ds_estimates[est.label] = ds
+        ds = {e.label: memory.deepspeed_model_states(facts.n_params, largest, e.zero_stage, report.ranks_per_node,
+                                                     nodes, e.offload_optimizer, e.offload_param) for e in report.table}
+        report.ds_estimates = {label: v for label, v in ds.items() if v is not None}
     d = cfg.distributed
     conf = report.configured = _estimate(cfg, facts, world_size, plan.micro, d.zero_stage,
                                          d.offload_optimizer == "cpu", d.offload_param == "cpu")
@@ -357,6 +361,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def doctor_command(config: str, overrides: list[str], world_size: int, gpu_mem: str | None, nodes: int) -> int:
     """Load the config as training will, print the report and the verdict, return 0 or 1. A config that does
     not load is a problem too (exit 1); a malformed --gpu-mem is a usage error (UserError: exit 2)."""
+    if world_size < 1 or nodes < 1:
+        raise UserError(f"--world-size ({world_size}) and --nodes ({nodes}) must be >= 1")
     try:
         gpu_mem_bytes = memory.parse_size(gpu_mem) if gpu_mem is not None else None
     except ValueError as exc:

@@ -23,6 +23,7 @@ from gpt2dist import dist
 from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config
 from gpt2dist.data import PackedStream, eval_batches, resolve_files
+from gpt2dist.doctor import cheap_checks, raise_for_problems
 from gpt2dist.engine import Engine, TorchEngine, check_precision, resolve_device
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
@@ -49,6 +50,9 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     train_files = resolve_files(cfg.data.train, "data.train")
     val_files = resolve_files(cfg.data.val, "data.val") if cfg.data.val else None
     check_block_size(cfg)
+    # The doctor's cheap checks (data rows per rank, disk room for two checkpoints, ...): every rank runs
+    # them, so a problem stops all ranks together with exit 2 instead of leaving some waiting.
+    raise_for_problems(cheap_checks(cfg, rank.world_size), warn=log.warning if rank.is_writer else None)
     if use_deepspeed or rank.world_size > 1:
         dist.init_process_group(rank, device.type, cfg.distributed.timeout_minutes, deepspeed=use_deepspeed)
     try:

@@ -44,6 +44,7 @@ class SlurmOptions:
     grace: int = 120  # seconds between the USR1 warning and the time limit
     max_restarts: int = 5
     output: str | None = None  # Slurm log path; default WORKDIR/slurm-logs/%x-%j.out
+    check: bool = True  # run the doctor's cheap checks (data, disk, rows per rank) before writing
     overrides: list[str] = field(default_factory=list)
 
 
@@ -76,6 +77,11 @@ def render(config_path: str, opts: SlurmOptions, *, python: str | None = None, w
     if cfg.distributed.backend == "torch" and world > 1:
         raise UserError(f"distributed.backend=torch cannot run {world} ranks: use deepspeed (or auto)")
     workdir = workdir or os.getcwd()
+    if opts.check:  # a config that cannot run fails here, not after hours in the queue
+        from gpt2dist.doctor import cheap_checks, raise_for_problems
+
+        raise_for_problems(cheap_checks(cfg, world, base_dir=workdir),
+                           warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     python = python or sys.executable
     config_abs = os.path.join(workdir, config_path) if not os.path.isabs(config_path) else config_path
     run_dir = cfg.run_dir if os.path.isabs(cfg.run_dir) else os.path.join(workdir, cfg.run_dir)
