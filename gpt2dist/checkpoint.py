@@ -140,10 +140,10 @@ class CheckpointManager:
         rng = rng_state()  # taken first and restored last: a save must not move any RNG (DeepSpeed's does)
         try:
             self._save(final, tmp, step, engine, train_state, cursor, rng)
-        except (OSError, RuntimeError) as exc:
-            # torch.save reports a short write as RuntimeError ("unexpected pos"): a write error when the disk
-            # is (nearly) full; any other RuntimeError is a real crash and goes up as it is.
-            if isinstance(exc, RuntimeError) and shutil.disk_usage(self.root).free > LOW_DISK_BYTES:
+        except Exception as exc:
+            # torch.save reports a short write as RuntimeError ("unexpected pos"), safetensors as SafetensorError:
+            # with the disk (nearly) full they are write errors; anything else is a real crash and goes up.
+            if not isinstance(exc, OSError) and shutil.disk_usage(self.root).free > LOW_DISK_BYTES:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
             previous = self.latest()

@@ -116,6 +116,10 @@ class DeepSpeedEngine(Engine):
         if not (directory / TAG).is_dir():
             raise UserError(f"checkpoint {directory} was written by the torch engine: resume it with "
                             "distributed.backend=torch on one rank, or start a new run_dir")
+        error = check_pickles(directory / TAG) if dist.discover().is_writer else None
+        error = dist.broadcast_object(error)
+        if error is not None:
+            raise UserError(error)
         load_dir = directory / UNIVERSAL if self.ds.load_universal_checkpoint() else directory
         path, _ = self.ds.load_checkpoint(str(load_dir), tag=TAG, load_optimizer_states=True,
                                           load_lr_scheduler_states=True)
@@ -123,6 +127,31 @@ class DeepSpeedEngine(Engine):
             raise UserError(f"DeepSpeed found no checkpoint in {load_dir}: it is incomplete; remove it to resume "
                             "from the previous one")
         reapply_schedule(self.scheduler, self.cfg.train)
+
+
+def deepspeed_safe_globals() -> list:
+    """The few DeepSpeed classes its own checkpoints pickle besides tensors and containers."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    return [ZeroStageEnum, LossScaler, DynamicLossScaler]
+
+
+def check_pickles(folder: Path) -> str | None:
+    """DeepSpeed's loader unpickles its shards with weights_only=False, which runs any code a crafted file
+    carries. Each shard must first load with weights_only=True (plus DeepSpeed's own plain classes); the
+    cost is one extra read of the checkpoint on rank 0. Returns an error line, or None when all are safe."""
+    import torch.serialization
+
+    with torch.serialization.safe_globals(deepspeed_safe_globals()):
+        for path in sorted(folder.glob("*.pt")):
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any refusal of the safe unpickler means "not plain data"
+                reason = str(exc).strip().splitlines()[0][:200]
+                return (f"refusing to load {path}: it holds pickled objects beyond tensors and DeepSpeed's plain "
+                        f"state ({reason}); only resume checkpoints you trust")
+    return None
 
 
 def saved_world_size(directory: Path) -> int | None:

@@ -186,9 +186,13 @@ def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Pat
     check_utf8(cfg, resume_from, train_files, val_files)
     tokenizer = build_run_tokenizer(cfg, train_files)
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_tokenizer(tokenizer, run_dir / TOKENIZER_DIR)
-    save_config(cfg, run_dir / "config.yaml")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_tokenizer(tokenizer, run_dir / TOKENIZER_DIR)
+        save_config(cfg, run_dir / "config.yaml")
+    except OSError as exc:  # a read-only or full file system: say so in one line
+        raise UserError(f"cannot write to run_dir {run_dir} ({exc.strerror or exc}): check that it is writable "
+                        "and has free space") from None
     return resume_from
 
 

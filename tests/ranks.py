@@ -40,7 +40,9 @@ def rank_command(launcher: str, config: Path, overrides: list[str], nproc: int) 
 
 
 def rank_env(launcher: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if launcher != "single":  # several ranks on 2 cores: one thread each (a single process keeps its default)
+        env["OMP_NUM_THREADS"] = "1"
     if launcher == "mpirun":
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", MASTER_PORT=str(free_port()))
     return env

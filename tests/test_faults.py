@@ -90,24 +90,33 @@ def test_sigkill_anywhere_then_resume(tmp_path, story_corpus, reference, seed):
 def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, story_corpus):
     mount = tmp_path / "small"
     mount.mkdir()
-    # A real full disk: a 2.5 MB tmpfs holds one tiny checkpoint (~1.6 MB) but not two.
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2500k", "tmpfs", str(mount)], check=False,
+    # A real full disk: an 8 MB tmpfs (room for two checkpoints, so the doctor lets the run start) that another
+    # "process" fills up after the first checkpoint.
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=False,
                       capture_output=True).returncode != 0:
         if os.environ.get("CI"):
             raise AssertionError("CI must run the disk-full test: mounting a tmpfs failed")
         pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
     try:
-        cfg = tiny_config(mount / "run", [str(story_corpus[0])],
-                          train={"max_steps": 10, "micro_batch_size": 4}, checkpoint={"every": 5, "keep_last": 3})
+        run_dir = mount / "run"
+        cfg = tiny_config(run_dir, [str(story_corpus[0])], train={"max_steps": 400, "micro_batch_size": 4},
+                          checkpoint={"every": 200, "keep_last": 3})
         config = write_yaml(tmp_path / "run.yaml", cfg)
-        out = run_cli("train", str(config), check=False)
-        lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-        assert out.returncode == 2, out.stderr[-3000:]
-        assert len(lines) == 1 and "could not write checkpoint step-00000010" in lines[0], out.stderr[-3000:]
-        assert "step-00000005 is intact" in lines[0] and "Traceback" not in out.stderr
-        manager = CheckpointManager(mount / "run", keep_last=3)
-        assert manager.latest_verified().name == "step-00000005"
-        assert not list((mount / "run" / "checkpoints").glob(".tmp-*"))
+        proc = subprocess.Popen([sys.executable, "-m", "gpt2dist.train", str(config)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        while not (run_dir / "checkpoints" / "latest").is_file():
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.01)
+        free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+        (mount / "filler").write_bytes(b"\0" * max(0, free - 64 * 1024))
+        proc.wait(timeout=300)
+        err = proc.stderr.read()
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2, err[-3000:]
+        assert len(lines) == 1 and "could not write checkpoint step-00000400" in lines[0], err[-3000:]
+        assert "step-00000200 is intact" in lines[0] and "Traceback" not in err
+        assert CheckpointManager(run_dir, keep_last=3).latest_verified().name == "step-00000200"
+        assert not list((run_dir / "checkpoints").glob(".tmp-*"))
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 
@@ -139,3 +148,60 @@ def test_sigterm_checkpoints_and_a_second_sigterm_exits_at_once(tmp_path, story_
     start = int(resumed.stdout.split("resuming from step-")[1][:8])
     metrics = read_metrics(run_dir)
     assert all(metrics[s]["loss"] == reference[s]["loss"] for s in range(start + 1, 31))
+
+
+class _Payload:
+    """A pickle that would run code when unpickled without weights_only -- the attack to refuse."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.slow
+def test_crafted_deepspeed_shard_is_refused_not_unpickled(tmp_path, story_corpus):
+    import hashlib
+    import json
+
+    import torch
+
+    config = fault_config(tmp_path, story_corpus, "run")
+    run_cli("train", str(config), "train.max_steps=3", "distributed.backend=deepspeed", "distributed.zero_stage=1")
+    step = tmp_path / "run" / "checkpoints" / "step-00000003"
+    shard = next((step / "deepspeed").glob("*optim_states.pt"))
+    marker = tmp_path / "PWNED"
+    torch.save({"optimizer_state_dict": _Payload(str(marker))}, shard)
+    manifest = json.loads((step / "manifest.json").read_text())  # a crafted checkpoint brings a matching manifest
+    name = str(shard.relative_to(step))
+    manifest["files"][name] = {"bytes": shard.stat().st_size, "sha256": hashlib.sha256(shard.read_bytes()).hexdigest()}
+    (step / "manifest.json").write_text(json.dumps(manifest))
+
+    out = run_cli("train", str(config), "train.max_steps=6", "distributed.backend=deepspeed",
+                  "distributed.zero_stage=1", check=False)
+    assert out.returncode == 2 and "refusing to load" in out.stderr and "Traceback" not in out.stderr
+    assert not marker.exists(), "the crafted pickle ran"
+
+
+@pytest.mark.slow
+def test_read_only_run_dir_is_a_one_line_error(tmp_path, story_corpus):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], check=False,
+                      capture_output=True).returncode != 0:
+        if os.environ.get("CI"):
+            raise AssertionError("CI must run the read-only test: mounting a tmpfs failed")
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        cfg = tiny_config(mount / "run", [str(story_corpus[0])], train={"max_steps": 3}, checkpoint={"every": 3})
+        config = write_yaml(tmp_path / "run.yaml", cfg)
+        run_cli("train", str(config))
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        out = run_cli("train", str(config), "train.max_steps=6", check=False)
+        lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert out.returncode == 2 and len(lines) == 1 and "Read-only file system" in lines[0], out.stderr[-2000:]
+        assert "Traceback" not in out.stderr
+        assert CheckpointManager(mount / "run", keep_last=3).latest_verified().name == "step-00000003"
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -3,15 +3,11 @@ run's per-step losses bit for bit and consumes the very same windows (none repea
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import read_metrics, run_cli, tiny_config, write_yaml
+from ranks import kill_after_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -40,36 +36,14 @@ def read_trace(run_dir: Path) -> dict[int, list[tuple[int, int, str]]]:
     return per_step
 
 
-def kill_after_checkpoint(config: Path, run_dir: Path, step: int, timeout: float = 240) -> int:
-    """Start training, SIGKILL it as soon as checkpoint `step` is complete; return the last logged step."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gpt2dist.train", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    latest = run_dir / "checkpoints" / "latest"
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if latest.is_file() and latest.read_text().strip() == f"step-{step:08d}":
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
-            if proc.poll() is not None:
-                raise AssertionError(f"training ended before it could be killed: {proc.stderr.read().decode()}")
-            time.sleep(0.005)
-        else:
-            raise AssertionError("checkpoint never appeared")
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    return max(read_metrics(run_dir))
-
-
 def test_sigkill_then_resume_gives_identical_losses_and_windows(tmp_path, story_corpus):
     run_a, run_b = tmp_path / "a", tmp_path / "b"
     config_a = write_yaml(tmp_path / "a.yaml", resume_config(run_a, story_corpus))
     config_b = write_yaml(tmp_path / "b.yaml", resume_config(run_b, story_corpus))
     run_cli("train", str(config_a))
 
-    killed_at = kill_after_checkpoint(config_b, run_b, step=20)
+    kill_after_checkpoint("single", config_b, run_b, step=20)
+    killed_at = max(read_metrics(run_b))
     assert 20 <= killed_at < 40, f"the kill must land between the checkpoint and the end, got step {killed_at}"
     resumed = run_cli("train", str(config_b))
     assert "resuming from step-00000020" in resumed.stdout
