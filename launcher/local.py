@@ -10,17 +10,11 @@ import contextlib
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 
+from gpt2dist.dist import free_port
 from gpt2dist.errors import UserError
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch_command(config: str, overrides: list[str], nproc: int, *, master_port: int | None = None,

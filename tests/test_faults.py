@@ -86,17 +86,22 @@ def test_sigkill_anywhere_then_resume(tmp_path, story_corpus, reference, seed):
     trial(tmp_path, story_corpus, reference, seed)
 
 
-@pytest.mark.slow
-def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, story_corpus):
-    mount = tmp_path / "small"
+def mount_tmpfs(mount: Path, size: str) -> Path:
+    """A real small file system (unmounted by the caller); skipped where mounting is not allowed, never in CI."""
     mount.mkdir()
-    # A real full disk: an 8 MB tmpfs (room for two checkpoints, so the doctor lets the run start) that another
-    # "process" fills up after the first checkpoint.
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=False,
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=False,
                       capture_output=True).returncode != 0:
         if os.environ.get("CI"):
-            raise AssertionError("CI must run the disk-full test: mounting a tmpfs failed")
-        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
+            raise AssertionError("CI must run the file-system fault tests: mounting a tmpfs failed")
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    return mount
+
+
+@pytest.mark.slow
+def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, story_corpus):
+    # A real full disk: an 8 MB tmpfs (room for two checkpoints, so the doctor lets the run start) that another
+    # "process" fills up after the first checkpoint.
+    mount = mount_tmpfs(tmp_path / "small", "8m")
     try:
         run_dir = mount / "run"
         cfg = tiny_config(run_dir, [str(story_corpus[0])], train={"max_steps": 400, "micro_batch_size": 4},
@@ -186,13 +191,7 @@ def test_crafted_deepspeed_shard_is_refused_not_unpickled(tmp_path, story_corpus
 
 @pytest.mark.slow
 def test_read_only_run_dir_is_a_one_line_error(tmp_path, story_corpus):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], check=False,
-                      capture_output=True).returncode != 0:
-        if os.environ.get("CI"):
-            raise AssertionError("CI must run the read-only test: mounting a tmpfs failed")
-        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    mount = mount_tmpfs(tmp_path / "ro", "20m")
     try:
         cfg = tiny_config(mount / "run", [str(story_corpus[0])], train={"max_steps": 3}, checkpoint={"every": 3})
         config = write_yaml(tmp_path / "run.yaml", cfg)
