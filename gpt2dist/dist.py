@@ -139,17 +139,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_gather_objects(obj):
-    """Every rank's `obj`, in rank order ([obj] on one process)."""
-    if not is_initialized():
-        return [obj]
-    import torch.distributed as dist
-
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def mean_over_ranks(value) -> float:
     """Mean of a scalar tensor over all ranks (the value itself on one process); a host sync."""
     if is_initialized():
