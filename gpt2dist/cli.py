@@ -1,4 +1,4 @@
-"""`gpt2dist` -- one command, one subcommand per job: demo, train, launch, slurm, doctor, eval,
+"""`gpt2dist` -- one command, one subcommand per job: demo, prepare, train, launch, slurm, doctor, eval,
 export, generate, ds-config, plot.
 
 Heavy imports (torch, transformers, datasets) happen inside the subcommand that needs them, so
@@ -18,6 +18,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     from gpt2dist.train import main as train_main
 
     train_main([args.config, *args.overrides] + (["--no-resume"] if args.no_resume else []))
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from gpt2dist.config import load_config
+    from gpt2dist.prepare import prepare
+    from gpt2dist.train import setup_logging
+
+    setup_logging()
+    report = prepare(load_config(args.config, args.overrides), args.workers)
+    speed = (f"; tokenized {report.tokens:,} tokens in {report.seconds:.1f} s = {report.tokens_per_s:,.0f} tokens/s "
+             f"({report.tokens_per_s / report.workers:,.0f} per worker, {report.workers} workers)"
+             if report.tokenized else "")
+    print(f"prepared {report.root}: {report.files} files ({report.tokenized} tokenized, "
+          f"{report.files - report.tokenized} up to date), {report.total_tokens:,} tokens{speed}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -116,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
     p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("prepare", help="tokenize the config's data once into packed shards (for data.format=packed)")
+    p.add_argument("config", help="YAML run config (its data.* and tokenizer.* keys)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.packed_dir=/scratch/tokens")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all CPU cores)")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("eval", help="loss and perplexity of a Hugging Face GPT-2 folder on text files")
     p.add_argument("--model", required=True, help="a Hugging Face folder, e.g. runs/tiny/export")

@@ -60,6 +60,9 @@ class DataConfig:
     collapse_whitespace: bool = False  # runs of spaces/tabs become one space
     min_line_chars: int = 0  # drop lines shorter than this (after stripping)
     ascii_only: bool = False  # drop non-ASCII characters
+    format: str = "stream"  # stream: tokenize while training | packed: read `gpt2dist prepare`'s token shards
+    packed_dir: str | None = None  # where `gpt2dist prepare` writes / format=packed reads shards (default RUN_DIR/data)
+    weights: list[float] = field(default_factory=list)  # mixing weights, one per data.train entry (format=packed)
 
 
 @dataclass
@@ -148,6 +151,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "tokenizer.kind": ("pretrained", "bpe", "char"),
     "data.sample_by": ("line", "paragraph", "document"),
     "data.encoding_errors": ("strict", "replace"),
+    "data.format": ("stream", "packed"),
     "train.schedule": ("cosine", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
@@ -303,6 +307,7 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"config key model.dropout must be < 1, got {cfg.model.dropout}")
     if not cfg.data.train:
         raise UserError("config key data.train is empty: list the training files or globs")
+    check_weights(cfg.data)
     if cfg.train.min_lr > cfg.train.lr:
         raise UserError(f"config key train.min_lr={cfg.train.min_lr} exceeds train.lr={cfg.train.lr}")
     if cfg.model.pretrained is None:
@@ -332,6 +337,20 @@ def validate(cfg: RunConfig) -> None:
     if cfg.tokenizer.kind == "pretrained" and not (cfg.tokenizer.path or cfg.model.pretrained):
         raise UserError("config key tokenizer.path is required when tokenizer.kind=pretrained "
                         "(a local Hugging Face tokenizer folder)")
+
+
+def check_weights(data: DataConfig) -> None:
+    """Mixing weights: one positive number per data.train entry, and only where mixing is implemented."""
+    if not data.weights:
+        return
+    if len(data.weights) != len(data.train):
+        raise UserError(f"config key data.weights has {len(data.weights)} entries for {len(data.train)} data.train "
+                        "entries: give one weight per entry (each entry is one source)")
+    if any(w < 0 for w in data.weights) or sum(data.weights) <= 0:
+        raise UserError(f"config key data.weights={data.weights} needs weights >= 0 with a positive sum")
+    if data.format != "packed":
+        raise UserError("config key data.weights (source mixing) needs data.format=packed: run `gpt2dist prepare` "
+                        "and set data.format=packed, or drop data.weights")
 
 
 @dataclass(frozen=True)

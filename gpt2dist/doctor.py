@@ -9,6 +9,7 @@ offload (`gpt2dist.memory`) and the lowest stage that fits. Every finding is one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -194,10 +195,19 @@ def _checks(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[Fi
         elif empty:
             out.append(Finding("warn", f"{key}: {len(empty)} of {len(files)} files are empty ({empty[0]})"))
         if key == "data.train" and files and not unreadable:
-            out.append(_shard_finding(files, cfg, world_size))
+            out.append(_packed_finding(cfg, base) if cfg.data.format == "packed" else
+                       _shard_finding(files, cfg, world_size))
     if facts is not None:
         out.append(_disk_finding(cfg, world_size, facts, Path(_path(cfg.run_dir, base))))
     return out, facts
+
+
+def _packed_finding(cfg: RunConfig, base: Path | None) -> Finding:
+    """format=packed: the manifest must exist, match the config and cover every (unchanged) file."""
+    from gpt2dist.packed import packed_summary
+
+    with contextlib.chdir(base or Path.cwd()):  # the config's relative paths are relative to the job's dir
+        return Finding(*packed_summary(cfg))
 
 
 def _shard_finding(files: list[Path], cfg: RunConfig, world_size: int) -> Finding:

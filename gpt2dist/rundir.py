@@ -21,7 +21,8 @@ from gpt2dist.tokenizer import build_tokenizer, load_tokenizer
 log = logging.getLogger(__name__)
 
 # Changing these between a checkpoint and its resume would silently train a different run.
-RESUME_MUST_MATCH = ("model", "tokenizer", "data.block_size", "data.train", "data.sample_by", "data.val_fraction")
+RESUME_MUST_MATCH = ("model", "tokenizer", "data.block_size", "data.train", "data.sample_by", "data.val_fraction",
+                     "data.format", "data.weights")
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -32,7 +33,7 @@ def prepare_run_dir(cfg: RunConfig, ckpt: CheckpointManager) -> Path | None:
     if cfg.train.resume and latest is not None:
         check_resume_compatible(cfg, run_dir)
         return latest
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    if not run_dir.exists() or not _run_entries(cfg):
         return None
     if cfg.train.resume and (run_dir / "config.yaml").is_file():
         check_resume_compatible(cfg, run_dir)
@@ -42,6 +43,14 @@ def prepare_run_dir(cfg: RunConfig, ckpt: CheckpointManager) -> Path | None:
         raise UserError(f"run_dir {run_dir} already holds checkpoints (latest {latest.name}): drop --no-resume "
                         "/ train.resume=false to continue it, or choose a new run_dir")
     raise UserError(f"run_dir {run_dir} is not empty and holds no gpt2dist run: choose a new run_dir or empty it")
+
+
+def _run_entries(cfg: RunConfig) -> list[Path]:
+    """What the run dir holds besides `gpt2dist prepare`'s output (by default RUN_DIR/data)."""
+    from gpt2dist.prepare import packed_root
+
+    prepared = packed_root(cfg).resolve()
+    return [p for p in Path(cfg.run_dir).iterdir() if p.resolve() != prepared]
 
 
 def check_resume_compatible(cfg: RunConfig, run_dir: Path) -> None:
@@ -68,7 +77,7 @@ def check_utf8(cfg: RunConfig, resume_from: Path | None, train_files: list[Path]
     """Invalid UTF-8 must fail before the run dir is written, not at the first batch. The char and bpe
     tokenizers read every training file anyway; a fresh run with a pretrained tokenizer scans them here
     (one pass at disk speed); validation files are scanned on every start."""
-    if cfg.data.encoding_errors != "strict":
+    if cfg.data.encoding_errors != "strict" or cfg.data.format == "packed":  # prepare read the text already
         return
     scan = list(val_files or [])
     if resume_from is None and cfg.tokenizer.kind == "pretrained":
@@ -82,6 +91,10 @@ def check_utf8(cfg: RunConfig, resume_from: Path | None, train_files: list[Path]
 def build_run_tokenizer(cfg: RunConfig, train_files: list[Path]):
     """The run's saved tokenizer when it exists (resume), else a new one built from the config."""
     folder = Path(cfg.run_dir) / TOKENIZER_DIR
+    if cfg.data.format == "packed":  # the tokenizer that made the shards, and no other
+        from gpt2dist.packed import packed_tokenizer
+
+        return packed_tokenizer(cfg, folder)
     if (folder / "tokenizer_config.json").is_file():
         return load_tokenizer(folder)
     tcfg = cfg.tokenizer

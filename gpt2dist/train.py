@@ -94,10 +94,16 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     def encode(docs: list[str]) -> list[list[int]]:
         return encode_documents(tokenizer, docs)
 
-    train_heldout = False if (cfg.data.val_fraction > 0 and val_files is None) else None
-    stream = PackedStream(train_files, cfg.data, encode, heldout=train_heldout, rank=rank.rank,
-                          world_size=rank.world_size)
-    val_stream = val_stream_factory(cfg, train_files, val_files, encode)
+    if cfg.data.format == "packed":  # `gpt2dist prepare`'s shards: nothing left to tokenize
+        from gpt2dist import packed
+
+        stream = packed.open_train(cfg, rank.rank, rank.world_size, plan.micro, plan.accum)
+        val_stream = packed.val_factory(cfg)
+    else:
+        train_heldout = False if (cfg.data.val_fraction > 0 and val_files is None) else None
+        stream = PackedStream(train_files, cfg.data, encode, heldout=train_heldout, rank=rank.rank,
+                              world_size=rank.world_size)
+        val_stream = val_stream_factory(cfg, train_files, val_files, encode)
 
     step, tokens = 0, 0
     if resume_from is not None:

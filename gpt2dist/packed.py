@@ -1,0 +1,317 @@
+"""Training from `gpt2dist prepare`'s token shards: memory-mapped, shuffled, rank-disjoint, resumable in O(1).
+
+Each source (one per data.train entry when data.weights is set, else all entries together) is one long
+token sequence: its files' shards end to end. Window w of a source is tokens [w*T, w*T + T + 1): stride T,
+so every token but the first is a target exactly once per pass. The run's schedule is a pure function:
+
+  global sample g -> source s (a fixed interleave following data.weights) -> the source's j-th sample
+                  -> epoch e = j // N_s, window = permute_e(j % N_s)
+
+where permute_e is a keyed bijection of [0, N_s) (a Feistel network) seeded by (seed, source, epoch): every
+epoch is a different shuffle, computed per index, so there is no order array to build or store. Optimizer
+step k trains samples [k*G, (k+1)*G) (G = global batch) whatever the world size; rank r takes its own
+slices of them. The cursor is just g: resuming -- on any number of ranks -- reads nothing it skips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gpt2dist.config import RunConfig
+from gpt2dist.data import Window, resolve_files
+from gpt2dist.errors import UserError
+from gpt2dist.prepare import MANIFEST, file_key, load_manifest, packed_root, tokenizer_fingerprint
+
+log = logging.getLogger(__name__)
+
+MIX_PERIOD = 10_000  # slots in one round of the source interleave: weights resolve to 1e-4
+_MASK64 = (1 << 64) - 1
+
+
+class TokenShards:
+    """A source's shard files, memory-mapped and read as one virtual token sequence."""
+
+    def __init__(self, root: Path, parts: list[dict[str, Any]], dtype: np.dtype):
+        self.maps = [np.memmap(root / p["path"], dtype=dtype, mode="r") for p in parts if p["tokens"] > 0]
+        lengths = [len(m) for m in self.maps]
+        self.starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self.total = int(self.starts[-1])
+        self.tokens_read = 0  # what windows cost: the resume tests count it
+
+    def windows(self, block_size: int) -> int:
+        return max(0, (self.total - 1) // block_size)
+
+    def read(self, offsets: np.ndarray, length: int) -> np.ndarray:
+        """Rows of `length` tokens starting at each offset (int64, ready for the model), across shard ends."""
+        out = np.empty((len(offsets), length), dtype=np.int64)
+        shard_of = np.searchsorted(self.starts, offsets, side="right") - 1
+        for row, (offset, shard) in enumerate(zip(offsets.tolist(), shard_of.tolist(), strict=True)):
+            filled, local = 0, offset - int(self.starts[shard])
+            while filled < length:
+                piece = self.maps[shard][local: local + length - filled]
+                out[row, filled: filled + len(piece)] = piece
+                filled += len(piece)
+                shard, local = shard + 1, 0
+        self.tokens_read += len(offsets) * length
+        return out
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: a fast, well-mixed 64-bit hash (Steele et al., 2014)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def permute(index: np.ndarray, n: int, key: int, rounds: int = 4) -> np.ndarray:
+    """A keyed pseudo-random bijection of [0, n), evaluated per index in O(1) time and memory.
+
+    A balanced Feistel network on the smallest even bit width covering n, with cycle walking: values that
+    land at n or above are permuted again until they fall inside (the domain is < 4n, so this is short).
+    """
+    index = np.asarray(index, dtype=np.uint64)
+    if n <= 1:
+        return index.astype(np.int64)
+    bits = max(2, (n - 1).bit_length())
+    bits += bits % 2
+    half = np.uint64(bits // 2)
+    mask = np.uint64((1 << (bits // 2)) - 1)
+    round_keys = [np.uint64(_mix64(np.array([(key + r * 0x9E3779B97F4A7C15) & _MASK64], np.uint64))[0])
+                  for r in range(rounds)]
+
+    def once(x: np.ndarray) -> np.ndarray:
+        left, right = x >> half, x & mask
+        for rk in round_keys:
+            left, right = right, left ^ (_mix64(right ^ rk) & mask)
+        return (left << half) | right
+
+    with np.errstate(over="ignore"):
+        out = once(index)
+        outside = out >= np.uint64(n)
+        while outside.any():
+            out[outside] = once(out[outside])
+            outside = out >= np.uint64(n)
+    return out.astype(np.int64)
+
+
+def epoch_key(seed: int, source: int, epoch: int) -> int:
+    digest = hashlib.blake2b(f"gpt2dist/{seed}/{source}/{epoch}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def mixing_pattern(weights: list[float], period: int = MIX_PERIOD) -> np.ndarray:
+    """The source of each slot in one round: counts by largest remainder, spread evenly (smooth round robin)."""
+    if len(weights) == 1:
+        return np.zeros(1, dtype=np.int64)
+    w = np.asarray(weights, dtype=np.float64) / sum(weights)
+    counts = np.floor(w * period).astype(np.int64)
+    for i in np.argsort(-(w * period - counts), kind="stable")[: period - counts.sum()]:
+        counts[i] += 1
+    pattern, current = np.empty(period, dtype=np.int64), np.zeros(len(weights), dtype=np.int64)
+    for slot in range(period):
+        current += counts
+        pick = int(np.argmax(current))
+        current[pick] -= period
+        pattern[slot] = pick
+    return pattern
+
+
+class PackedSchedule:
+    """Global sample index -> (source, epoch, window): the deterministic order every rank agrees on."""
+
+    def __init__(self, windows: list[int], weights: list[float], seed: int):
+        self.windows, self.seed = windows, seed
+        self.pattern = mixing_pattern(weights)
+        period, n_sources = len(self.pattern), len(windows)
+        self.counts = np.bincount(self.pattern, minlength=n_sources)
+        self.prefix = np.zeros((n_sources, period + 1), dtype=np.int64)  # source s slots before slot k
+        for s in range(n_sources):
+            self.prefix[s, 1:] = np.cumsum(self.pattern == s)
+        self.window_offset = np.concatenate([[0], np.cumsum(windows)]).astype(np.int64)  # ids unique across sources
+        self.total = int(self.window_offset[-1])
+
+    def locate(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(source, epoch, window within source) of each global sample index."""
+        period = len(self.pattern)
+        rounds, slot = np.divmod(np.asarray(samples, dtype=np.int64), period)
+        source = self.pattern[slot]
+        j = rounds * self.counts[source] + self.prefix[source, slot]
+        n = np.asarray(self.windows, dtype=np.int64)[source]
+        epoch, position = np.divmod(j, n)
+        window = np.empty_like(position)
+        for key in {(int(s), int(e)) for s, e in zip(source, epoch, strict=True)}:
+            sel = (source == key[0]) & (epoch == key[1])
+            window[sel] = permute(position[sel], self.windows[key[0]], epoch_key(self.seed, *key))
+        return source, epoch, window
+
+    def epoch_of(self, samples: int) -> int:
+        """Passes over the corpus so far (exact for one source; with several, samples / all windows)."""
+        return samples // max(1, self.total)
+
+
+class PackedBatches:
+    """This rank's micro batches over the packed shards, with the same interface as the streaming PackedStream."""
+
+    def __init__(self, sources: list[TokenShards], weights: list[float], *, block_size: int, seed: int, rank: int,
+                 world_size: int, micro: int, accum: int, names: list[str]):
+        self.sources, self.block_size = sources, block_size
+        windows = [s.windows(block_size) for s in sources]
+        for name, n, w in zip(names, windows, weights, strict=True):
+            if n == 0 and w > 0:
+                raise UserError(f"data.train {name} holds fewer than {block_size + 1} prepared tokens (no full "
+                                "window): add data or lower data.block_size")
+        self.schedule = PackedSchedule(windows, weights, seed)
+        self.rank, self.world_size, self.micro, self.accum = rank, world_size, micro, accum
+        self.samples = 0  # global samples consumed by completed optimizer steps
+        self.micro_in_step = 0
+        self.pulled: list[tuple[int, int]] = []  # the trace's document list: packed data has no document reads
+
+    @property
+    def epoch(self) -> int:
+        return self.schedule.epoch_of(self.samples)
+
+    def sample_ids(self, batch_size: int) -> np.ndarray:
+        """Global indices of this rank's next micro batch: slice (micro_step x W + rank) of the step's samples."""
+        first = self.samples + (self.micro_in_step * self.world_size + self.rank) * batch_size
+        return np.arange(first, first + batch_size, dtype=np.int64)
+
+    def next_batch(self, batch_size: int) -> tuple[torch.Tensor, list[Window]]:
+        ids = self.sample_ids(batch_size)
+        source, epoch, window = self.schedule.locate(ids)
+        rows = np.empty((batch_size, self.block_size + 1), dtype=np.int64)
+        for s in np.unique(source).tolist():
+            sel = source == s
+            rows[sel] = self.sources[s].read(window[sel] * self.block_size, self.block_size + 1)
+        self.micro_in_step += 1
+        if self.micro_in_step == self.accum:  # a step is done on every rank: advance by the global batch
+            self.samples += self.accum * self.world_size * batch_size
+            self.micro_in_step = 0
+        global_ids = self.schedule.window_offset[source] + window
+        windows = [Window(row, int(e), int(w)) for row, e, w in zip(rows, epoch, global_ids, strict=True)]
+        return torch.from_numpy(rows), windows
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": "packed", "samples": self.samples, "micro_in_step": self.micro_in_step,
+                "windows": list(self.schedule.windows), "rank": self.rank, "world_size": self.world_size}
+
+    def load_cursors(self, cursors: list[dict[str, Any]]) -> None:
+        """Every rank saved the same global position; any world size resumes from it without reading the data."""
+        if any(c.get("format") != "packed" for c in cursors):
+            raise UserError("the checkpoint's data cursor is from data.format=stream: resume with data.format=stream,"
+                            " or start a new run_dir")
+        positions = {(c["samples"], c["micro_in_step"]) for c in cursors}
+        if len(positions) != 1 or cursors[0]["micro_in_step"] != 0:
+            raise UserError(f"checkpoint cursors disagree or stop mid-step ({sorted(positions)}): the checkpoint is "
+                            "damaged; resume from an earlier one")
+        if cursors[0]["windows"] != list(self.schedule.windows):
+            log.warning("the prepared data changed since this checkpoint (windows per source %s -> %s): continuing "
+                        "at sample %d of the new data's order", cursors[0]["windows"], self.schedule.windows,
+                        cursors[0]["samples"])
+        self.samples, self.micro_in_step = cursors[0]["samples"], 0
+
+
+def source_files(cfg: RunConfig) -> list[tuple[str, list[Path]]]:
+    """(name, files) per source: one per data.train entry when mixing, else one for all entries."""
+    if cfg.data.weights:
+        return [(entry, resolve_files([entry], "data.train")) for entry in cfg.data.train]
+    return [(", ".join(cfg.data.train), resolve_files(cfg.data.train, "data.train"))]
+
+
+def checked_manifest(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
+    root = packed_root(cfg)
+    manifest = load_manifest(root)
+    if manifest is None:
+        raise UserError(f"data.format=packed but {root / MANIFEST} does not exist: run `gpt2dist prepare` with this "
+                        "config first (or set data.packed_dir)")
+    from gpt2dist.prepare import check_manifest_matches
+
+    check_manifest_matches(manifest, cfg, root)
+    return root, manifest
+
+
+def file_parts(manifest: dict[str, Any], root: Path, files: list[Path], part: str) -> list[dict[str, Any]]:
+    """The prepared parts of `files`, refusing files that are missing from the manifest or changed since."""
+    parts = []
+    for path in files:
+        entry = manifest["files"].get(file_key(path))
+        stat = path.stat()
+        if entry is None or (entry["size"], entry["mtime_ns"]) != (stat.st_size, stat.st_mtime_ns):
+            state = "is not prepared" if entry is None else "changed since it was prepared"
+            raise UserError(f"{path} {state} in {root}: run `gpt2dist prepare` again (it only tokenizes what changed)")
+        if part in entry["parts"]:
+            parts.append(entry["parts"][part])
+    return parts
+
+
+def open_train(cfg: RunConfig, rank: int, world_size: int, micro: int, accum: int) -> PackedBatches:
+    root, manifest = checked_manifest(cfg)
+    dtype = np.dtype(manifest["dtype"])
+    names, sources = [], []
+    for name, files in source_files(cfg):
+        names.append(name)
+        sources.append(TokenShards(root, file_parts(manifest, root, files, "train"), dtype))
+    weights = cfg.data.weights or [1.0]
+    return PackedBatches(sources, weights, block_size=cfg.data.block_size, seed=cfg.seed, rank=rank,
+                         world_size=world_size, micro=micro, accum=accum, names=names)
+
+
+def val_factory(cfg: RunConfig):
+    """A callable giving the validation windows in order (data.val files, or the held-out part), or None."""
+    root, manifest = checked_manifest(cfg)
+    if cfg.data.val:
+        parts = file_parts(manifest, root, resolve_files(cfg.data.val, "data.val"), "train")
+    elif cfg.data.val_fraction > 0:
+        parts = file_parts(manifest, root, resolve_files(cfg.data.train, "data.train"), "heldout")
+    else:
+        return None
+    shards = TokenShards(root, parts, np.dtype(manifest["dtype"]))
+    block = cfg.data.block_size
+
+    def windows() -> Iterator[Window]:
+        for w in range(shards.windows(block)):
+            yield Window(shards.read(np.array([w * block]), block + 1)[0].tolist(), 0, w)
+
+    return windows
+
+
+def packed_tokenizer(cfg: RunConfig, run_tokenizer_dir: Path):
+    """The prepared dir's tokenizer, checked against the run's own when the run already has one (resume)."""
+    from gpt2dist.prepare import TOKENIZER_DIR
+    from gpt2dist.tokenizer import load_tokenizer
+
+    root, manifest = checked_manifest(cfg)
+    tokenizer = load_tokenizer(root / TOKENIZER_DIR)
+    if tokenizer_fingerprint(tokenizer) != manifest["tokenizer"]["fingerprint"]:
+        raise UserError(f"{root / TOKENIZER_DIR} does not match {root / MANIFEST}: prepare again into a new "
+                        "data.packed_dir")
+    if (run_tokenizer_dir / "tokenizer_config.json").is_file():
+        own = load_tokenizer(run_tokenizer_dir)
+        if tokenizer_fingerprint(own) != manifest["tokenizer"]["fingerprint"]:
+            raise UserError(f"the run's tokenizer {run_tokenizer_dir} differs from the one that made {root}: "
+                            "train from shards prepared with this run's tokenizer, or use a new run_dir")
+    return tokenizer
+
+
+def packed_summary(cfg: RunConfig) -> tuple[str, str]:
+    """(level, message) for the doctor: is the prepared data there, current, and big enough?"""
+    try:
+        root, manifest = checked_manifest(cfg)
+        block = cfg.data.block_size
+        counts = []
+        for name, files in source_files(cfg):
+            tokens = sum(p["tokens"] for p in file_parts(manifest, root, files, "train"))
+            if tokens <= block:
+                return "error", (f"data.train {name}: {tokens} prepared tokens, fewer than one window of "
+                                 f"{block + 1}: add data or lower data.block_size")
+            counts.append((tokens - 1) // block)
+    except UserError as exc:
+        return "error", str(exc)
+    return "ok", (f"data: packed in {root} ({manifest['dtype']}), {sum(counts):,} windows of {block + 1} tokens "
+                  f"in {len(counts)} source{'s' if len(counts) > 1 else ''}")

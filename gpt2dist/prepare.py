@@ -1,0 +1,330 @@
+"""`gpt2dist prepare`: tokenize the configured corpus once, in worker processes, into packed token shards.
+
+Layout of data.packed_dir (default RUN_DIR/data):
+  tokenizer/                 the tokenizer that made the tokens (training copies it into the run dir)
+  shards/KEY.train.bin       one source file's documents, cleaned, each followed by EOS: raw uint16/uint32
+  shards/KEY.heldout.bin     its documents held out by data.val_fraction (only when data.val is empty)
+  manifest.json              rewritten atomically after every finished file: dtype, tokenizer fingerprint,
+                             text settings, and per source file its size, mtime, sha256, documents and tokens
+Re-running is incremental: a file whose size and mtime (or else its sha256) match the manifest is not read
+again, a changed one is re-tokenized, a new one added. Reading raw text is one process (streaming, in file
+order, so shards are deterministic); cleaning and tokenizing, the expensive part, run in `workers` processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpt2dist.config import RunConfig
+from gpt2dist.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+VERSION = 1
+CHUNK_CHARS = 1 << 20  # text per task sent to a worker: big enough to amortize IPC, small enough to stream
+TOKENIZER_DIR = "tokenizer"
+
+
+def packed_root(cfg: RunConfig) -> Path:
+    return Path(cfg.data.packed_dir) if cfg.data.packed_dir else Path(cfg.run_dir) / "data"
+
+
+def heldout_fraction(cfg: RunConfig) -> float:
+    """data.val_fraction applies to the training files only when there are no data.val files (as in training)."""
+    return cfg.data.val_fraction if not cfg.data.val else 0.0
+
+
+def text_settings(cfg: RunConfig) -> dict[str, Any]:
+    """Every setting that changes which tokens a file gives: a prepared dir is only valid for these values."""
+    d = cfg.data
+    return {"sample_by": d.sample_by, "text_field": d.text_field, "encoding_errors": d.encoding_errors,
+            "strip_control": d.strip_control, "collapse_whitespace": d.collapse_whitespace,
+            "min_line_chars": d.min_line_chars, "ascii_only": d.ascii_only, "val_fraction": heldout_fraction(cfg)}
+
+
+def tokenizer_record(cfg: RunConfig) -> dict[str, Any]:
+    """The tokenizer settings a prepared dir was made with (the fingerprint pins the exact vocabulary)."""
+    t = cfg.tokenizer
+    record: dict[str, Any] = {"kind": t.kind}
+    if t.kind == "bpe":
+        record["vocab_size"] = t.vocab_size
+    if t.kind == "pretrained":
+        record["path"] = t.path or cfg.model.pretrained
+    return record
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """SHA-256 of the tokenizer's full serialized pipeline (vocab, merges, normalizer, pre-tokenizer) and EOS."""
+    body = tokenizer.backend_tokenizer.to_str() + f"|eos={tokenizer.eos_token_id}"
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(root: Path) -> dict[str, Any] | None:
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is unreadable ({exc}): delete {root} and run `gpt2dist prepare` again") from None
+    if manifest.get("version") != VERSION:
+        raise UserError(f"{path} has format version {manifest.get('version')}, this gpt2dist reads {VERSION}: "
+                        f"delete {root} and run `gpt2dist prepare` again")
+    return manifest
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(root / MANIFEST)
+
+
+def check_manifest_matches(manifest: dict[str, Any], cfg: RunConfig, root: Path) -> None:
+    """Refuse shards made with another tokenizer or other text settings: they would mean different tokens."""
+    want = tokenizer_record(cfg)
+    for key in sorted(set(want) | set(manifest["tokenizer"]["config"])):
+        old, new = manifest["tokenizer"]["config"].get(key), want.get(key)
+        if old != new:
+            raise UserError(f"config key tokenizer.{key} is {new!r} but {root} was prepared with {old!r}: the shards "
+                            "hold other tokens; restore the key, or use a new data.packed_dir and prepare again")
+    for key, new in text_settings(cfg).items():
+        old = manifest["text"].get(key)
+        if old != new:
+            raise UserError(f"config key data.{key} is {new!r} but {root} was prepared with {old!r}: restore the "
+                            "key, or use a new data.packed_dir and prepare again")
+
+
+@dataclass
+class PrepareReport:
+    root: str
+    files: int
+    tokenized: int  # files tokenized in this call (the others were up to date)
+    tokens: int  # tokens in the files tokenized in this call
+    total_tokens: int  # all parts of all files the config names
+    seconds: float
+    workers: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None = None) -> PrepareReport:
+    """Tokenize every data.train and data.val file not yet (or no longer) in the manifest."""
+    from gpt2dist.data import resolve_files
+
+    workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    train_files = resolve_files(cfg.data.train, "data.train")
+    val_files = resolve_files(cfg.data.val, "data.val") if cfg.data.val else []
+    root = packed_root(cfg)
+    manifest = load_manifest(root)
+    if manifest is not None:
+        check_manifest_matches(manifest, cfg, root)
+    try:
+        (root / "shards").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write to data.packed_dir {root} ({exc.strerror or exc}): check that it is "
+                        "writable") from None
+    tokenizer = prepare_tokenizer(cfg, root, train_files, manifest)
+    if manifest is None:
+        manifest = {"version": VERSION, "dtype": token_dtype(len(tokenizer)).name, "vocab_size": len(tokenizer),
+                    "eos_id": tokenizer.eos_token_id, "text": text_settings(cfg), "files": {},
+                    "tokenizer": {"config": tokenizer_record(cfg), "fingerprint": tokenizer_fingerprint(tokenizer)}}
+        write_manifest(root, manifest)
+    jobs = [(f, heldout_fraction(cfg)) for f in train_files] + [(f, 0.0) for f in val_files if f not in train_files]
+    started, new_tokens, tokenized = time.perf_counter(), 0, 0
+    from tqdm import tqdm
+
+    bar = tqdm(unit="tok", unit_scale=True, desc="prepare", disable=(not progress) if progress is not None else None,
+               dynamic_ncols=True)
+    try:
+        for path, fraction in jobs:
+            if up_to_date(manifest, root, path, fraction):
+                continue
+            entry = tokenize_file(cfg, root, path, fraction, manifest, workers, bar)
+            manifest["files"][file_key(path)] = entry
+            write_manifest(root, manifest)  # a finished file survives an interrupted prepare
+            new_tokens += sum(part["tokens"] for part in entry["parts"].values())
+            tokenized += 1
+    finally:
+        bar.close()
+    total = sum(p["tokens"] for f, _ in jobs for p in manifest["files"][file_key(f)]["parts"].values())
+    return PrepareReport(str(root), len(jobs), tokenized, new_tokens, total, time.perf_counter() - started, workers)
+
+
+def file_key(path: Path) -> str:
+    return str(path.resolve())
+
+
+def shard_name(path: Path, part: str) -> str:
+    return f"shards/{hashlib.blake2b(file_key(path).encode(), digest_size=8).hexdigest()}.{part}.bin"
+
+
+def up_to_date(manifest: dict[str, Any], root: Path, path: Path, fraction: float) -> bool:
+    """Size + mtime say "unchanged" for free; when they differ (a copy, a touch) the sha256 decides."""
+    entry = manifest["files"].get(file_key(path))
+    if entry is None or entry["val_fraction"] != fraction:
+        return False
+    if not all((root / part["path"]).is_file() for part in entry["parts"].values()):
+        return False
+    stat = path.stat()
+    if (entry["size"], entry["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+        return True
+    if entry["size"] == stat.st_size and entry["sha256"] == file_sha256(path):
+        entry["mtime_ns"] = stat.st_mtime_ns
+        write_manifest(root, manifest)
+        return True
+    return False
+
+
+def prepare_tokenizer(cfg: RunConfig, root: Path, train_files: list[Path], manifest: dict[str, Any] | None):
+    """The prepared dir's tokenizer; built from the config (training bpe/char on the data) the first time."""
+    from gpt2dist.data import iter_documents
+    from gpt2dist.tokenizer import build_tokenizer, load_tokenizer
+
+    folder = root / TOKENIZER_DIR
+    t = cfg.tokenizer
+    if manifest is not None:
+        tokenizer = load_tokenizer(folder)
+        if tokenizer_fingerprint(tokenizer) != manifest["tokenizer"]["fingerprint"]:
+            raise UserError(f"{folder} does not match the fingerprint in {root / MANIFEST}: the folder was "
+                            "changed; delete the prepared dir and prepare again")
+        if t.kind == "pretrained":
+            configured = load_tokenizer(t.path or cfg.model.pretrained)
+            if tokenizer_fingerprint(configured) != manifest["tokenizer"]["fingerprint"]:
+                raise UserError(f"the tokenizer at {t.path or cfg.model.pretrained} differs from the one that made "
+                                f"the shards in {root}: use a new data.packed_dir and prepare again")
+        return tokenizer
+    texts = None
+    if t.kind != "pretrained":
+        texts = iter_documents(train_files, cfg.data, heldout=False if heldout_fraction(cfg) > 0 else None)
+    tokenizer = build_tokenizer(t.kind, path=t.path or cfg.model.pretrained, vocab_size=t.vocab_size, texts=texts)
+    shutil.rmtree(folder, ignore_errors=True)  # a tokenizer without a manifest is from an interrupted first call
+    tmp = root / (TOKENIZER_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(str(tmp))
+    tmp.replace(folder)
+    return tokenizer
+
+
+def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manifest: dict[str, Any], workers: int,
+                  bar) -> dict[str, Any]:
+    """One source file -> its shard(s), written under temporary names and renamed when complete."""
+    dtype = np.dtype(manifest["dtype"])
+    parts = ["train", "heldout"] if fraction > 0 else ["train"]
+    tmp_paths = {part: root / (shard_name(path, part) + ".tmp") for part in parts}
+    counts = {part: 0 for part in parts}
+    docs = 0
+    stat_before = path.stat()
+    init_args = (str(root / TOKENIZER_DIR / "tokenizer.json"), manifest["eos_id"], asdict(cfg.data), fraction,
+                 dtype.name)
+    outs = {part: open(tmp_paths[part], "wb") for part in parts}  # noqa: SIM115 - closed in finally
+    try:
+        for train_bytes, heldout_bytes, n_docs in map_chunks(read_chunks(path, cfg), init_args, workers):
+            for part, blob in (("train", train_bytes), ("heldout", heldout_bytes)):
+                if part in outs and blob:
+                    outs[part].write(blob)
+                    counts[part] += len(blob) // dtype.itemsize
+            docs += n_docs
+            bar.update((len(train_bytes) + len(heldout_bytes)) // dtype.itemsize)
+            bar.set_postfix_str(path.name, refresh=False)
+    except OSError as exc:
+        raise UserError(f"cannot write shards under {root} ({exc.strerror or exc}): check free space") from None
+    finally:
+        for fh in outs.values():
+            fh.close()
+    for part in parts:
+        tmp_paths[part].replace(root / shard_name(path, part))
+    return {"source": str(path), "size": stat_before.st_size, "mtime_ns": stat_before.st_mtime_ns,
+            "sha256": file_sha256(path), "val_fraction": fraction, "docs": docs,
+            "parts": {part: {"path": shard_name(path, part), "tokens": counts[part]} for part in parts}}
+
+
+def read_chunks(path: Path, cfg: RunConfig) -> Iterator[list[str]]:
+    """The file's raw rows (as the streaming path reads them), in chunks of about CHUNK_CHARS characters."""
+    from gpt2dist.data import iter_texts, open_stream
+
+    chunk: list[str] = []
+    size = 0
+    for text in iter_texts(open_stream([path], cfg.data), [path], cfg.data):
+        chunk.append(text)
+        size += len(text)
+        if size >= CHUNK_CHARS:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def map_chunks(chunks: Iterator[list[str]], init_args: tuple, workers: int) -> Iterator[tuple[bytes, bytes, int]]:
+    """Tokenize chunks in order; with workers > 1 in a process pool, at most 2 x workers chunks in flight."""
+    if workers <= 1:
+        _init_worker(*init_args, parallel=True)
+        yield from map(_tokenize_chunk, chunks)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding tokenizer/arrow threads
+    with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.apply_async(_tokenize_chunk, (chunk,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer_json: str, eos_id: int, data_cfg: dict, fraction: float, dtype: str, *,
+                 parallel: bool = False) -> None:
+    """Per process: load the raw `tokenizers` pipeline once (the same one the HF wrapper runs)."""
+    if not parallel:  # one process per core already; Rust threads on top would oversubscribe
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from tokenizers import Tokenizer
+
+    from gpt2dist.config import DataConfig
+
+    _WORKER.update(tokenizer=Tokenizer.from_file(tokenizer_json), eos=eos_id, cfg=DataConfig(**data_cfg),
+                   fraction=fraction, dtype=np.dtype(dtype))
+
+
+def _tokenize_chunk(texts: list[str]) -> tuple[bytes, bytes, int]:
+    """Clean, split off held-out documents, tokenize, append EOS: (train bytes, held-out bytes, documents)."""
+    from gpt2dist.data import clean_text, is_heldout
+
+    cfg, fraction, eos = _WORKER["cfg"], _WORKER["fraction"], _WORKER["eos"]
+    docs = [t for t in (clean_text(text, cfg) for text in texts) if t.strip()]
+    sides = [is_heldout(doc, fraction) for doc in docs] if fraction > 0 else [False] * len(docs)
+    out: dict[bool, list[int]] = {False: [], True: []}
+    for held, enc in zip(sides, _WORKER["tokenizer"].encode_batch(docs, add_special_tokens=False), strict=True):
+        out[held].extend(enc.ids)
+        out[held].append(eos)
+    dtype = _WORKER["dtype"]
+    return (np.asarray(out[False], dtype=dtype).tobytes(), np.asarray(out[True], dtype=dtype).tobytes(), len(docs))
