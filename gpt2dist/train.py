@@ -212,7 +212,8 @@ def build_engine(cfg: RunConfig, model, plan: BatchPlan, rank: dist.DistInfo, re
     universal = False
     if resume_from is not None:
         saved = saved_world_size(resume_from)
-        universal = saved is not None and saved != rank.world_size
+        # ZeRO-0 keeps the whole optimizer state in one file that loads on any world size; stages 1-3 partition it.
+        universal = saved is not None and saved != rank.world_size and cfg.distributed.zero_stage > 0
         if universal:  # a world-size change: DeepSpeed's universal format, converted once by rank 0
             log.info("resuming %s saved on %d ranks on %d ranks via a universal checkpoint", resume_from.name,
                      saved, rank.world_size)
