@@ -15,6 +15,7 @@ slices of them. The cursor is just g: resuming -- on any number of ranks -- read
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Iterator
@@ -39,7 +40,9 @@ class TokenShards:
     """A source's shard files, memory-mapped and read as one virtual token sequence."""
 
     def __init__(self, root: Path, parts: list[dict[str, Any]], dtype: np.dtype):
-        self.maps = [np.memmap(root / p["path"], dtype=dtype, mode="r") for p in parts if p["tokens"] > 0]
+        # Plain ndarray views of the maps: slicing an np.memmap subclass costs a Python-level finalizer per window.
+        self.maps = [np.memmap(root / p["path"], dtype=dtype, mode="r").view(np.ndarray)
+                     for p in parts if p["tokens"] > 0]
         lengths = [len(m) for m in self.maps]
         self.starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self.total = int(self.starts[-1])
@@ -70,37 +73,61 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def _mix64_int(x: int) -> int:
+    """_mix64 on one Python int: for a micro batch's few indices, faster than numpy's per-call overhead."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
 def permute(index: np.ndarray, n: int, key: int, rounds: int = 4) -> np.ndarray:
     """A keyed pseudo-random bijection of [0, n), evaluated per index in O(1) time and memory.
 
     A balanced Feistel network on the smallest even bit width covering n, with cycle walking: values that
     land at n or above are permuted again until they fall inside (the domain is < 4n, so this is short).
     """
-    index = np.asarray(index, dtype=np.uint64)
+    index = np.asarray(index, dtype=np.int64)
     if n <= 1:
-        return index.astype(np.int64)
+        return index.copy()
     bits = max(2, (n - 1).bit_length())
     bits += bits % 2
-    half = np.uint64(bits // 2)
-    mask = np.uint64((1 << (bits // 2)) - 1)
-    round_keys = [np.uint64(_mix64(np.array([(key + r * 0x9E3779B97F4A7C15) & _MASK64], np.uint64))[0])
-                  for r in range(rounds)]
+    half, mask = bits // 2, (1 << (bits // 2)) - 1
+    round_keys = _round_keys(key, rounds)
+    if len(index) <= 64:  # a micro batch: plain ints
+        out = []
+        for x in index.tolist():
+            while True:
+                left, right = x >> half, x & mask
+                for rk in round_keys:
+                    left, right = right, left ^ (_mix64_int(right ^ rk) & mask)
+                x = (left << half) | right
+                if x < n:
+                    break
+            out.append(x)
+        return np.asarray(out, dtype=np.int64)
+    np_half, np_mask, np_keys = np.uint64(half), np.uint64(mask), [np.uint64(k) for k in round_keys]
 
     def once(x: np.ndarray) -> np.ndarray:
-        left, right = x >> half, x & mask
-        for rk in round_keys:
-            left, right = right, left ^ (_mix64(right ^ rk) & mask)
-        return (left << half) | right
+        left, right = x >> np_half, x & np_mask
+        for rk in np_keys:
+            left, right = right, left ^ (_mix64(right ^ rk) & np_mask)
+        return (left << np_half) | right
 
     with np.errstate(over="ignore"):
-        out = once(index)
-        outside = out >= np.uint64(n)
+        out_np = once(index.astype(np.uint64))
+        outside = out_np >= np.uint64(n)
         while outside.any():
-            out[outside] = once(out[outside])
-            outside = out >= np.uint64(n)
-    return out.astype(np.int64)
+            out_np[outside] = once(out_np[outside])
+            outside = out_np >= np.uint64(n)
+    return out_np.astype(np.int64)
 
 
+@functools.lru_cache(maxsize=256)
+def _round_keys(key: int, rounds: int) -> tuple[int, ...]:
+    return tuple(_mix64_int((key + r * 0x9E3779B97F4A7C15) & _MASK64) for r in range(rounds))
+
+
+@functools.lru_cache(maxsize=256)
 def epoch_key(seed: int, source: int, epoch: int) -> int:
     digest = hashlib.blake2b(f"gpt2dist/{seed}/{source}/{epoch}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")

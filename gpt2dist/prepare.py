@@ -288,7 +288,11 @@ def map_chunks(chunks: Iterator[list[str]], init_args: tuple, workers: int) -> I
         _init_worker(*init_args, parallel=True)
         yield from map(_tokenize_chunk, chunks)
         return
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding tokenizer/arrow threads
+    # fork (as DataLoader workers do): a worker starts in milliseconds instead of re-importing the stack.
+    # The tokenizer's Rust thread pool must not be live across the fork; workers tokenize single-threaded.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
         pending: deque = deque()
         for chunk in chunks:
