@@ -167,11 +167,15 @@ def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None
         for path, fraction in jobs:
             if up_to_date(manifest, root, path, fraction):
                 continue
+            file_started = time.perf_counter()
             entry = tokenize_file(cfg, root, path, fraction, manifest, workers, bar)
             manifest["files"][file_key(path)] = entry
             write_manifest(root, manifest)  # a finished file survives an interrupted prepare
-            new_tokens += sum(part["tokens"] for part in entry["parts"].values())
+            file_tokens = sum(part["tokens"] for part in entry["parts"].values())
+            new_tokens += file_tokens
             tokenized += 1
+            log.info("prepare: %s: %d documents, %d tokens, %.0f tokens/s", path, entry["docs"], file_tokens,
+                     file_tokens / max(1e-9, time.perf_counter() - file_started))
     finally:
         bar.close()
     total = sum(p["tokens"] for f, _ in jobs for p in manifest["files"][file_key(f)]["parts"].values())

@@ -308,3 +308,14 @@ def test_packed_batches_refuse_a_stream_cursor(tmp_path):
     stream: PackedBatches = open_train(cfg, 0, 1, 1, 1)
     with pytest.raises(UserError, match="data.format=stream"):
         stream.load_cursors([{"epoch": 0, "row": 3}])
+
+
+def test_doctor_checks_the_prepared_data(tmp_path):
+    from gpt2dist.doctor import cheap_checks
+
+    cfg, _ = packed_cfg(tmp_path, write_docs(tmp_path / "data", 2, 30))
+    found = [f for f in cheap_checks(cfg, 2) if "manifest.json" in f.message]
+    assert [f.level for f in found] == ["error"] and "run `gpt2dist prepare`" in found[0].message
+    prepare(cfg, workers=1)
+    found = [f for f in cheap_checks(cfg, 2) if f.message.startswith("data: packed")]
+    assert [f.level for f in found] == ["ok"] and "windows of 17 tokens in 1 source" in found[0].message
