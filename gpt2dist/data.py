@@ -1,9 +1,10 @@
 """Streaming text -> cleaned documents -> tokens + EOS -> packed windows of block_size + 1, per rank.
 
-Files are read with Hugging Face `datasets` in streaming mode, so the corpus is never in memory. The
-stream's position is a small JSON-able cursor (the `datasets` state, our leftover tokens and the
-epoch) saved in every checkpoint; resuming seeks to the file the cursor names and skips at most the
-consumed part of that one file (or parquet row group) -- never the corpus prefix.
+Files are read with Hugging Face `datasets` in streaming mode, one file at a time, so the corpus is never
+in memory and a rank opens only the files it owns (`gpt2dist.cursor` has the sharding rules). The
+stream's position is a small JSON-able cursor -- (epoch, file, row in file), leftover tokens -- saved in
+every checkpoint; resuming opens the file the cursor names and skips the consumed rows of that one file,
+never the corpus prefix.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import numpy as np
 import torch
 
 from gpt2dist.config import DataConfig
+from gpt2dist.cursor import CURSOR_VERSION, owns_row, reshard_cursor, shard_mode, visit_order
 from gpt2dist.errors import UserError
 
 FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 DOCS_PER_TOKENIZE_CALL = 64  # batching the tokenizer call amortizes its per-call overhead
+ROWS_PER_READ = 1024  # rows per Arrow batch read from a file
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SPACES = re.compile(r"[ \t]+")
 
@@ -95,12 +98,8 @@ def find_invalid_utf8(files: list[Path]) -> tuple[Path, int] | None:
 
 
 def open_stream(files: list[Path], cfg: DataConfig):
-    """A streaming `datasets.IterableDataset` of {"text": ...} rows over all files, in order.
-
-    Every rank opens the whole stream and keeps its share by row index (see `owns_row`): reading
-    raw rows is cheap next to tokenizing them, and a position that means the same on every rank is what
-    lets a checkpoint resume on a different number of ranks without repeating or skipping a document.
-    """
+    """A streaming `datasets.IterableDataset` of rows over the files, in order (PackedStream opens one file
+    at a time, so positions are per file and opening costs a few milliseconds)."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -125,11 +124,6 @@ def open_stream(files: list[Path], cfg: DataConfig):
         raise UserError(f"could not open data files {files[0]}...: {str(exc).splitlines()[0]}") from None
 
 
-def owns_row(row: int, rank: int, world_size: int) -> bool:
-    """The sharding rule: rank r of W keeps rows r, r+W, r+2W, ... -- disjoint, complete, balanced to one row."""
-    return row % world_size == rank
-
-
 def iter_texts(ds, files: list[Path], cfg: DataConfig) -> Iterator[str]:
     """Rows -> raw texts, one per row (empty ones too: row indices are positions), reader failures -> UserError."""
     field = cfg.text_field
@@ -138,27 +132,61 @@ def iter_texts(ds, files: list[Path], cfg: DataConfig) -> Iterator[str]:
             if field not in row:
                 raise UserError(f"config key data.text_field={field!r}: rows of {files[0]} have fields "
                                 f"{sorted(row)}; set data.text_field to the text column")
-            text = row[field]
-            yield text if isinstance(text, str) else ("" if text is None else str(text))
+            yield _as_text(row[field])
     except UnicodeDecodeError:
-        found = find_invalid_utf8(files)
-        where = f"{found[0]} at byte {found[1]}" if found else "a data file"
-        raise UserError(f"{where} is not valid UTF-8: fix the file or set data.encoding_errors=replace") from None
+        raise _utf8_error(files) from None
+
+
+def iter_file_texts(path: Path, cfg: DataConfig, start: int = 0) -> Iterator[str]:
+    """Raw texts of one file from row `start` on (one per row, empty ones too: row indices are positions).
+
+    Rows come as Arrow batches and only the text column becomes Python objects (3-4x faster than row
+    dicts for .jsonl); `skip(start)` drops whole Arrow batches, so a resume re-reads (and, for .jsonl,
+    re-parses) the consumed part of this one file but converts none of it.
+    """
+    ds = open_stream([path], cfg)
+    if start:
+        ds = ds.skip(start)
+    field = cfg.text_field
+    try:
+        for table in ds.with_format("arrow").iter(batch_size=ROWS_PER_READ):
+            if field not in table.column_names:
+                raise UserError(f"config key data.text_field={field!r}: rows of {path} have fields "
+                                f"{sorted(table.column_names)}; set data.text_field to the text column")
+            for text in table.column(field).to_pylist():
+                yield _as_text(text)
+    except UnicodeDecodeError:
+        raise _utf8_error([path]) from None
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+def _utf8_error(files: list[Path]) -> UserError:
+    found = find_invalid_utf8(files)
+    where = f"{found[0]} at byte {found[1]}" if found else "a data file"
+    return UserError(f"{where} is not valid UTF-8: fix the file or set data.encoding_errors=replace")
+
+
+def keep_document(text: str, cfg: DataConfig, heldout: bool | None) -> str | None:
+    """The cleaned document, or None when it is empty after cleaning or on the other side of the val split."""
+    text = clean_text(text, cfg)
+    if not text.strip():
+        return None
+    if heldout is not None and is_heldout(text, cfg.val_fraction) != heldout:
+        return None
+    return text
 
 
 def iter_documents(files: list[Path], cfg: DataConfig, *, heldout: bool | None = None,
                    rank: int = 0, world_size: int = 1) -> Iterator[str]:
-    """This rank's cleaned non-empty documents; heldout=True keeps only the val_fraction share, False drops it."""
-    ds = open_stream(files, cfg)
-    for row, text in enumerate(iter_texts(ds, files, cfg)):
-        if not owns_row(row, rank, world_size):
-            continue
-        text = clean_text(text, cfg)
-        if not text.strip():
-            continue
-        if heldout is not None and is_heldout(text, cfg.val_fraction) != heldout:
-            continue
-        yield text
+    """This rank's cleaned non-empty documents of one pass (epoch 0); heldout as in `keep_document`."""
+    n_files = len(files)
+    for i in visit_order(n_files, 0, 0, rank, world_size):
+        for row, text in enumerate(iter_file_texts(files[i], cfg)):
+            if owns_row(i, row, rank, world_size, n_files) and (doc := keep_document(text, cfg, heldout)) is not None:
+                yield doc
 
 
 @dataclass
@@ -176,56 +204,69 @@ class Window:
 class PackedStream:
     """Endless stream of block_size + 1 token windows for one rank, with an exact, cheap cursor.
 
-    Position = (epoch, row): the next raw row of the file stream. This rank tokenizes the rows it owns
-    (`owns_row`) and not in `skip` (rows another rank consumed before a world-size change). The cursor
-    holds the position, the `datasets` state at it, and the tokens pulled but not yet emitted; documents
-    are pulled in small batches, so the saved state always matches the buffer. When a pass ends the
-    next epoch starts from the first file; leftover tokens carry over, so no token is dropped.
+    The rank reads its files (gpt2dist.cursor: whole files when there are at least as many files as
+    ranks, a row interleave otherwise) one at a time in the epoch's visit order. Position = (epoch,
+    index in the visit order, row in that file); `consumed` holds rows other ranks took before a
+    world-size change, skipped here. Documents are pulled in small batches, so the position always
+    matches the token buffer. At the end of a pass the next epoch starts in a new file order; leftover
+    tokens carry over, so no token is dropped.
     """
 
     def __init__(self, files: list[Path], cfg: DataConfig, encode, *, heldout: bool | None = None,
-                 rank: int = 0, world_size: int = 1, repeat: bool = True):
+                 rank: int = 0, world_size: int = 1, repeat: bool = True, seed: int = 0):
         self.files, self.cfg, self.encode = files, cfg, encode
-        self.heldout, self.rank, self.world_size, self.repeat = heldout, rank, world_size, repeat
+        self.heldout, self.rank, self.world_size, self.repeat, self.seed = heldout, rank, world_size, repeat, seed
         self.window = cfg.block_size + 1
-        self.epoch, self.row = 0, 0
-        self.epoch_rows: int | None = None  # rows in one pass, known once a pass has ended
-        self.skip: set[tuple[int, int]] = set()
+        self.epoch, self.index, self.row = 0, 0, 0
+        self.rows: dict[int, int] = {}  # row counts of files read to their end
+        self.consumed: dict[tuple[int, int], tuple[int, set[int]]] = {}  # (epoch, file) -> (prefix, extra rows)
         self.windows_in_epoch = 0
         self.buffer: list[int] = []
-        self.pulled: list[tuple[int, int]] = []  # (epoch, row) of documents pulled; drained by tracers
-        self._ds = None
-        self._rows: Iterator[str] | None = None
-        self._pending_state: dict | None = None
+        self.pulled: list[tuple[int, str]] = []  # (epoch, "file:row") of documents pulled; drained by tracers
+        self._texts: Iterator[str] | None = None
+        self._extra: set[int] = set()
+        self._order: tuple[int, list[int]] = (-1, [])
 
-    def _open(self) -> None:
-        self._ds = open_stream(self.files, self.cfg)
-        if self._pending_state is not None:
-            self._ds.load_state_dict(self._pending_state)
-            self._pending_state = None
-        self._rows = iter_texts(self._ds, self.files, self.cfg)
+    def visit(self) -> list[int]:
+        """This epoch's files of this rank, in reading order."""
+        if self._order[0] != self.epoch:
+            self._order = (self.epoch, visit_order(len(self.files), self.seed, self.epoch, self.rank, self.world_size))
+        return self._order[1]
+
+    def _open_next(self) -> bool:
+        """Open the file at `index` at `row`, past files and rows other ranks consumed; False after the last."""
+        order = self.visit()
+        while self.index < len(order):
+            file = order[self.index]
+            prefix, self._extra = self.consumed.get((self.epoch, file), (0, set()))
+            if file in self.rows and prefix >= self.rows[file]:  # consumed whole before a world-size change
+                self.index, self.row = self.index + 1, 0
+                continue
+            self.row = max(self.row, prefix)
+            self._texts = iter_file_texts(self.files[file], self.cfg, self.row)
+            return True
+        return False
 
     def _pull_documents(self) -> bool:
         """Append the tokens of this rank's next few documents to the buffer; False at the end of a pass."""
-        if self._rows is None:
-            self._open()
         docs: list[str] = []
-        for text in self._rows:
-            row, self.row = self.row, self.row + 1
-            if not owns_row(row, self.rank, self.world_size) or (self.epoch, row) in self.skip:
-                continue
-            text = clean_text(text, self.cfg)
-            if not text.strip():
-                continue
-            if self.heldout is not None and is_heldout(text, self.cfg.val_fraction) != self.heldout:
-                continue
-            docs.append(text)
-            self.pulled.append((self.epoch, row))
-            if len(docs) == DOCS_PER_TOKENIZE_CALL:
-                return self._append(docs)
-        return self._append(docs)
-
-    def _append(self, docs: list[str]) -> bool:
+        n_files = len(self.files)
+        while len(docs) < DOCS_PER_TOKENIZE_CALL:
+            if self._texts is None and not self._open_next():
+                break
+            file = self.visit()[self.index]
+            for text in self._texts:
+                row, self.row = self.row, self.row + 1
+                if row in self._extra or not owns_row(file, row, self.rank, self.world_size, n_files):
+                    continue
+                if (doc := keep_document(text, self.cfg, self.heldout)) is not None:
+                    docs.append(doc)
+                    self.pulled.append((self.epoch, f"{file}:{row}"))
+                    if len(docs) == DOCS_PER_TOKENIZE_CALL:
+                        break
+            else:  # the file is done
+                self.rows[file] = self.row
+                self.index, self.row, self._texts, self._extra = self.index + 1, 0, None, set()
         for ids in self.encode(docs):
             self.buffer.extend(ids)
         return bool(docs)
@@ -237,15 +278,14 @@ class PackedStream:
         while len(self.buffer) < self.window:
             if self._pull_documents():
                 continue
-            if not self.repeat or self.windows_in_epoch == 0:
-                if self.windows_in_epoch == 0 and self.repeat:
-                    raise UserError(f"the data in {self.files[0]}{' ...' if len(self.files) > 1 else ''} "
-                                    f"gives rank {self.rank} no full window of {self.window} tokens: add data "
-                                    "or lower data.block_size")
+            if not self.repeat:
                 raise StopIteration
-            self.epoch_rows = self.row
-            self.epoch, self.row, self.windows_in_epoch = self.epoch + 1, 0, 0
-            self._ds, self._rows, self._pending_state = None, None, None
+            if self.windows_in_epoch == 0 and not any(e == self.epoch for e, _ in self.consumed):
+                raise UserError(f"the data in {self.files[0]}{' ...' if len(self.files) > 1 else ''} "
+                                f"gives rank {self.rank} no full window of {self.window} tokens: add data "
+                                "or lower data.block_size")
+            self.epoch, self.index, self.row, self.windows_in_epoch = self.epoch + 1, 0, 0, 0
+            self.consumed = {k: v for k, v in self.consumed.items() if k[0] >= self.epoch}
             log.info("data: rank %d starting epoch %d", self.rank, self.epoch)
         tokens, self.buffer = self.buffer[: self.window], self.buffer[self.window:]
         window = Window(tokens, self.epoch, self.windows_in_epoch)
@@ -253,35 +293,37 @@ class PackedStream:
         return window
 
     def state_dict(self) -> dict[str, Any]:
-        ds_state = self._ds.state_dict() if self._ds is not None else self._pending_state
-        here = (self.epoch, self.row)
-        return {"epoch": self.epoch, "row": self.row, "epoch_rows": self.epoch_rows,
-                "skip": sorted([e, r] for e, r in self.skip if (e, r) >= here),
-                "windows_in_epoch": self.windows_in_epoch, "buffer": list(self.buffer), "dataset": ds_state,
-                "files": [str(f) for f in self.files], "rank": self.rank, "world_size": self.world_size}
+        """The cursor: JSON-able, no `datasets` internals (a checkpoint outlives library versions)."""
+        return {"version": CURSOR_VERSION, "files": [str(f) for f in self.files], "rank": self.rank,
+                "world_size": self.world_size, "mode": shard_mode(len(self.files), self.world_size),
+                "seed": self.seed, "epoch": self.epoch, "index": self.index, "row": self.row,
+                "windows_in_epoch": self.windows_in_epoch, "buffer": list(self.buffer),
+                "rows": {str(i): n for i, n in sorted(self.rows.items())},
+                "consumed": [[e, i, p, sorted(x)] for (e, i), (p, x) in sorted(self.consumed.items())]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore this rank's own cursor (same world size)."""
+        if state.get("version") != CURSOR_VERSION:
+            raise UserError("the checkpoint's data cursor was written by an older gpt2dist (global row "
+                            "positions): resume with that version or start a new run_dir")
         if state["files"] != [str(f) for f in self.files]:
             raise UserError("the training files differ from the checkpoint's (data.train changed): resume "
                             "with the same files or start a new run_dir")
         if (state["rank"], state["world_size"]) != (self.rank, self.world_size):
             raise UserError(f"checkpoint cursor is for rank {state['rank']} of {state['world_size']}, "
                             f"this is rank {self.rank} of {self.world_size}")
-        self.epoch, self.row, self.epoch_rows = state["epoch"], state["row"], state["epoch_rows"]
-        self.skip = {(e, r) for e, r in state["skip"]}
+        self.seed, self.epoch, self.index, self.row = state["seed"], state["epoch"], state["index"], state["row"]
         self.windows_in_epoch = state["windows_in_epoch"]
         self.buffer = list(state["buffer"])
-        self._pending_state = state["dataset"]
-        self._ds, self._rows = None, None
+        self.rows = {int(i): n for i, n in state["rows"].items()}
+        self.consumed = {(e, i): (p, set(x)) for e, i, p, x in state["consumed"]}
+        self._texts, self._extra = None, set()
 
     def load_cursors(self, cursors: list[dict[str, Any]]) -> None:
         """Restore from every rank's saved cursor: our own one, or a re-split one after a world-size change."""
         if len(cursors) == self.world_size and all(c["world_size"] == self.world_size for c in cursors):
-            self.load_state_dict(cursors[self.rank])
+            self.load_state_dict(next(c for c in cursors if c["rank"] == self.rank))
         else:
-            from gpt2dist.cursor import reshard_cursor
-
             self.load_state_dict(reshard_cursor(cursors, self.rank, self.world_size))
 
     def next_batch(self, batch_size: int) -> tuple[torch.Tensor, list[Window]]:

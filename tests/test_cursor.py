@@ -1,4 +1,5 @@
-"""World-size changes: cursors of N ranks re-split onto M ranks repeat no document and skip none."""
+"""World-size changes: cursors of N ranks re-split onto M ranks repeat no document and skip none -- in file
+mode, in example mode, when the change switches between them, and when ranks are epochs apart."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gpt2dist.config import DataConfig
-from gpt2dist.cursor import reshard_cursor
+from gpt2dist.cursor import reshard_cursor, shard_mode
 from gpt2dist.data import PackedStream
 from gpt2dist.errors import UserError
 
@@ -17,18 +18,26 @@ def encode(docs: list[str]) -> list[list[int]]:
     return [[ord(c) % 250 + 1 for c in doc] + [0] for doc in docs]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("cursor")
-    files = []
-    for f in range(3):
-        path = folder / f"part{f}.txt"
-        path.write_text("\n\n".join(f"doc {f}-{d} " + "x" * (d % 7) for d in range(40)) + "\n")
+def write_corpus(folder: Path, n_files: int, docs=lambda f: 40) -> tuple[list[Path], list[str]]:
+    """n_files .txt files; returns the files and every document id "file:row"."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files, ids = [], []
+    for f in range(n_files):
+        path = folder / f"part{f:02d}.txt"
+        path.write_text("\n\n".join(f"doc {f}-{d} " + "x" * (d % 7) for d in range(docs(f))) + "\n")
         files.append(path)
-    return files
+        ids += [f"{f}:{d}" for d in range(docs(f))]
+    return files, ids
 
 
-def drain(stream: PackedStream, n: int | None = None) -> list[tuple[int, int]]:
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> dict[int, tuple[list[Path], list[str]]]:
+    root = tmp_path_factory.mktemp("cursor")
+    return {1: write_corpus(root / "one", 1, lambda f: 120), 3: write_corpus(root / "three", 3),
+            16: write_corpus(root / "sixteen", 16, lambda f: 5 + (7 * f) % 11)}
+
+
+def drain(stream: PackedStream, n: int | None = None) -> list[tuple[int, str]]:
     """Consume n windows (all if None) and return the documents pulled meanwhile."""
     for count, _ in enumerate(stream, 1):
         if n is not None and count >= n:
@@ -37,27 +46,62 @@ def drain(stream: PackedStream, n: int | None = None) -> list[tuple[int, int]]:
     return pulled
 
 
-@pytest.mark.parametrize(("old", "new"), [(2, 1), (1, 2), (2, 3), (4, 2)])
+def reshard(corpus, cfg, cursors, new: int, repeat: bool) -> list[PackedStream]:
+    resumed = [PackedStream(corpus, cfg, encode, rank=r, world_size=new, repeat=repeat) for r in range(new)]
+    for stream in resumed:
+        stream.load_cursors(cursors)
+    return resumed
+
+
+@pytest.mark.parametrize("n_files", [1, 3, 16])
+@pytest.mark.parametrize(("old", "new"), [(2, 1), (1, 2), (2, 3), (4, 2), (2, 4)])
 @pytest.mark.parametrize("steps", [[3, 5, 1, 4], [10, 0, 7, 2]])
-def test_reshard_covers_every_document_once(corpus, old, new, steps):
+def test_reshard_covers_every_document_once(corpora, n_files, old, new, steps):
+    corpus, ids = corpora[n_files]
     cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
     streams = [PackedStream(corpus, cfg, encode, rank=r, world_size=old, repeat=False) for r in range(old)]
     before = [doc for r, s in enumerate(streams) for doc in drain(s, steps[r % len(steps)] or None)]
     cursors = [json.loads(json.dumps(s.state_dict())) for s in streams]
     leftover = sum(len(c["buffer"]) for c in cursors)
 
-    resumed = [PackedStream(corpus, cfg, encode, rank=r, world_size=new, repeat=False) for r in range(new)]
-    for stream in resumed:
-        stream.load_cursors(cursors)
+    resumed = reshard(corpus, cfg, cursors, new, repeat=False)
     assert sum(len(s.buffer) for s in resumed) == leftover, "leftover tokens must move, not vanish or double"
     after = [doc for s in resumed for doc in drain(s)]
 
     everything = sorted(before + after)
     assert len(everything) == len(set(everything)), "a document was read twice across the change"
-    assert everything == [(0, row) for row in range(3 * 40)], "a document was skipped across the change"
+    assert everything == sorted((0, i) for i in ids), "a document was skipped across the change"
 
 
-def test_same_world_size_loads_own_cursor_exactly(corpus):
+@pytest.mark.parametrize(("n_files", "old", "new"), [(3, 2, 1), (3, 2, 3), (3, 2, 4), (16, 4, 3), (1, 2, 1), (1, 3, 2)])
+def test_reshard_with_ranks_epochs_apart(corpora, n_files, old, new):
+    """Uneven shards let ranks drift whole epochs apart (file mode: 3 files on 2 ranks); the merge still covers
+    every pass exactly once, in every epoch's own file order."""
+    corpus, ids = corpora[n_files]
+    cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
+    streams = [PackedStream(corpus, cfg, encode, rank=r, world_size=old, seed=7) for r in range(old)]
+    before = []
+    for r, stream in enumerate(streams):
+        before += drain(stream, 40 + 23 * r)
+    epochs = [s.epoch for s in streams]
+    if n_files == 3 and old == 2:
+        assert max(epochs) - min(epochs) >= 1, "the test wants ranks in different epochs"
+    cursors = [json.loads(json.dumps(s.state_dict())) for s in streams]
+    resumed = reshard(corpus, cfg, cursors, new, repeat=True)
+    for stream in resumed:
+        assert stream.seed == 7
+    last = max(epochs)
+    after = []
+    for stream in resumed:
+        while stream.epoch <= last:
+            after += drain(stream, 1)
+    docs = [d for d in before + after if d[0] <= last]
+    assert len(docs) == len(set(docs)), "a document was read twice in one epoch across the change"
+    assert sorted(docs) == sorted((e, i) for e in range(last + 1) for i in ids)
+
+
+def test_same_world_size_loads_own_cursor_exactly(corpora):
+    corpus, _ = corpora[3]
     cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
     streams = [PackedStream(corpus, cfg, encode, rank=r, world_size=2, repeat=False) for r in range(2)]
     for s in streams:
@@ -66,32 +110,49 @@ def test_same_world_size_loads_own_cursor_exactly(corpus):
     expected = [[w.tokens for w in s] for s in streams]
     for r in range(2):
         again = PackedStream(corpus, cfg, encode, rank=r, world_size=2, repeat=False)
-        again.load_cursors(cursors)
+        again.load_cursors(cursors[::-1])  # any order
         assert [w.tokens for w in again] == expected[r]
 
 
-def test_incomplete_cursor_set_is_refused(corpus):
+def test_incomplete_cursor_set_is_refused(corpora):
+    corpus, _ = corpora[3]
     cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
     cursors = [PackedStream(corpus, cfg, encode, rank=r, world_size=3).state_dict() for r in (0, 2)]
     with pytest.raises(UserError, match="incomplete"):
         reshard_cursor(cursors, 0, 1)
 
 
-def test_reshard_across_an_epoch_boundary(corpus):
-    """Rank 0 has wrapped into epoch 1 while rank 1 is still in epoch 0: the merge still covers both passes."""
-    cfg = DataConfig(train=[str(corpus[0])], block_size=16)
-    files = corpus[:1]
+def test_old_cursor_format_is_refused(corpora):
+    corpus, _ = corpora[3]
+    cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
+    old = {"epoch": 0, "row": 5, "skip": [], "buffer": [], "files": [str(f) for f in corpus], "rank": 0,
+           "world_size": 1, "dataset": None, "epoch_rows": None, "windows_in_epoch": 0}
+    with pytest.raises(UserError, match="older gpt2dist"):
+        PackedStream(corpus, cfg, encode).load_cursors([old])
+    with pytest.raises(UserError, match="older gpt2dist"):
+        PackedStream(corpus, cfg, encode, world_size=2).load_cursors([old])
+
+
+def test_mode_follows_files_and_ranks():
+    assert [shard_mode(n, 4) for n in (1, 3, 4, 16)] == ["example", "example", "file", "file"]
+
+
+def test_reshard_across_an_epoch_boundary(tmp_path):
+    """Rank 0 has wrapped into epoch 1 (mid-file) while rank 1 is still in epoch 0: the merge covers both passes."""
+    files, ids = write_corpus(tmp_path, 1, lambda f: 400)
+    cfg = DataConfig(train=[str(files[0])], block_size=16)
     fast = PackedStream(files, cfg, encode, rank=0, world_size=2)
     slow = PackedStream(files, cfg, encode, rank=1, world_size=2)
     before = []
-    while fast.epoch == 0 or fast.row < 6:
+    while fast.epoch == 0 or fast.row < 150:
         before += drain(fast, 1)
     before += drain(slow, 3)
-    assert fast.epoch == 1 and slow.epoch == 0
+    assert fast.epoch == 1 and slow.epoch == 0 and 0 < fast.row < 400
     merged = PackedStream(files, cfg, encode, rank=0, world_size=1)
     merged.load_cursors([fast.state_dict(), slow.state_dict()])
     after = []
     while merged.epoch < 2:
         after += drain(merged, 1)
     docs = [d for d in before + after if d[0] < 2]
-    assert sorted(docs) == [(e, r) for e in (0, 1) for r in range(40)]
+    assert len(docs) == len(set(docs))
+    assert sorted(docs) == sorted((e, i) for e in (0, 1) for i in ids)
