@@ -245,10 +245,10 @@ def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manif
     tmp_paths = {part: root / (shard_name(path, part) + ".tmp") for part in parts}
     counts = {part: 0 for part in parts}
     docs = 0
-    stat_before = path.stat()
+    stat_before, sha256 = path.stat(), file_sha256(path)  # what the manifest vouches for: the bytes read next
     init_args = (str(root / TOKENIZER_DIR / "tokenizer.json"), manifest["eos_id"], asdict(cfg.data), fraction,
                  dtype.name)
-    outs = {part: open(tmp_paths[part], "wb") for part in parts}  # noqa: SIM115 - closed in finally
+    outs = {part: open(tmp_paths[part], "wb") for part in parts}  # noqa: SIM115 - closed below, also on errors
     try:
         for train_bytes, heldout_bytes, n_docs in map_chunks(read_chunks(path, cfg), init_args, workers):
             for part, blob in (("train", train_bytes), ("heldout", heldout_bytes)):
@@ -258,15 +258,21 @@ def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manif
             docs += n_docs
             bar.update((len(train_bytes) + len(heldout_bytes)) // dtype.itemsize)
             bar.set_postfix_str(path.name, refresh=False)
-    except OSError as exc:
-        raise UserError(f"cannot write shards under {root} ({exc.strerror or exc}): check free space") from None
-    finally:
+    except BaseException as exc:  # nothing half-written stays behind; finished files keep their shards
         for fh in outs.values():
             fh.close()
+        for tmp in tmp_paths.values():
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot read {path} or write its shards under {root} ({exc.strerror or exc}): check the "
+                            "file's permissions and the free space") from None
+        raise
+    for fh in outs.values():
+        fh.close()
     for part in parts:
         tmp_paths[part].replace(root / shard_name(path, part))
     return {"source": str(path), "size": stat_before.st_size, "mtime_ns": stat_before.st_mtime_ns,
-            "sha256": file_sha256(path), "val_fraction": fraction, "docs": docs,
+            "sha256": sha256, "val_fraction": fraction, "docs": docs,
             "parts": {part: {"path": shard_name(path, part), "tokens": counts[part]} for part in parts}}
 
 

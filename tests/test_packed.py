@@ -319,3 +319,17 @@ def test_doctor_checks_the_prepared_data(tmp_path):
     prepare(cfg, workers=1)
     found = [f for f in cheap_checks(cfg, 2) if f.message.startswith("data: packed")]
     assert [f.level for f in found] == ["ok"] and "windows of 17 tokens in 1 source" in found[0].message
+
+
+def test_invalid_utf8_stops_prepare_cleanly_and_keeps_finished_files(tmp_path):
+    files = write_docs(tmp_path / "data", 2, 20)
+    cfg, _ = packed_cfg(tmp_path, files[:1])
+    prepare(cfg, workers=1)
+    Path(files[1]).write_bytes(b"fine text\n\nbad \xff byte\n")
+    cfg, _ = packed_cfg(tmp_path, files)  # the tokenizer exists: the error comes while tokenizing the new file
+    with pytest.raises(UserError, match=r"part-001.txt at byte 15 is not valid UTF-8"):
+        prepare(cfg, workers=1)
+    root = packed_root(cfg)
+    assert list(load_manifest(root)["files"]) == [str(Path(files[0]).resolve())]
+    assert list(root.glob("shards/*")) == [root / load_manifest(root)["files"][str(Path(files[0]).resolve())][
+        "parts"]["train"]["path"]], "a half-written shard was left behind"
