@@ -206,6 +206,8 @@ def _packed_finding(cfg: RunConfig, base: Path | None) -> Finding:
     """format=packed: the manifest must exist, match the config and cover every (unchanged) file."""
     from gpt2dist.packed import packed_summary
 
+    if base is not None and not base.is_dir():
+        return Finding("warn", f"data: packed data not checked: the job's directory {base} is not on this machine")
     with contextlib.chdir(base or Path.cwd()):  # the config's relative paths are relative to the job's dir
         return Finding(*packed_summary(cfg))
 

@@ -333,3 +333,15 @@ def test_invalid_utf8_stops_prepare_cleanly_and_keeps_finished_files(tmp_path):
     assert list(load_manifest(root)["files"]) == [str(Path(files[0]).resolve())]
     assert list(root.glob("shards/*")) == [root / load_manifest(root)["files"][str(Path(files[0]).resolve())][
         "parts"]["train"]["path"]], "a half-written shard was left behind"
+
+
+def test_slurm_renderer_refuses_unprepared_packed_data(tmp_path):
+    from launcher.slurm import SlurmOptions, render
+
+    files = write_docs(tmp_path / "data", 2, 30)
+    cfg, config = packed_cfg(tmp_path, files)
+    opts = SlurmOptions(nodes=2, gpus_per_node=0, nproc_per_node=1)
+    with pytest.raises(UserError, match="run `gpt2dist prepare` with this config first"):
+        render(str(config), opts, workdir=str(tmp_path))
+    prepare(cfg, workers=1)
+    assert "srun" in render(str(config), opts, workdir=str(tmp_path))
