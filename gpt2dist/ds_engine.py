@@ -24,7 +24,7 @@ from torch import nn
 
 from gpt2dist import dist
 from gpt2dist.config import RunConfig
-from gpt2dist.engine import Engine, StepResult, lm_loss, lr_at, reapply_schedule
+from gpt2dist.engine import Engine, StepResult, enable_tf32, lm_loss, lr_at, reapply_schedule, to_device, wants_compile
 from gpt2dist.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,27 @@ class DeepSpeedEngine(Engine):
         self.model = self.ds.module
         self.device = self.ds.device
         self.stage = cfg.distributed.zero_stage
+        enable_tf32(self.device)
+        # In-place nn.Module.compile (not torch.compile's wrapper): state_dict keys and DeepSpeed's hooks stay
+        # as they are, and undoing it is dropping the compiled call.
+        self.compiled = wants_compile(tcfg.compile, self.device)
+        if self.compiled:
+            self.model.compile()
+        self._compile_checked = not self.compiled
 
     def forward_loss(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(self.device, non_blocking=True)
-        logits = self.ds(input_ids=batch[:, :-1], use_cache=False).logits
+        batch = to_device(batch, self.device)
+        if self._compile_checked:
+            logits = self.ds(input_ids=batch[:, :-1], use_cache=False).logits
+        else:
+            try:  # compilation happens on the first call; a failure there must not end the run
+                logits = self.ds(input_ids=batch[:, :-1], use_cache=False).logits
+            except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eager"
+                log.warning("torch.compile failed (%s); continuing without compilation", str(exc).splitlines()[0])
+                self.model._compiled_call_impl = None  # what nn.Module.compile set: back to the eager call
+                self.compiled = False
+                logits = self.ds(input_ids=batch[:, :-1], use_cache=False).logits
+            self._compile_checked = True
         return lm_loss(logits, batch[:, 1:])
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -78,8 +95,8 @@ class DeepSpeedEngine(Engine):
         lr = self.optimizer.param_groups[0]["lr"]
         skipped_before = self.ds.skipped_steps
         self.ds.step()
-        norm = self.ds.get_global_grad_norm()
-        grad_norm = float(norm) if norm is not None and self.cfg.train.grad_clip > 0 else None
+        norm = self.ds.get_global_grad_norm()  # read lazily: StepResult converts it only when logged
+        grad_norm = norm if norm is not None and self.cfg.train.grad_clip > 0 else None
         return StepResult(lr=lr, grad_norm=grad_norm, skipped=self.ds.skipped_steps > skipped_before)
 
     @torch.no_grad()

@@ -7,37 +7,54 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-# Dense bf16/fp16 peak FLOP/s per device (vendor datasheets, no sparsity). Keys are matched as
-# substrings of torch.cuda.get_device_name(); unknown devices (and every CPU) give None.
+# Dense (no sparsity) tensor-core peak FLOP/s per device, from the vendors' datasheets. "tf32" is what fp32
+# training reaches when matmuls may use TF32 (TorchEngine allows it on CUDA); "fp32" is the plain FP32 rate.
+# Keys match whole words of torch.cuda.get_device_name() ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"),
+# first match wins, so variants come before the base name. Unknown devices and every CPU give None.
 PEAK_FLOPS: dict[str, dict[str, float]] = {
-    "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "fp32": 51e12},
-    "H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},  # SXM
-    "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
-    "L40S": {"bf16": 362e12, "fp16": 362e12, "fp32": 91.6e12},
-    "A10G": {"bf16": 125e12, "fp16": 125e12, "fp32": 31.2e12},
-    "V100": {"bf16": 0.0, "fp16": 125e12, "fp32": 15.7e12},
-    "RTX 4090": {"bf16": 165e12, "fp16": 165e12, "fp32": 82.6e12},
+    "H200": {"bf16": 989e12, "fp16": 989e12, "tf32": 494.7e12, "fp32": 66.9e12},
+    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51.2e12},
+    "H100 NVL": {"bf16": 835e12, "fp16": 835e12, "tf32": 418e12, "fp32": 60e12},
+    "H100": {"bf16": 989e12, "fp16": 989e12, "tf32": 494.7e12, "fp32": 66.9e12},  # SXM
+    "A100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
+    "A10": {"bf16": 125e12, "fp16": 125e12, "tf32": 62.5e12, "fp32": 31.2e12},
+    "L40S": {"bf16": 362e12, "fp16": 362e12, "tf32": 183e12, "fp32": 91.6e12},
+    "L4": {"bf16": 121e12, "fp16": 121e12, "tf32": 60e12, "fp32": 30.3e12},
+    "V100": {"fp16": 125e12, "fp32": 15.7e12},  # no bf16, no TF32
+    "RTX 4090": {"bf16": 165.2e12, "fp16": 165.2e12, "tf32": 82.6e12, "fp32": 82.6e12},
+    "MI300X": {"bf16": 1307.4e12, "fp16": 1307.4e12, "tf32": 653.7e12, "fp32": 163.4e12},
 }
 
 
-def peak_flops(device_name: str | None, precision: str) -> float | None:
-    """Peak FLOP/s of one device in this precision, or None when unknown (CPU, unlisted GPU)."""
+def peak_flops(device_name: str | None, precision: str, *, tf32: bool | None = None) -> float | None:
+    """Peak FLOP/s of one device for a run in `precision` (fp32 | bf16 | fp16 | tf32), or None when unknown.
+
+    precision="fp32" means the TF32 peak when `tf32` is true; tf32=None asks torch whether fp32 matmuls may use
+    TF32 right now (torch.get_float32_matmul_precision() != "highest").
+    """
     if not device_name:
         return None
-    for key, table in PEAK_FLOPS.items():  # ordered: "H100 PCIe" is tried before "H100"
-        if key in device_name:
-            return table.get(precision) or None
+    if precision == "fp32":
+        if tf32 is None:
+            import torch
+
+            tf32 = torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32
+        precision = "tf32" if tf32 else "fp32"
+    for key, table in PEAK_FLOPS.items():
+        if re.search(rf"(?<![\w]){re.escape(key)}(?![\w])", device_name):
+            return table.get(precision)
     return None
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, peak: float | None, n_devices: int = 1) -> float | None:
-    """Model FLOPs utilization: achieved model FLOP/s over the devices' peak."""
+    """Model FLOPs utilization: achieved model FLOP/s (tokens/s x `model.flops_per_token`, PaLM's 6N + 12LHQT,
+    recomputation not counted) over the peak of all devices; None when the peak is unknown (CPU)."""
     if not peak:
         return None
     return tokens_per_s * flops_per_token / (peak * n_devices)

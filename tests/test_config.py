@@ -124,8 +124,10 @@ def test_section_given_a_scalar(tmp_path):
         ("train.lr=1", "train.lr", 1.0),  # an int for a float field
         ("train.min_lr=0", "train.min_lr", 0.0),
         ("train.resume=false", "train.resume", False),
-        ("train.compile=true", "train.compile", True),
-        ("train.compile=yes", "train.compile", True),
+        ("train.compile=true", "train.compile", "true"),  # auto|true|false: YAML bools become the words
+        ("train.compile=yes", "train.compile", "true"),
+        ("train.compile=off", "train.compile", "false"),
+        ("train.compile=auto", "train.compile", "auto"),
         ("logging.tensorboard=off", "logging.tensorboard", False),
         ("data.train=[a.txt,b.txt]", "data.train", ["a.txt", "b.txt"]),
         ("data.train=[a.txt, 'b c.txt']", "data.train", ["a.txt", "b c.txt"]),

@@ -1,0 +1,136 @@
+"""MFU: the FLOPs-per-token convention against hand counts, the peak table's device matching, and the
+published anchors it reproduces; the engine's speed settings (compile auto, fused AdamW, lazy grad norm)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from gpt2dist.config import load_config
+from gpt2dist.engine import StepResult, TorchEngine, build_adamw, wants_compile
+from gpt2dist.metrics import format_record, mfu, peak_flops
+from gpt2dist.model import FAST_GELU, build_model, count_parameters, flops_per_token
+
+
+def gpt2_124m_on_meta() -> GPT2LMHeadModel:
+    with torch.device("meta"):  # shapes only: no 500 MB of weights
+        return GPT2LMHeadModel(GPT2Config())
+
+
+def test_flops_per_token_is_6n_plus_attention():
+    assert flops_per_token(1000, 2, 64, 128) == 6 * 1000 + 12 * 2 * 64 * 128
+
+
+def test_gpt2_124m_flops_per_token():
+    model = gpt2_124m_on_meta()
+    n = count_parameters(model, non_embedding=True)
+    # 124,439,808 unique parameters (wte tied with lm_head) minus the 1024 x 768 position table
+    assert count_parameters(model) == 124_439_808
+    assert n == 124_439_808 - 1024 * 768
+    fpt = flops_per_token(n, 12, 768, 1024)
+    assert fpt == pytest.approx(6 * 123_653_376 + 12 * 12 * 768 * 1024)
+    assert fpt == pytest.approx(855.2e6, rel=1e-3)
+
+
+def test_mfu_reproduces_the_llm_c_anchor():
+    """llm.c's ~468k tokens/s on one H100 (bf16, GPT-2 124M, T=1024) is ~40% MFU in this convention."""
+    fpt = flops_per_token(count_parameters(gpt2_124m_on_meta(), non_embedding=True), 12, 768, 1024)
+    peak = peak_flops("NVIDIA H100 80GB HBM3", "bf16")
+    assert mfu(468e3, fpt, peak) == pytest.approx(468e3 * fpt / 989e12)
+    assert 0.39 < mfu(468e3, fpt, peak) < 0.42
+    assert mfu(8 * 468e3, fpt, peak, n_devices=8) == pytest.approx(mfu(468e3, fpt, peak))
+
+
+@pytest.mark.parametrize(("name", "precision", "expected"), [
+    ("NVIDIA H100 80GB HBM3", "bf16", 989e12),
+    ("NVIDIA H100 PCIe", "bf16", 756e12),  # the variant, not the SXM part
+    ("NVIDIA H100 NVL", "fp16", 835e12),
+    ("NVIDIA H200", "bf16", 989e12),
+    ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
+    ("NVIDIA A100-PCIE-40GB", "tf32", 156e12),
+    ("NVIDIA A10", "bf16", 125e12),  # not A100
+    ("NVIDIA L4", "bf16", 121e12),  # not L40S
+    ("NVIDIA L40S", "bf16", 362e12),
+    ("Tesla V100-SXM2-16GB", "fp16", 125e12),
+    ("Tesla V100-SXM2-16GB", "bf16", None),  # no bf16 tensor cores: unknown, not zero
+    ("NVIDIA GeForce GTX 1080", "fp16", None),
+    (None, "bf16", None),  # the CPU
+])
+def test_peak_flops_by_device_name(name, precision, expected):
+    assert peak_flops(name, precision) == expected
+
+
+def test_fp32_peak_follows_tf32():
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "fp32", tf32=True) == 156e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "fp32", tf32=False) == 19.5e12
+
+
+def test_mfu_is_none_without_a_peak():
+    assert mfu(1e6, 1e9, None) is None
+    assert "mfu" not in format_record({"step": 1, "mfu": None})
+    assert "mfu 40.0%" in format_record({"step": 1, "mfu": 0.4})
+
+
+def test_compile_auto_means_cuda_only():
+    assert wants_compile("auto", torch.device("cuda", 0))
+    assert not wants_compile("auto", torch.device("cpu"))
+    assert wants_compile("true", torch.device("cpu"))
+    assert not wants_compile("false", torch.device("cuda", 0))
+
+
+def cpu_config(tmp_path, *overrides):
+    return load_config(None, [f"data.train=[{tmp_path}/x.txt]", "train.device=cpu", "train.micro_batch_size=2",
+                              *overrides])
+
+
+def test_engine_uses_fused_adamw_on_cpu(tmp_path, story_corpus):
+    from gpt2dist.tokenizer import train_char
+
+    cfg = cpu_config(tmp_path)
+    model = build_model(cfg, train_char([story_corpus[1].read_text(encoding="utf-8")]))
+    assert model.config.activation_function == FAST_GELU
+    assert model.config._attn_implementation == "sdpa"
+    engine = TorchEngine(model, cfg.train)
+    assert engine.optimizer.defaults["fused"] is True
+    assert not engine.compiled  # auto on CPU
+    batch = torch.randint(0, 10, (2, 9))
+    engine.backward(engine.forward_loss(batch))
+    result = engine.step(0)
+    assert isinstance(result._grad_norm, torch.Tensor)  # not read (no host sync) until logged
+    assert isinstance(result.grad_norm, float) and result.grad_norm > 0
+    assert result.skipped is False
+
+
+def test_step_result_reads_lazily():
+    result = StepResult(lr=0.1, grad_norm=torch.tensor(2.5), skipped=torch.tensor(True))
+    assert result.grad_norm == 2.5 and result.skipped is True
+    assert StepResult(lr=0.1).grad_norm is None
+
+
+def test_adamw_falls_back_when_fused_is_refused():
+    """Integer parameters stand in for a device without the fused kernel: the foreach AdamW is built instead."""
+    model = torch.nn.Linear(2, 2)
+    cfg = load_config(None, ["data.train=[x.txt]"]).train
+    assert build_adamw(model, cfg, fused=True).defaults["fused"] is True
+    assert build_adamw(model, cfg, fused=False).defaults["foreach"] is True
+
+
+def test_compile_failure_falls_back_to_eager(tmp_path, story_corpus, monkeypatch, caplog):
+    """A compiler that raises on the first call (as a missing C++ toolchain does) leaves an eager run."""
+    from gpt2dist.tokenizer import train_char
+
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend=broken_backend))
+    cfg = cpu_config(tmp_path, "train.compile=true")
+    model = build_model(cfg, train_char([story_corpus[1].read_text(encoding="utf-8")]))
+    engine = TorchEngine(model, cfg.train)
+    assert engine.compiled
+    loss = engine.forward_loss(torch.randint(0, 10, (2, 9)))
+    engine.backward(loss)
+    engine.step(0)
+    assert not engine.compiled and engine.forward_model is engine.model
+    assert "torch.compile failed" in caplog.text
