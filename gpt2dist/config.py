@@ -60,6 +60,8 @@ class DataConfig:
     collapse_whitespace: bool = False  # runs of spaces/tabs become one space
     min_line_chars: int = 0  # drop lines shorter than this (after stripping)
     ascii_only: bool = False  # drop non-ASCII characters
+    num_workers: int = 1  # format=stream: 1 = read+tokenize+pack in a DataLoader worker process, 0 = in-process
+    prefetch_factor: int = 2  # format=stream: micro batches the worker prepares ahead of the training loop
     format: str = "stream"  # stream: tokenize while training | packed: read `gpt2dist prepare`'s token shards
     packed_dir: str | None = None  # where `gpt2dist prepare` writes / format=packed reads shards (default RUN_DIR/data)
     weights: list[float] = field(default_factory=list)  # mixing weights, one per data.train entry (format=packed)
@@ -152,6 +154,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "tokenizer.kind": ("pretrained", "bpe", "char"),
     "data.sample_by": ("line", "paragraph", "document"),
     "data.encoding_errors": ("strict", "replace"),
+    "data.num_workers": (0, 1),  # the packed token stream is sequential: one worker keeps it exact
     "data.format": ("stream", "packed"),
     "train.schedule": ("cosine", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),
@@ -166,7 +169,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 POSITIVE = ("train.max_steps", "data.block_size", "train.log_every", "train.eval_batches", "checkpoint.keep_last",
             "tokenizer.vocab_size", "train.fp16_loss_scale_window", "distributed.reduce_bucket_size",
             "distributed.allgather_bucket_size", "distributed.stage3_prefetch_bucket_size",
-            "distributed.timeout_minutes", "train.fp16_min_loss_scale", "train.fp16_hysteresis")
+            "distributed.timeout_minutes", "train.fp16_min_loss_scale", "train.fp16_hysteresis",
+            "data.prefetch_factor")
 POSITIVE_IF_SET = ("train.global_batch_size", "train.micro_batch_size", "train.grad_accum_steps")
 NON_NEGATIVE = ("train.fp16_initial_scale_power", "train.warmup_steps", "train.eval_every", "checkpoint.every",
                 "train.grad_clip",

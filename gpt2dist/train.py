@@ -101,8 +101,10 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
         val_stream = packed.val_factory(cfg)
     else:
         train_heldout = False if (cfg.data.val_fraction > 0 and val_files is None) else None
-        stream = PackedStream(train_files, cfg.data, encode, heldout=train_heldout, rank=rank.rank,
-                              world_size=rank.world_size)
+        from gpt2dist.stream_loader import make_train_stream  # a DataLoader worker tokenizes ahead (num_workers)
+
+        stream = make_train_stream(train_files, cfg.data, encode, heldout=train_heldout, rank=rank.rank,
+                                   world_size=rank.world_size, seed=cfg.seed, pin_memory=engine.device.type == "cuda")
         val_stream = val_stream_factory(cfg, train_files, val_files, encode)
 
     step, tokens = 0, 0

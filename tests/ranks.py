@@ -80,9 +80,9 @@ def kill_after_checkpoint(launcher: str, config: Path, run_dir: Path, step: int,
         proc.wait(timeout=60)
 
 
-def read_trace_docs(run_dir: Path) -> list[tuple[int, int]]:
-    """Documents (epoch, row) pulled by all ranks, dropping what killed runs pulled after their checkpoint."""
-    docs: list[tuple[int, int, int]] = []
+def read_trace_docs(run_dir: Path) -> list[tuple[int, str]]:
+    """Documents (epoch, "file:row") pulled by all ranks, dropping what killed runs pulled after their checkpoint."""
+    docs: list[tuple[int, int, str]] = []
     for path in sorted((run_dir / "trace").glob("windows-rank*.txt")):
         per_file: list[tuple[int, int, int]] = []
         for line in path.read_text().splitlines():
@@ -91,6 +91,6 @@ def read_trace_docs(run_dir: Path) -> list[tuple[int, int]]:
                 per_file = [d for d in per_file if d[0] <= start]
             elif line.startswith("d "):
                 _, step, epoch, row = line.split()
-                per_file.append((int(step), int(epoch), int(row)))
+                per_file.append((int(step), int(epoch), row))
         docs += per_file
     return [(epoch, row) for _, epoch, row in docs]

@@ -1,0 +1,114 @@
+"""Reading, tokenizing and packing in a `torch.utils.data.DataLoader` worker, ahead of the training loop.
+
+The worker runs a PackedStream and sends each micro batch together with the stream's cursor *after* that
+batch, so `state_dict()` is exactly what the loop consumed, never what was prefetched: a checkpoint taken
+while batches wait in the queue resumes at the first batch the loop did not take. One worker, because
+packing is sequential (a window's tokens depend on every document before it); tokenization, the expensive
+part, runs there off the training process. `data.num_workers=0` keeps everything in-process
+(`make_train_stream` returns the PackedStream itself); both paths give the same windows.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from gpt2dist.config import DataConfig
+from gpt2dist.data import PackedStream, Window
+from gpt2dist.errors import UserError
+
+
+def make_train_stream(files: list[Path], cfg: DataConfig, encode, *, heldout: bool | None = None, rank: int = 0,
+                      world_size: int = 1, seed: int = 0, pin_memory: bool = False) -> PackedStream | StreamLoader:
+    """The training stream: in a DataLoader worker (data.num_workers=1) or in-process (0)."""
+    make = functools.partial(PackedStream, files, cfg, encode, heldout=heldout, rank=rank, world_size=world_size,
+                             seed=seed)
+    if cfg.num_workers == 0:
+        return make()
+    return StreamLoader(make, prefetch_factor=cfg.prefetch_factor, pin_memory=pin_memory)
+
+
+class _Batches(IterableDataset):
+    """What the worker runs: micro batches of a PackedStream restored from `state`, each with its cursor."""
+
+    def __init__(self, make_stream: Callable[[], PackedStream], state: dict[str, Any], batch_size: int):
+        self.make_stream, self.state, self.batch_size = make_stream, state, batch_size
+
+    def __iter__(self) -> Iterator[tuple]:
+        try:
+            stream = self.make_stream()
+            stream.load_state_dict(self.state)
+            while True:
+                batch, windows = stream.next_batch(self.batch_size)
+                pulled, stream.pulled = stream.pulled, []
+                yield batch, windows, pulled, stream.state_dict()
+        except UserError as exc:  # the DataLoader would wrap it in a traceback: pass the one line on
+            yield UserError, str(exc), None, None
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+class StreamLoader:
+    """PackedStream's training interface (next_batch, state_dict, load_cursors, epoch, pulled), produced by
+    a prefetching DataLoader worker."""
+
+    def __init__(self, make_stream: Callable[[], PackedStream], *, prefetch_factor: int = 2, pin_memory: bool = False):
+        self._make, self.prefetch_factor, self.pin_memory = make_stream, prefetch_factor, pin_memory
+        self._state = make_stream().state_dict()  # opens no file
+        self.epoch = self._state["epoch"]
+        self.pulled: list[tuple[int, str]] = []  # documents of the batches the loop took; drained by tracers
+        self._batches: Iterator | None = None
+        self._batch_size = 0
+
+    def load_cursors(self, cursors: list[dict[str, Any]]) -> None:
+        """Restore (or re-split, after a world-size change) in this process; the worker starts from the result."""
+        stream = self._make()
+        stream.load_cursors(cursors)
+        self.load_state_dict(stream.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._make().load_state_dict(state)  # validates files, rank and version here, as a one-line error
+        self.close()
+        self._state, self.epoch = copy.deepcopy(state), state["epoch"]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The cursor after the last batch `next_batch` returned (prefetched batches are not in it)."""
+        return copy.deepcopy(self._state)
+
+    def next_batch(self, batch_size: int) -> tuple[torch.Tensor, list[Window]]:
+        if self._batches is None or batch_size != self._batch_size:
+            self._start(batch_size)
+        batch, windows, pulled, state = next(self._batches)
+        if batch is UserError:
+            self.close()
+            raise UserError(windows)
+        self._state, self.epoch = state, state["epoch"]
+        self.pulled.extend(pulled)
+        return batch, windows
+
+    def _start(self, batch_size: int) -> None:
+        self.close()
+        # Rust tokenizers warn (and may deadlock) when forked after using their thread pool.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        loader = DataLoader(_Batches(self._make, self._state, batch_size), batch_size=None, num_workers=1,
+                            prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory, collate_fn=_as_is,
+                            # its own generator: the DataLoader draws a worker seed, which must not move the
+                            # global torch RNG (dropout) -- else a resumed run would diverge from an unbroken one
+                            generator=torch.Generator().manual_seed(0))
+        self._batches, self._batch_size = iter(loader), batch_size
+
+    def close(self) -> None:
+        """Stop the worker (its prefetched batches are dropped; the cursor does not include them)."""
+        self._batches = None  # the DataLoader iterator shuts its worker down when collected
+
+    def __del__(self) -> None:
+        self.close()
