@@ -190,7 +190,7 @@ def test_num_workers_is_validated(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_longer_than_one_pass_logs_epochs_and_tokens(tmp_path):
-    write_files(tmp_path / "data", 4, lambda f: 30)
+    write_files(tmp_path / "data", 4, lambda f: 6)  # ~10 windows per pass: 48 windows are 4+ epochs
     cfg = tiny_config(tmp_path / "run", [str(tmp_path / "data" / "*.txt")], data={"block_size": 32},
                       train={"max_steps": 12, "micro_batch_size": 4}, checkpoint={"every": 6, "keep_last": 2})
     run_cli("train", str(write_yaml(tmp_path / "run.yaml", cfg)))
