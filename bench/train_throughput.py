@@ -1,0 +1,401 @@
+"""Training tokens/s: gpt2dist against the Hugging Face `Trainer` recipe, measured in the same invocation.
+
+Users pick a trainer by tokens/s, so the figure that matters is a ratio against what they would otherwise
+run, on the same machine and at the same moment (a shared 2-core box drifts by 10-20% between runs). The
+baseline is the recipe most people start from: `Trainer` on `TextDataset`-style blocks (the whole file
+tokenized, cut into `block_size` pieces) with `DataCollatorForLanguageModeling(mlm=False)`, default
+`TrainingArguments` otherwise. Both train the same GPT-2 (same dims, vocabulary, dropout 0, seed) on the
+same corpus with the same sequence length, micro batch, accumulation, optimizer settings and steps.
+
+tokens/s is taken over windows of `--window` optimizer steps, timed from the end of one step to the end of
+the step `--window` later (gpt2dist: its own metrics.jsonl `tokens_per_s`; Trainer: a callback at
+`on_step_end`), so data loading, logging and the optimizer are inside the window. The first `--warmup` steps
+(allocator warm-up, torch.compile) are excluded; the median of the remaining windows is reported.
+
+    python bench/train_throughput.py --preset tiny
+    python bench/train_throughput.py --preset 10m --repeats 2
+    python bench/train_throughput.py --preset 10m --precision bf16 --compile true
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Model and batch shapes. "10m" is ~10.7M parameters: big enough that compute, not Python, dominates on CPU.
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"n_layer": 2, "n_embd": 64, "n_head": 2, "block_size": 128, "micro": 8, "steps": 300, "window": 25,
+             "warmup": 50},
+    "10m": {"n_layer": 6, "n_embd": 384, "n_head": 6, "block_size": 256, "micro": 8, "steps": 70, "window": 10,
+            "warmup": 20},
+    "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12, "block_size": 1024, "micro": 16, "steps": 80, "window": 10,
+             "warmup": 30},  # GPT-2 124M at T=1024: the GPU bench (bench/gpu.sh)
+}
+
+
+@dataclass
+class Spec:
+    """Everything both trainers share; one Spec is one comparison."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    block_size: int
+    micro: int
+    steps: int
+    window: int
+    warmup: int
+    accum: int = 1
+    precision: str = "fp32"
+    compile: str = "auto"  # gpt2dist's train.compile; the baseline keeps Trainer's default (no compile)
+    lr: float = 1e-3
+    stories: int = 2000
+    seed: int = 1
+    zero: int | None = None  # None: gpt2dist's torch engine; 0-3: its DeepSpeed engine at that ZeRO stage
+    tokenizer: str = "char"  # char | bpe (bpe: vocab_size below, as GPT-2's 50257 on a big enough corpus)
+    vocab: int = 50257
+    overrides: list[str] = field(default_factory=list)  # extra gpt2dist config overrides (a.b=value)
+
+
+@dataclass
+class Result:
+    name: str
+    windows: list[float] = field(default_factory=list)  # tokens/s per measured window
+    final_loss: float | None = None
+    setup_s: float = 0.0  # wall clock from the start to the end of the first step (build, compile, data)
+    overhead: list[float] = field(default_factory=list)  # per window: share of time outside fwd/bwd/step
+    vocab: int = 0  # the trained model's vocabulary (for FLOPs per token)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.windows) if self.windows else float("nan")
+
+
+def windows_from_steps(step_ends: list[float], tokens_per_step: int, window: int, warmup: int) -> list[float]:
+    """tokens/s of each full window of `window` steps after step `warmup`, from per-step end times (index i =
+    end of step i + 1)."""
+    rates = []
+    for start in range(warmup, len(step_ends) - window + 1, window):
+        if start == 0:
+            continue  # no timestamp before the first step: that window has no start
+        seconds = step_ends[start + window - 1] - step_ends[start - 1]
+        rates.append(window * tokens_per_step / max(seconds, 1e-9))
+    return rates
+
+
+# ------------------------------------------------------------------------------------------------- gpt2dist
+def gpt2dist_config(spec: Spec, train_file: Path, run_dir: Path) -> dict[str, Any]:
+    return {
+        "run_dir": str(run_dir), "seed": spec.seed,
+        "model": {"preset": "tiny", "n_layer": spec.n_layer, "n_embd": spec.n_embd, "n_head": spec.n_head,
+                  "n_positions": max(spec.block_size, 256), "dropout": 0.0},
+        "tokenizer": {"kind": spec.tokenizer, "vocab_size": spec.vocab},
+        "data": {"train": [str(train_file)], "block_size": spec.block_size},
+        "train": {"max_steps": spec.steps, "micro_batch_size": spec.micro, "grad_accum_steps": spec.accum,
+                  "lr": spec.lr, "min_lr": spec.lr / 10, "warmup_steps": 10, "precision": spec.precision,
+                  "compile": spec.compile, "log_every": spec.window, "eval_every": 0, "device": "auto"},
+        "checkpoint": {"every": 0, "keep_last": 1},
+        "logging": {"tensorboard": False, "progress": "lines"},
+        "distributed": {"backend": "torch"} if spec.zero is None else {"backend": "deepspeed", "zero_stage": spec.zero},
+    }
+
+
+def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path) -> Result:
+    """Train in this process through gpt2dist's own entry point; tokens/s comes from its metrics.jsonl."""
+    import yaml
+
+    from gpt2dist.config import load_config
+    from gpt2dist.tokenizer import load_tokenizer
+    from gpt2dist.train import train
+
+    run_dir = Path(tempfile.mkdtemp(prefix="gpt2dist-", dir=workdir))
+    cfg_file = run_dir.with_suffix(".yaml")
+    cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, train_file, run_dir)), encoding="utf-8")
+    started = time.perf_counter()
+    with engine_timers() as marks, contextlib.redirect_stdout(io.StringIO()):  # log lines: the JSONL has them
+        out = train(load_config(cfg_file, spec.overrides))
+    result = Result("gpt2dist", final_loss=out["loss"], setup_s=marks[0][0] - started if marks else 0.0)
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.get("tokens_per_s") is not None and record["step"] - spec.window >= spec.warmup:
+            result.windows.append(record["tokens_per_s"])  # a window that started after the warm-up
+    result.overhead = overhead_windows(marks, spec.window, spec.warmup)
+    result.vocab = len(load_tokenizer(run_dir / "tokenizer"))
+    return result
+
+
+@contextlib.contextmanager
+def engine_timers():
+    """Time TorchEngine.forward_loss/backward/step (CPU ops are synchronous, so wall clock is compute).
+
+    Yields a list that fills with (end of step i, seconds spent inside the three calls so far) per step:
+    everything else in the loop -- data, logging, the stop check -- is loop overhead."""
+    from gpt2dist.engine import TorchEngine
+
+    marks: list[tuple[float, float]] = []
+    spent = [0.0]
+    originals = {name: getattr(TorchEngine, name) for name in ("forward_loss", "backward", "step")}
+
+    def timed(name, fn):
+        def wrapper(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                t1 = time.perf_counter()
+                spent[0] += t1 - t0
+                if name == "step":
+                    marks.append((t1, spent[0]))
+        return wrapper
+
+    for name, fn in originals.items():
+        setattr(TorchEngine, name, timed(name, fn))
+    try:
+        yield marks
+    finally:
+        for name, fn in originals.items():
+            setattr(TorchEngine, name, fn)
+
+
+def overhead_windows(marks: list[tuple[float, float]], window: int, warmup: int) -> list[float]:
+    """Per window after the warm-up: the share of wall clock spent outside forward/backward/step."""
+    shares = []
+    for start in range(max(warmup, 1), len(marks) - window + 1, window):
+        (t0, c0), (t1, c1) = marks[start - 1], marks[start + window - 1]
+        shares.append(1.0 - (c1 - c0) / max(t1 - t0, 1e-9))
+    return shares
+
+
+# ------------------------------------------------------------------------------------------ HF Trainer baseline
+class BlockDataset:
+    """TextDataset's recipe (transformers <= 4.x): tokenize the whole file once, cut into block_size pieces,
+    drop the remainder."""
+
+    def __init__(self, tokenizer, path: Path, block_size: int):
+        import torch
+
+        ids = tokenizer(path.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
+        self.examples = [torch.tensor(ids[i:i + block_size], dtype=torch.long)
+                         for i in range(0, len(ids) - block_size + 1, block_size)]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int):
+        return self.examples[i]
+
+
+def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path) -> Result:
+    """The baseline: transformers.Trainer with default arguments except those that make the run comparable."""
+    import torch
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        GPT2Config,
+        GPT2LMHeadModel,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+    from transformers.utils import logging as hf_logging
+
+    from gpt2dist.tokenizer import train_bpe, train_char
+
+    hf_logging.set_verbosity_error()
+    started = time.perf_counter()
+    text = train_file.read_text(encoding="utf-8")
+    tokenizer = train_char([text]) if spec.tokenizer == "char" else train_bpe(text.split("\n\n"), spec.vocab)
+    tokenizer.pad_token = tokenizer.eos_token  # the usual GPT-2 recipe: the collator needs a pad token
+    dataset = BlockDataset(tokenizer, train_file, spec.block_size)
+    torch.manual_seed(spec.seed)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=max(spec.block_size, 256),
+                                       n_embd=spec.n_embd, n_layer=spec.n_layer, n_head=spec.n_head,
+                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                       bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id))
+    step_ends: list[float] = []
+    losses: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            step_ends.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    args = TrainingArguments(
+        output_dir=str(Path(tempfile.mkdtemp(prefix="hf-", dir=workdir))), max_steps=spec.steps,
+        per_device_train_batch_size=spec.micro, gradient_accumulation_steps=spec.accum, learning_rate=spec.lr,
+        weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, warmup_steps=10, lr_scheduler_type="cosine",
+        max_grad_norm=1.0, logging_steps=spec.window, save_strategy="no", eval_strategy="no", report_to="none",
+        seed=spec.seed, disable_tqdm=True, use_cpu=not _cuda(), bf16=spec.precision == "bf16",
+        fp16=spec.precision == "fp16")
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[Clock()],
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.train()
+    result = Result("hf_trainer", windows_from_steps(step_ends, tokens_per_step(spec), spec.window, spec.warmup),
+                    final_loss=losses[-1] if losses else None, setup_s=step_ends[0] - started,
+                    vocab=len(tokenizer))
+    del trainer, model
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- reporting
+def tokens_per_step(spec: Spec) -> int:
+    return spec.micro * spec.accum * spec.block_size
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def model_flops(spec: Spec, vocab: int) -> float:
+    """Training FLOPs per token of the bench model: gpt2dist.model.flops_per_token (PaLM's 6N + 12·L·H·Q·T) with
+    N counted on a shapes-only (meta) copy, as the training log counts it."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from gpt2dist.model import count_parameters, flops_per_token
+
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=max(spec.block_size, 256),
+                                           n_embd=spec.n_embd, n_layer=spec.n_layer, n_head=spec.n_head))
+    return flops_per_token(count_parameters(model, non_embedding=True), spec.n_layer, spec.n_embd, spec.block_size)
+
+
+def device_label() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} ({torch.get_num_threads()} threads)"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def utilization(spec: Spec, res: Result) -> tuple[float, float | None]:
+    """(training FLOPs per token, MFU or None on CPU / an unknown GPU) of one result's median."""
+    import torch
+
+    from gpt2dist.metrics import mfu, peak_flops
+
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    fpt = model_flops(spec, res.vocab or 256)
+    return fpt, mfu(res.median, fpt, peak_flops(name, spec.precision))
+
+
+def report(spec: Spec, results: dict[str, Result]) -> str:
+    import torch
+    lines = [f"device: {device_label()} | torch {torch.__version__} | commit {git_commit()} | "
+             f"{time.strftime('%Y-%m-%d %H:%M')} | load average {os.getloadavg()[0]:.1f}",
+             f"model: {spec.n_layer} layers x {spec.n_embd} wide, T={spec.block_size}, micro {spec.micro} x accum "
+             f"{spec.accum}, {spec.precision}, {spec.steps} steps, windows of {spec.window} after {spec.warmup} "
+             f"warm-up steps; gpt2dist train.compile={spec.compile}, "
+             f"{'torch engine' if spec.zero is None else f'DeepSpeed ZeRO-{spec.zero}'}, {spec.tokenizer} tokenizer"
+             + (f", gpt2dist {' '.join(spec.overrides)}" if spec.overrides else ""),
+             f"{'trainer':<12} {'median tok/s':>13} {'windows (tok/s)':<50} {'MFU':>6} {'TFLOP/s':>8} "
+             f"{'setup s':>8} {'last loss':>9} {'overhead':>8}"]
+    for res in results.values():
+        fpt, util = utilization(spec, res)
+        shown = ", ".join(f"{w:,.0f}" for w in res.windows[:6]) + (" ..." if len(res.windows) > 6 else "")
+        lines.append(f"{res.name:<12} {res.median:>13,.0f} {shown:<50} "
+                     f"{'n/a' if util is None else f'{util:.1%}':>6} {res.median * fpt / 1e12:>8.3f} "
+                     f"{res.setup_s:>8.1f} {res.final_loss if res.final_loss is not None else float('nan'):>9.4f} "
+                     f"{f'{statistics.median(res.overhead):.1%}' if res.overhead else 'n/a':>8}")
+    if "gpt2dist" in results and "hf_trainer" in results:
+        ratio = results["gpt2dist"].median / results["hf_trainer"].median
+        lines.append(f"ratio gpt2dist / hf_trainer: {ratio:.2f}x")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Spec, argparse.Namespace]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    for key in ("n_layer", "n_embd", "n_head", "block_size", "micro", "steps", "window", "warmup", "accum",
+                "stories"):
+        parser.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"override the preset's {key}")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="both trainers")
+    parser.add_argument("--compile", choices=["auto", "true", "false"], default="auto", help="gpt2dist only")
+    parser.add_argument("--only", choices=["gpt2dist", "hf_trainer"], default=None)
+    parser.add_argument("--zero", type=int, choices=[0, 1, 2, 3], default=None,
+                        help="gpt2dist on its DeepSpeed engine at this ZeRO stage (default: the torch engine)")
+    parser.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="both trainers")
+    parser.add_argument("--vocab", type=int, default=50257, help="bpe vocabulary size")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a gpt2dist config override, e.g. --set data.num_workers=0 (repeatable)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate the two trainers this many times")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    values = dict(PRESETS[args.preset])
+    values.update({k: v for k in ("n_layer", "n_embd", "n_head", "block_size", "micro", "steps", "window",
+                                  "warmup", "accum", "stories") if (v := getattr(args, k)) is not None})
+    spec = Spec(**values, precision=args.precision, compile=args.compile, zero=args.zero, tokenizer=args.tokenizer,
+                vocab=args.vocab, overrides=args.overrides)
+    if spec.steps - spec.warmup < spec.window:
+        parser.error(f"--steps {spec.steps} leaves no full window of {spec.window} after --warmup {spec.warmup}")
+    return spec, args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Result]:
+    spec, args = parse_args(argv)
+    import torch
+
+    from gpt2dist.demo_corpus import write_demo_corpus
+    from gpt2dist.train import setup_logging
+
+    setup_logging()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [args.only] if args.only else ["gpt2dist", "hf_trainer"]
+    runners = {"gpt2dist": run_gpt2dist, "hf_trainer": run_hf_trainer}
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=args.workdir) as tmp:
+        workdir = Path(tmp)
+        train_file, _ = write_demo_corpus(workdir / "corpus", train_stories=spec.stories, val_stories=10,
+                                          seed=spec.seed)
+        results = {name: Result(name) for name in names}
+        for repeat in range(args.repeats):
+            order = names if repeat % 2 == 0 else names[::-1]  # alternate who runs first
+            for name in order:
+                gc.collect()
+                res = runners[name](spec, train_file, workdir)
+                results[name].windows += res.windows
+                results[name].overhead += res.overhead
+                results[name].final_loss, results[name].setup_s = res.final_loss, res.setup_s
+    print(report(spec, results), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"spec": asdict(spec), "results": {
+            k: {**asdict(v), "median": v.median, "flops_per_token": utilization(spec, v)[0],
+                "mfu": utilization(spec, v)[1]} for k, v in results.items()}}, indent=1), encoding="utf-8")
+    return results
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    main()

@@ -1,0 +1,62 @@
+"""bench/: the window arithmetic, the argument checks, gpu.sh's commands (no GPU needed), and one minuscule run of
+train_throughput.py with both trainers end to end (no timing is asserted: the machine is shared)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import train_throughput as bench  # noqa: E402
+
+
+def test_windows_skip_the_warmup_and_partial_windows():
+    ends = [float(i) for i in range(1, 12)]  # step i ends at second i: 1 step/s
+    assert bench.windows_from_steps(ends, tokens_per_step=100, window=3, warmup=2) == [100.0, 100.0, 100.0]
+    assert bench.windows_from_steps(ends, 100, window=5, warmup=0) == [100.0]  # no start mark for step 1
+
+
+def test_overhead_is_the_share_outside_the_engine():
+    marks = [(1.0 * i, 0.8 * i) for i in range(1, 11)]  # 0.8 s of every 1 s step inside the engine
+    assert bench.overhead_windows(marks, window=3, warmup=1) == pytest.approx([0.2, 0.2, 0.2])
+
+
+def test_too_few_steps_is_an_argument_error():
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--preset", "tiny", "--steps", "30", "--warmup", "25", "--window", "10"])
+
+
+def test_gpu_script_dry_run_lists_every_variant(tmp_path):
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh")], env={**os.environ, "DRY_RUN": "1",
+                          "OUT_DIR": str(tmp_path)}, capture_output=True, text=True, check=True)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 6
+    for line in lines:
+        args = line.split()[2:]
+        spec, ns = bench.parse_args(args[:args.index("--json")])  # every command parses
+        assert (spec.n_layer, spec.n_embd, spec.block_size, spec.precision) == (12, 768, 1024, "bf16")
+    assert {bench.parse_args(line.split()[2:-2])[0].zero for line in lines} == {None, 1, 2}
+    assert {bench.parse_args(line.split()[2:-2])[0].compile for line in lines} == {"true", "false"}
+
+
+@pytest.mark.slow
+def test_bench_runs_both_trainers(tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--n-layer", "1",
+                           "--n-embd", "32", "--n-head", "2", "--block-size", "32", "--micro", "2", "--steps", "12",
+                           "--warmup", "4", "--window", "4", "--stories", "200", "--threads", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ratio gpt2dist / hf_trainer:" in proc.stdout
+    results = json.loads(out.read_text())["results"]
+    for name in ("gpt2dist", "hf_trainer"):
+        assert len(results[name]["windows"]) == 2 and results[name]["median"] > 0
+        assert results[name]["mfu"] is None  # CPU: no peak, no MFU
+    assert len(results["gpt2dist"]["overhead"]) == 2
