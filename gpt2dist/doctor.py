@@ -9,7 +9,6 @@ offload (`gpt2dist.memory`) and the lowest stage that fits. Every finding is one
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import tempfile
@@ -19,10 +18,9 @@ from pathlib import Path
 
 from gpt2dist import memory
 from gpt2dist.config import RunConfig, batch_plan, load_config
+from gpt2dist.datacheck import BYTES_PER_TOKEN, packed_check, shard_check
 from gpt2dist.errors import UserError
 
-COUNT_ROWS_LIMIT = 64 * 2**20  # rows are counted only when the training files total less than this
-BYTES_PER_TOKEN = {"char": 1.0, "bpe": 4.0, "pretrained": 4.0}  # rough: ~4 bytes of English per BPE token
 CHAR_VOCAB_GUESS = 256  # a char tokenizer's size is known only once it is built from the data
 HEADROOM = 0.9  # usable share of --gpu-mem: the CUDA context and allocator fragmentation take the rest
 TABLE_ROWS = [(0, False, False), (1, False, False), (2, False, False), (3, False, False),
@@ -126,31 +124,6 @@ def model_facts(cfg: RunConfig, base: Path | None = None) -> tuple[ModelFacts, l
     return ModelFacts(dims["n_layer"], dims["n_embd"], dims["n_head"], dims["n_positions"], tok_vocab, source), out
 
 
-def count_rows(files: list[Path], sample_by: str) -> int | None:
-    """Rows of the stream `data.open_stream` reads (what ranks shard by), or None when counting costs too much."""
-    small = sum(f.stat().st_size for f in files) <= COUNT_ROWS_LIMIT
-    total = 0
-    for path in files:
-        suffix = path.suffix.lower()
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            total += pq.ParquetFile(path).metadata.num_rows  # the footer only
-            continue
-        if not small or suffix == ".json":
-            return None
-        text = path.read_bytes().replace(b"\r\n", b"\n")
-        if suffix == ".jsonl":
-            total += sum(1 for line in text.split(b"\n") if line.strip())
-        elif sample_by == "document":
-            total += 1
-        elif sample_by == "line":
-            total += text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
-        else:  # paragraph: datasets' text builder splits on blank lines and drops empty pieces
-            total += sum(1 for part in text.split(b"\n\n") if part)
-    return total
-
-
 def cheap_checks(cfg: RunConfig, world_size: int, *, base_dir: str | Path | None = None) -> list[Finding]:
     """Checks that build no model and read no data beyond sizes (and small files' row counts).
 
@@ -195,39 +168,11 @@ def _checks(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[Fi
         elif empty:
             out.append(Finding("warn", f"{key}: {len(empty)} of {len(files)} files are empty ({empty[0]})"))
         if key == "data.train" and files and not unreadable:
-            out.append(_packed_finding(cfg, base) if cfg.data.format == "packed" else
-                       _shard_finding(files, cfg, world_size))
+            out.append(Finding(*packed_check(cfg, base)) if cfg.data.format == "packed" else
+                       Finding(*shard_check(files, cfg, world_size)))
     if facts is not None:
         out.append(_disk_finding(cfg, world_size, facts, Path(_path(cfg.run_dir, base))))
     return out, facts
-
-
-def _packed_finding(cfg: RunConfig, base: Path | None) -> Finding:
-    """format=packed: the manifest must exist, match the config and cover every (unchanged) file."""
-    from gpt2dist.packed import packed_summary
-
-    if base is not None and not base.is_dir():
-        return Finding("warn", f"data: packed data not checked: the job's directory {base} is not on this machine")
-    with contextlib.chdir(base or Path.cwd()):  # the config's relative paths are relative to the job's dir
-        return Finding(*packed_summary(cfg))
-
-
-def _shard_finding(files: list[Path], cfg: RunConfig, world_size: int) -> Finding:
-    """Rank r keeps rows r, r+W, ... (data.owns_row); a rank without a row stops training with an error."""
-    size = sum(f.stat().st_size for f in files)
-    rows = count_rows(files, cfg.data.sample_by)
-    where = f"data.train: {len(files)} file{'s' if len(files) > 1 else ''}, {memory.fmt_bytes(size)}"
-    if rows is None:
-        return Finding("ok", f"{where} (rows not counted above {memory.fmt_bytes(COUNT_ROWS_LIMIT)})")
-    if rows < world_size:
-        return Finding("error", f"{where}, {rows} rows (documents) for {world_size} ranks: ranks {rows}-"
-                                f"{world_size - 1} would get none (rank r keeps rows r, r+W, ...): add data, "
-                                "use data.sample_by=line or paragraph, or fewer ranks")
-    tokens_per_rank = size / BYTES_PER_TOKEN[cfg.tokenizer.kind] / world_size
-    if tokens_per_rank < cfg.data.block_size + 1:
-        return Finding("warn", f"{where}: ~{tokens_per_rank:.0f} tokens per rank, less than one window of "
-                               f"{cfg.data.block_size + 1}: add data or lower data.block_size")
-    return Finding("ok", f"{where}, {rows:,} rows -> ~{rows // world_size:,} per rank")
 
 
 def _disk_finding(cfg: RunConfig, world_size: int, facts: ModelFacts, run_dir: Path) -> Finding:

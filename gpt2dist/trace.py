@@ -2,7 +2,7 @@
 
 RUN_DIR/trace/windows-rankNNNNN.txt, appended across restarts:
   `# start N`                      a (re)start at step N: lines a killed run wrote after it are void
-  `d STEP EPOCH ROW`               a document (row of the corpus stream) pulled into the token buffer
+  `d STEP EPOCH FILE:ROW`          a document (row ROW of data.train file FILE) pulled into the token buffer
   `w STEP EPOCH INDEX DIGEST`      a window trained on at STEP
 """
 

@@ -155,6 +155,7 @@ def test_cheap_checks_pass_on_a_good_config(tmp_path):
 
 def test_row_count_matches_the_stream_ranks_shard(tmp_path):
     from gpt2dist.data import iter_texts, open_stream
+    from gpt2dist.datacheck import count_rows
     from gpt2dist.demo_corpus import write_demo_corpus
 
     train, _ = write_demo_corpus(tmp_path, train_stories=100, val_stories=5, seed=3)
@@ -164,7 +165,7 @@ def test_row_count_matches_the_stream_ranks_shard(tmp_path):
         for mode in ("line", "paragraph", "document"):
             cfg = load_config(None, [f"data.train=[{path}]", f"data.sample_by={mode}"])
             rows = sum(1 for _ in iter_texts(open_stream([path], cfg.data), [path], cfg.data))
-            assert doctor.count_rows([path], mode) == rows, (path.name, mode)
+            assert count_rows([path], mode) == rows, (path.name, mode)
 
 
 def test_missing_data_is_an_error(tmp_path):
@@ -178,6 +179,16 @@ def test_a_rank_without_rows_is_an_error(tmp_path):
     cfg = cfg_with(tmp_path, "train.micro_batch_size=1", data="one\n\ntwo\n\nthree\n\nfour\n")
     (err,) = messages(doctor.cheap_checks(cfg, 6), "error")
     assert "4 rows (documents) for 6 ranks: ranks 4-5 would get none" in err
+
+
+def test_file_sharding_flags_a_rank_whose_files_are_empty(tmp_path):
+    cfg = cfg_with(tmp_path, "train.micro_batch_size=1")
+    for name, text in (("a.txt", "one\n\ntwo\n"), ("b.txt", ""), ("c.txt", "three\n"), ("d.txt", "")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    cfg.data.train = [str(tmp_path / n) for n in ("a.txt", "b.txt", "c.txt", "d.txt")]
+    errors = messages(doctor.cheap_checks(cfg, 2), "error")
+    assert any("rank 1 would read only empty files (rank r reads files r, r+2, ...)" in e for e in errors), errors
+    assert not any("read only empty" in e for e in messages(doctor.cheap_checks(cfg, 1), "error"))
 
 
 def test_world_size_that_does_not_divide_the_batch(tmp_path):

@@ -1,0 +1,100 @@
+"""The doctor's data checks: will every rank get data under the sharding rules, and is the prepared data there.
+
+Cheap on purpose (file sizes, small files' row counts, the packed manifest): `gpt2dist train` and the Slurm
+renderer run them before any expensive work. Each returns (level, message) for the doctor to report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpt2dist import memory
+from gpt2dist.config import RunConfig
+from gpt2dist.cursor import shard_mode
+
+COUNT_ROWS_LIMIT = 64 * 2**20  # rows are counted only when the training files total less than this
+BYTES_PER_TOKEN = {"char": 1.0, "bpe": 4.0, "pretrained": 4.0}  # rough: ~4 bytes of English per BPE token
+
+
+def rows_per_file(files: list[Path], sample_by: str) -> list[int] | None:
+    """Rows of each file as `data` reads them (what ranks shard by), or None when counting costs too much."""
+    small = sum(f.stat().st_size for f in files) <= COUNT_ROWS_LIMIT
+    counts = []
+    for path in files:
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            counts.append(pq.ParquetFile(path).metadata.num_rows)  # the footer only
+            continue
+        if not small or suffix == ".json":
+            return None
+        text = path.read_bytes().replace(b"\r\n", b"\n")
+        if suffix == ".jsonl":
+            counts.append(sum(1 for line in text.split(b"\n") if line.strip()))
+        elif sample_by == "document":
+            counts.append(1)
+        elif sample_by == "line":
+            counts.append(text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0))
+        else:  # paragraph: datasets' text builder splits on blank lines and drops empty pieces
+            counts.append(sum(1 for part in text.split(b"\n\n") if part))
+    return counts
+
+
+def count_rows(files: list[Path], sample_by: str) -> int | None:
+    counts = rows_per_file(files, sample_by)
+    return None if counts is None else sum(counts)
+
+
+def _ranks(ranks: list[int]) -> str:
+    """'rank 3', 'ranks 4-5' or 'ranks 1, 3, 6'."""
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    contiguous = ranks == list(range(ranks[0], ranks[-1] + 1))
+    return f"ranks {ranks[0]}-{ranks[-1]}" if contiguous else "ranks " + ", ".join(map(str, ranks[:8]))
+
+
+def shard_check(files: list[Path], cfg: RunConfig, world_size: int) -> tuple[str, str]:
+    """File mode (files >= ranks): each rank's files must hold data. Example mode: every rank must get a row."""
+    sizes = [f.stat().st_size for f in files]
+    where = f"data.train: {len(files)} file{'s' if len(files) > 1 else ''}, {memory.fmt_bytes(sum(sizes))}"
+    per_token = BYTES_PER_TOKEN[cfg.tokenizer.kind]
+    window = cfg.data.block_size + 1
+    if shard_mode(len(files), world_size) == "file":
+        shares = [sum(sizes[r::world_size]) for r in range(world_size)]
+        empty = [r for r, size in enumerate(shares) if size == 0]
+        if empty:
+            return "error", (f"{where}: {_ranks(empty)} would read only empty files (rank r reads files r, "
+                             f"r+{world_size}, ...): remove the empty files, add data, or use fewer ranks")
+        if min(shares) / per_token < window:
+            return "warn", (f"{where}: the smallest rank share is ~{min(shares) / per_token:.0f} tokens, less than "
+                            f"one window of {window}: add data or lower data.block_size")
+        return "ok", (f"{where}: file sharding, {len(files) // world_size}+ files per rank, shares "
+                      f"{memory.fmt_bytes(min(shares))}-{memory.fmt_bytes(max(shares))}")
+    counts = rows_per_file(files, cfg.data.sample_by)
+    if counts is None:
+        return "ok", f"{where} (rows not counted above {memory.fmt_bytes(COUNT_ROWS_LIMIT)})"
+    rows = sum(counts)
+    covered = {(i + j) % world_size for i, n in enumerate(counts) for j in range(min(n, world_size))}
+    missing = sorted(set(range(world_size)) - covered)
+    if missing:
+        return "error", (f"{where}, {rows} rows (documents) for {world_size} ranks: {_ranks(missing)} would "
+                         f"get none (rank r keeps row j of file i when (i + j) % {world_size} == r): add data, use "
+                         "data.sample_by=line or paragraph, or fewer ranks")
+    tokens_per_rank = sum(sizes) / per_token / world_size
+    if tokens_per_rank < window:
+        return "warn", (f"{where}: ~{tokens_per_rank:.0f} tokens per rank, less than one window of {window}: add "
+                        "data or lower data.block_size")
+    return "ok", f"{where}, {rows:,} rows -> ~{rows // world_size:,} per rank"
+
+
+def packed_check(cfg: RunConfig, base: Path | None) -> tuple[str, str]:
+    """format=packed: the manifest must exist, match the config and cover every (unchanged) file."""
+    import contextlib
+
+    from gpt2dist.packed import packed_summary
+
+    if base is not None and not base.is_dir():
+        return "warn", f"data: packed data not checked: the job's directory {base} is not on this machine"
+    with contextlib.chdir(base or Path.cwd()):  # the config's relative paths are relative to the job's dir
+        return packed_summary(cfg)
