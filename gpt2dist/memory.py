@@ -62,18 +62,18 @@ def layer_activation_bytes(seq: int, batch: int, n_embd: int, n_head: int, preci
 
     Korthikanti's 34 (16-bit bytes per s*b*h) = layer-norm inputs 4 + attention 11 (QKV input 2, Q and K 4,
     V 2, projection input 2, dropout mask 1) + MLP 19 (input 2, GeLU input 8, second linear input 8, mask 1).
-    Amendments for HF GPT-2 here: (1) dropout masks (1 byte each) only when dropout > 0 -- gpt2dist defaults to
-    0; (2) GPT-2's `gelu_new` is composed of elementwise torch ops, and autograd keeps three more 4h-wide
-    tensors for it (tanh output, 1 + tanh, 0.5 * x): +24; (3) the 5*a*s/h term is the s x s score matrix
-    (softmax output 2, its dropout mask 1, dropped-out probabilities 2). transformers runs GPT-2 with SDPA by
-    default, whose flash / memory-efficient kernels keep only a fp32 log-sum-exp per row (4*a*s*b bytes)
+    Amendments for GPT-2 as gpt2dist runs it: (1) dropout masks (1 byte each) only when dropout > 0 --
+    gpt2dist defaults to 0; (2) GELU is `gelu_pytorch_tanh`, one fused kernel that saves only its input (HF's
+    `gelu_new` would keep three more 4h-wide tensors: +12 elements); (3) the 5*a*s/h term is the s x s score
+    matrix (softmax output 2, its dropout mask 1, dropped-out probabilities 2). transformers runs GPT-2 with
+    SDPA, whose flash / memory-efficient kernels keep only a fp32 log-sum-exp per row (4*a*s*b bytes)
     instead; `attention="eager"` keeps the matrix. fp32 doubles every element (the paper's x2).
-    Net: 28 elements per s*b*h = 56 bytes (16-bit) or 112 (fp32), vs the paper's 34 + 5*a*s/h.
+    Net: 16 elements per s*b*h = 32 bytes (16-bit) or 64 (fp32), vs the paper's 34 + 5*a*s/h.
     """
     e = weight_bytes(precision)
     sbh = seq * batch * n_embd
     scores = n_head * seq * seq * batch
-    total = e * sbh * (2 + 5 + 21)  # ln inputs 2; attention 1 + 3 + 1; MLP 1 + 4 + 3*4 + 4 (elements)
+    total = e * sbh * (2 + 5 + 9)  # ln inputs 2; attention 1 + 3 + 1; MLP input 1 + GELU input 4 + c_proj input 4
     if dropout > 0:
         total += 2 * sbh  # residual dropout masks after attention and after the MLP
     if attention == "eager":
@@ -88,7 +88,7 @@ def logits_bytes(seq: int, batch: int, vocab_size: int) -> int:
 
     Cross entropy runs in fp32 (`engine.lm_loss` upcasts). Its log-softmax output is saved; backward then
     holds that, its incoming gradient and the logits' gradient at once. With GPT-2's 50,257-token vocabulary
-    this rivals all transformer blocks together (gpt2, b=8, s=1024, bf16: 4.9 GB vs 4.2 GB for the 12 blocks).
+    this rivals all transformer blocks together (gpt2, b=8, s=1024, bf16: 4.9 GB vs 2.4 GB for the 12 blocks).
     """
     return 3 * 4 * seq * batch * vocab_size
 
