@@ -128,9 +128,14 @@ def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path) -> Result:
     run_dir = Path(tempfile.mkdtemp(prefix="gpt2dist-", dir=workdir))
     cfg_file = run_dir.with_suffix(".yaml")
     cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, train_file, run_dir)), encoding="utf-8")
+    cfg = load_config(cfg_file, spec.overrides)
+    if cfg.data.format == "packed":  # --set data.format=packed: tokenize up front, as TextDataset does
+        from gpt2dist.prepare import prepare
+
+        prepare(cfg, workers=1, progress=False)
     started = time.perf_counter()
     with engine_timers() as marks, contextlib.redirect_stdout(io.StringIO()):  # log lines: the JSONL has them
-        out = train(load_config(cfg_file, spec.overrides))
+        out = train(cfg)
     result = Result("gpt2dist", final_loss=out["loss"], setup_s=marks[0][0] - started if marks else 0.0)
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
