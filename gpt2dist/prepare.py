@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from gpt2dist.checkpoint import file_sha256
 from gpt2dist.config import RunConfig
 from gpt2dist.errors import UserError
 
@@ -75,14 +76,6 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_manifest(root: Path) -> dict[str, Any] | None:
