@@ -117,6 +117,8 @@ def init_process_group(info: DistInfo, device_type: str, timeout_minutes: int, *
     if deepspeed:
         import deepspeed as ds
 
+        if device_type == "cpu":
+            skip_cpu_shm_comm_op()
         ds.init_distributed(dist_backend=backend_for(device_type), auto_mpi_discovery=False, timeout=timeout)
         return
     if info.world_size > 1:
@@ -124,6 +126,21 @@ def init_process_group(info: DistInfo, device_type: str, timeout_minutes: int, *
 
         dist.init_process_group(backend_for(device_type), rank=info.rank, world_size=info.world_size,
                                 timeout=timeout)
+
+
+def skip_cpu_shm_comm_op() -> None:
+    """Keep DeepSpeed's CPU backend from JIT-building its shared-memory comm op at init.
+
+    The op serves only `inference_all_reduce` (tensor-parallel inference); training collectives go through
+    gloo either way. Building it needs a C++ compiler at run time, a build killed midway leaves a lock file
+    that makes every later run wait forever, and each rank leaves a 66 MB /dev/shm buffer behind. Marking it
+    incompatible in DeepSpeed's own gate makes `build_shm_op` return None.
+    """
+    import deepspeed.ops
+
+    compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
+    if isinstance(compatible, dict):
+        compatible["deepspeed_shm_comm"] = False
 
 
 def is_initialized() -> bool:

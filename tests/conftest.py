@@ -17,19 +17,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.fixture(autouse=True)
-def _remove_leaked_deepspeed_shm():
-    """DeepSpeed's CPU accelerator leaves a 66 MB /dev/shm allreduce buffer per rank behind (always when a rank
-    is killed); dozens of multi-rank tests would fill a CI machine's RAM. Each test's runs have ended by its
-    teardown: remove the buffers it created."""
-    shm = Path("/dev/shm")
-    before = set(shm.glob("deepspeed_allreduce_buffer_*")) if shm.is_dir() else set()
-    yield
-    if shm.is_dir():
-        for leaked in set(shm.glob("deepspeed_allreduce_buffer_*")) - before:
-            leaked.unlink(missing_ok=True)
-
-
 @pytest.fixture(scope="session")
 def story_corpus(tmp_path_factory) -> tuple[Path, Path]:
     """(train.txt, val.txt) of the bundled story generator: ~0.7 MB train, ~36 kB val."""

@@ -39,8 +39,8 @@ def rank_command(launcher: str, config: Path, overrides: list[str], nproc: int) 
     raise ValueError(launcher)
 
 
-def rank_env(launcher: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def rank_env(launcher: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra or {})}
     if launcher != "single":  # several ranks on 2 cores: one thread each (a single process keeps its default)
         env["OMP_NUM_THREADS"] = "1"
     if launcher == "mpirun":
@@ -49,9 +49,17 @@ def rank_env(launcher: str) -> dict[str, str]:
 
 
 def run_ranks(launcher: str, config: Path, overrides: list[str] = (), nproc: int = 2, *, timeout: float = 300,
-              check: bool = True) -> subprocess.CompletedProcess:
+              check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = rank_command(launcher, config, list(overrides), nproc)
-    proc = subprocess.run(cmd, env=rank_env(launcher), capture_output=True, text=True, timeout=timeout, check=False)
+    with subprocess.Popen(cmd, env=rank_env(launcher, env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as popen:
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:  # kill the ranks too, not only the launcher: orphans would eat the CPUs
+            os.killpg(popen.pid, signal.SIGKILL)
+            stdout, stderr = popen.communicate()
+            raise AssertionError(f"{' '.join(cmd)} ran past {timeout} s\n{stdout[-4000:]}\n{stderr[-4000:]}") from None
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc

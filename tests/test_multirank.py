@@ -112,6 +112,21 @@ def test_world_size_change_continues_training(tmp_path, story_corpus, stage, bef
     assert not missing, f"documents skipped across the change: {sorted(missing)[:10]}"
 
 
+def test_cpu_run_builds_no_shm_op_so_a_stale_build_lock_cannot_hang_it(tmp_path, story_corpus):
+    """A killed JIT build of DeepSpeed's CPU shm op leaves `lock` behind and every later run waited on it forever
+    (a whole CI run timed out so); the op also left a 66 MB /dev/shm buffer per rank. Training never needs it."""
+    extensions = tmp_path / "torch_extensions"
+    (extensions / "deepspeed_shm_comm").mkdir(parents=True)
+    (extensions / "deepspeed_shm_comm" / "lock").touch()
+    shm = Path("/dev/shm")
+    before = set(shm.glob("deepspeed_allreduce_buffer_*"))
+    config, run_dir = ds_config(tmp_path, story_corpus, "run")
+    out = run_ranks("torchrun", config, ["train.max_steps=2", "distributed.zero_stage=2"], timeout=120,
+                    env={"TORCH_EXTENSIONS_DIR": str(extensions)})
+    assert "ranks 2" in out.stdout and "deepspeed_shm_comm" not in out.stdout + out.stderr
+    assert set(shm.glob("deepspeed_allreduce_buffer_*")) == before
+
+
 @pytest.mark.parametrize("launcher", ["launch", "deepspeed", "torchrun", "mpirun"])
 def test_every_launcher_runs_two_ranks_and_exits_cleanly(tmp_path, story_corpus, launcher):
     """Three runs each: DeepSpeed's gloo shutdown crash was intermittent (~20% of runs before the fix)."""
