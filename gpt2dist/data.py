@@ -4,7 +4,7 @@ Files are read with Hugging Face `datasets` in streaming mode, one file at a tim
 in memory and a rank opens only the files it owns (`gpt2dist.cursor` has the sharding rules). The
 stream's position is a small JSON-able cursor -- (epoch, file, row in file), leftover tokens -- saved in
 every checkpoint; resuming opens the file the cursor names and skips the consumed rows of that one file,
-never the corpus prefix.
+never the corpus prefix. A file may be a URL (a hub dataset's files: `gpt2dist.sources`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 from gpt2dist.config import DataConfig
 from gpt2dist.cursor import CURSOR_VERSION, owns_row, reshard_cursor, shard_mode, visit_order
 from gpt2dist.errors import UserError
+from gpt2dist.sources import DataFile, expand_url, file_size, is_url, open_binary
 
 FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 DOCS_PER_TOKENIZE_CALL = 64  # batching the tokenizer call amortizes its per-call overhead
@@ -35,16 +36,19 @@ _SPACES = re.compile(r"[ \t]+")
 log = logging.getLogger(__name__)
 
 
-def resolve_files(patterns: list[str], key: str) -> list[Path]:
-    """Expand files/globs in order (each glob sorted); errors name the config key and the pattern."""
-    files: list[Path] = []
+def resolve_files(patterns: list[str], key: str) -> list[DataFile]:
+    """Expand files/globs in order (each glob sorted), local or URL; errors name the config key and the pattern."""
+    files: list[DataFile] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        matches = [m for m in matches if Path(m).is_file()]
+        if is_url(pattern):
+            matches: list[DataFile] = list(expand_url(pattern, key))
+        else:
+            found = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+            matches = [Path(m) for m in found if Path(m).is_file()]
         if not matches:
-            raise UserError(f"config key {key}: {pattern!r} matches no file; check the path (relative to "
-                            f"{Path.cwd()})")
-        files.extend(Path(m) for m in matches)
+            where = "check the URL" if is_url(pattern) else f"check the path (relative to {Path.cwd()})"
+            raise UserError(f"config key {key}: {pattern!r} matches no file; {where}")
+        files.extend(matches)
     suffixes = {f.suffix.lower() for f in files}
     unknown = suffixes - set(FORMATS)
     if unknown:
@@ -52,7 +56,7 @@ def resolve_files(patterns: list[str], key: str) -> list[Path]:
                         ".txt, .jsonl, .json or .parquet")
     if len({FORMATS[s] for s in suffixes}) > 1:
         raise UserError(f"config key {key} mixes file types {sorted(suffixes)}: list one type per key")
-    if all(f.stat().st_size == 0 for f in files):
+    if all(file_size(f) == 0 for f in files):
         raise UserError(f"config key {key}: every matched file is empty ({files[0]}{' ...' if len(files) > 1 else ''})")
     return files
 
@@ -78,12 +82,12 @@ def is_heldout(text: str, fraction: float) -> bool:
     return int.from_bytes(digest, "big") < fraction * 2**64
 
 
-def find_invalid_utf8(files: list[Path]) -> tuple[Path, int] | None:
+def find_invalid_utf8(files: list[DataFile]) -> tuple[DataFile, int] | None:
     """First (file, byte offset) that is not valid UTF-8; only called after a decode error, to name it."""
     for path in files:
         decoder = codecs.getincrementaldecoder("utf-8")()
         offset = 0
-        with open(path, "rb") as fh:
+        with open_binary(path) as fh:
             while chunk := fh.read(1 << 20):
                 try:
                     decoder.decode(chunk)
@@ -97,7 +101,7 @@ def find_invalid_utf8(files: list[Path]) -> tuple[Path, int] | None:
     return None
 
 
-def open_stream(files: list[Path], cfg: DataConfig):
+def open_stream(files: list[DataFile], cfg: DataConfig):
     """A streaming `datasets.IterableDataset` of rows over the files, in order (PackedStream opens one file
     at a time, so positions are per file and opening costs a few milliseconds)."""
     import datasets
@@ -112,7 +116,8 @@ def open_stream(files: list[Path], cfg: DataConfig):
         import pyarrow.parquet as pq
 
         for path in files:  # the reader's own error for a missing column is a pyarrow traceback
-            names = pq.read_schema(path).names
+            with open_binary(path) as fh:
+                names = pq.read_schema(fh).names
             if cfg.text_field not in names:
                 raise UserError(f"config key data.text_field={cfg.text_field!r}: {path} has columns "
                                 f"{sorted(names)}; set data.text_field to the text column")
@@ -124,7 +129,7 @@ def open_stream(files: list[Path], cfg: DataConfig):
         raise UserError(f"could not open data files {files[0]}...: {str(exc).splitlines()[0]}") from None
 
 
-def iter_texts(ds, files: list[Path], cfg: DataConfig) -> Iterator[str]:
+def iter_texts(ds, files: list[DataFile], cfg: DataConfig) -> Iterator[str]:
     """Rows -> raw texts, one per row (empty ones too: row indices are positions), reader failures -> UserError."""
     field = cfg.text_field
     try:
@@ -137,7 +142,7 @@ def iter_texts(ds, files: list[Path], cfg: DataConfig) -> Iterator[str]:
         raise _utf8_error(files) from None
 
 
-def iter_file_texts(path: Path, cfg: DataConfig, start: int = 0) -> Iterator[str]:
+def iter_file_texts(path: DataFile, cfg: DataConfig, start: int = 0) -> Iterator[str]:
     """Raw texts of one file from row `start` on (one per row, empty ones too: row indices are positions).
 
     Rows come as Arrow batches and only the text column becomes Python objects (3-4x faster than row
@@ -163,7 +168,7 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else ("" if value is None else str(value))
 
 
-def _utf8_error(files: list[Path]) -> UserError:
+def _utf8_error(files: list[DataFile]) -> UserError:
     found = find_invalid_utf8(files)
     where = f"{found[0]} at byte {found[1]}" if found else "a data file"
     return UserError(f"{where} is not valid UTF-8: fix the file or set data.encoding_errors=replace")
@@ -179,7 +184,7 @@ def keep_document(text: str, cfg: DataConfig, heldout: bool | None) -> str | Non
     return text
 
 
-def iter_documents(files: list[Path], cfg: DataConfig, *, heldout: bool | None = None,
+def iter_documents(files: list[DataFile], cfg: DataConfig, *, heldout: bool | None = None,
                    rank: int = 0, world_size: int = 1) -> Iterator[str]:
     """This rank's cleaned non-empty documents of one pass (epoch 0); heldout as in `keep_document`."""
     n_files = len(files)
@@ -212,7 +217,7 @@ class PackedStream:
     tokens carry over, so no token is dropped.
     """
 
-    def __init__(self, files: list[Path], cfg: DataConfig, encode, *, heldout: bool | None = None,
+    def __init__(self, files: list[DataFile], cfg: DataConfig, encode, *, heldout: bool | None = None,
                  rank: int = 0, world_size: int = 1, repeat: bool = True, seed: int = 0):
         self.files, self.cfg, self.encode = files, cfg, encode
         self.heldout, self.rank, self.world_size, self.repeat, self.seed = heldout, rank, world_size, repeat, seed

@@ -11,23 +11,26 @@ from pathlib import Path
 from gpt2dist import memory
 from gpt2dist.config import RunConfig
 from gpt2dist.cursor import shard_mode
+from gpt2dist.sources import DataFile, RemoteFile, file_size, open_binary
 
 COUNT_ROWS_LIMIT = 64 * 2**20  # rows are counted only when the training files total less than this
 BYTES_PER_TOKEN = {"char": 1.0, "bpe": 4.0, "pretrained": 4.0}  # rough: ~4 bytes of English per BPE token
 
 
-def rows_per_file(files: list[Path], sample_by: str) -> list[int] | None:
-    """Rows of each file as `data` reads them (what ranks shard by), or None when counting costs too much."""
-    small = sum(f.stat().st_size for f in files) <= COUNT_ROWS_LIMIT
+def rows_per_file(files: list[DataFile], sample_by: str) -> list[int] | None:
+    """Rows of each file as `data` reads them (what ranks shard by), or None when counting costs too much
+    (large or remote text files: counting reads them whole)."""
+    small = sum(file_size(f) for f in files) <= COUNT_ROWS_LIMIT
     counts = []
     for path in files:
         suffix = path.suffix.lower()
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            counts.append(pq.ParquetFile(path).metadata.num_rows)  # the footer only
+            with open_binary(path) as fh:
+                counts.append(pq.ParquetFile(fh).metadata.num_rows)  # the footer only
             continue
-        if not small or suffix == ".json":
+        if not small or suffix == ".json" or isinstance(path, RemoteFile):
             return None
         text = path.read_bytes().replace(b"\r\n", b"\n")
         if suffix == ".jsonl":
@@ -41,7 +44,7 @@ def rows_per_file(files: list[Path], sample_by: str) -> list[int] | None:
     return counts
 
 
-def count_rows(files: list[Path], sample_by: str) -> int | None:
+def count_rows(files: list[DataFile], sample_by: str) -> int | None:
     counts = rows_per_file(files, sample_by)
     return None if counts is None else sum(counts)
 
@@ -54,9 +57,9 @@ def _ranks(ranks: list[int]) -> str:
     return f"ranks {ranks[0]}-{ranks[-1]}" if contiguous else "ranks " + ", ".join(map(str, ranks[:8]))
 
 
-def shard_check(files: list[Path], cfg: RunConfig, world_size: int) -> tuple[str, str]:
+def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int) -> tuple[str, str]:
     """File mode (files >= ranks): each rank's files must hold data. Example mode: every rank must get a row."""
-    sizes = [f.stat().st_size for f in files]
+    sizes = [file_size(f) for f in files]
     where = f"data.train: {len(files)} file{'s' if len(files) > 1 else ''}, {memory.fmt_bytes(sum(sizes))}"
     per_token = BYTES_PER_TOKEN[cfg.tokenizer.kind]
     window = cfg.data.block_size + 1
@@ -73,7 +76,9 @@ def shard_check(files: list[Path], cfg: RunConfig, world_size: int) -> tuple[str
                       f"{memory.fmt_bytes(min(shares))}-{memory.fmt_bytes(max(shares))}")
     counts = rows_per_file(files, cfg.data.sample_by)
     if counts is None:
-        return "ok", f"{where} (rows not counted above {memory.fmt_bytes(COUNT_ROWS_LIMIT)})"
+        why = "remote files" if any(isinstance(f, RemoteFile) for f in files) else \
+            f"above {memory.fmt_bytes(COUNT_ROWS_LIMIT)}"
+        return "ok", f"{where} (rows not counted: {why})"
     rows = sum(counts)
     covered = {(i + j) % world_size for i, n in enumerate(counts) for j in range(min(n, world_size))}
     missing = sorted(set(range(world_size)) - covered)

@@ -20,6 +20,7 @@ from gpt2dist import memory
 from gpt2dist.config import RunConfig, batch_plan, load_config
 from gpt2dist.datacheck import BYTES_PER_TOKEN, packed_check, shard_check
 from gpt2dist.errors import UserError
+from gpt2dist.sources import file_size, is_url
 
 CHAR_VOCAB_GUESS = 256  # a char tokenizer's size is known only once it is built from the data
 HEADROOM = 0.9  # usable share of --gpu-mem: the CUDA context and allocator fragmentation take the rest
@@ -83,7 +84,7 @@ class ModelFacts:
 
 
 def _path(p: str, base: Path | None) -> str:
-    return p if base is None or os.path.isabs(p) else str(base / p)
+    return p if base is None or os.path.isabs(p) or is_url(p) else str(base / p)
 
 
 def model_facts(cfg: RunConfig, base: Path | None = None) -> tuple[ModelFacts, list[Finding]]:
@@ -161,8 +162,8 @@ def _checks(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[Fi
             out.append(Finding("error", str(exc).replace(f"relative to {Path.cwd()}", f"relative to {base}")
                                if base is not None else str(exc)))
             continue
-        unreadable = [f for f in files if not os.access(f, os.R_OK)]
-        empty = [f for f in files if f.stat().st_size == 0]
+        unreadable = [f for f in files if isinstance(f, Path) and not os.access(f, os.R_OK)]
+        empty = [f for f in files if file_size(f) == 0]
         if unreadable:
             out.append(Finding("error", f"{key}: {unreadable[0]} is not readable: check its permissions"))
         elif empty:
@@ -290,7 +291,7 @@ def _epoch_line(cfg: RunConfig, tokens_per_step: int, base: Path | None) -> list
     if any(f.suffix.lower() == ".parquet" for f in files):  # compressed: bytes say little about tokens
         return []
     per_token = BYTES_PER_TOKEN[cfg.tokenizer.kind]
-    steps = max(sum(f.stat().st_size for f in files) / per_token / tokens_per_step, 1e-9)
+    steps = max(sum(file_size(f) for f in files) / per_token / tokens_per_step, 1e-9)
     return [f"data: ~{steps * tokens_per_step:,.0f} tokens (~{per_token:g} bytes/token) -> ~{steps:,.1f} steps/epoch;"
             f" train.max_steps {cfg.train.max_steps:,} = ~{cfg.train.max_steps / steps:,.1f} epochs"]
 

@@ -29,6 +29,7 @@ from gpt2dist.config import RunConfig
 from gpt2dist.data import Window, resolve_files
 from gpt2dist.errors import UserError
 from gpt2dist.prepare import MANIFEST, file_key, load_manifest, packed_root, tokenizer_fingerprint
+from gpt2dist.sources import require_local
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +247,12 @@ class PackedBatches:
 
 def source_files(cfg: RunConfig) -> list[tuple[str, list[Path]]]:
     """(name, files) per source: one per data.train entry when mixing, else one for all entries."""
+    def local(patterns: list[str]) -> list[Path]:
+        return require_local(resolve_files(patterns, "data.train"), "data.train", "data.format=packed")
+
     if cfg.data.weights:
-        return [(entry, resolve_files([entry], "data.train")) for entry in cfg.data.train]
-    return [(", ".join(cfg.data.train), resolve_files(cfg.data.train, "data.train"))]
+        return [(entry, local([entry])) for entry in cfg.data.train]
+    return [(", ".join(cfg.data.train), local(cfg.data.train))]
 
 
 def checked_manifest(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:

@@ -31,6 +31,7 @@ import numpy as np
 from gpt2dist.checkpoint import file_sha256
 from gpt2dist.config import RunConfig
 from gpt2dist.errors import UserError
+from gpt2dist.sources import require_local
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,8 @@ def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None
     from gpt2dist.data import resolve_files
 
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    train_files = resolve_files(cfg.data.train, "data.train")
-    val_files = resolve_files(cfg.data.val, "data.val") if cfg.data.val else []
+    train_files = require_local(resolve_files(cfg.data.train, "data.train"), "data.train", "prepare")
+    val_files = require_local(resolve_files(cfg.data.val, "data.val"), "data.val", "prepare") if cfg.data.val else []
     root = packed_root(cfg)
     manifest = load_manifest(root)
     if manifest is not None:

@@ -82,7 +82,8 @@ def check_utf8(cfg: RunConfig, resume_from: Path | None, train_files: list[Path]
     scan = list(val_files or [])
     if resume_from is None and cfg.tokenizer.kind == "pretrained":
         scan += train_files
-    found = find_invalid_utf8([f for f in scan if FORMATS[f.suffix.lower()] == "text"])
+    # a URL is not scanned (that would download it); reading it names the first bad byte the same way
+    found = find_invalid_utf8([f for f in scan if FORMATS[f.suffix.lower()] == "text" and isinstance(f, Path)])
     if found:
         raise UserError(f"{found[0]} at byte {found[1]} is not valid UTF-8: fix the file or set "
                         "data.encoding_errors=replace")
