@@ -64,7 +64,7 @@ class DataConfig:
     prefetch_factor: int = 2  # format=stream: micro batches the worker prepares ahead of the training loop
     format: str = "stream"  # stream: tokenize while training | packed: read `gpt2dist prepare`'s token shards
     packed_dir: str | None = None  # where `gpt2dist prepare` writes / format=packed reads shards (default RUN_DIR/data)
-    weights: list[float] = field(default_factory=list)  # mixing weights, one per data.train entry (format=packed)
+    weights: list[float] = field(default_factory=list)  # mixing weights, one per data.train entry
 
 
 @dataclass
@@ -348,7 +348,7 @@ def validate(cfg: RunConfig) -> None:
 
 
 def check_weights(data: DataConfig) -> None:
-    """Mixing weights: one positive number per data.train entry, and only where mixing is implemented."""
+    """Mixing weights: one number >= 0 per data.train entry (each entry is one source), some positive."""
     if not data.weights:
         return
     if len(data.weights) != len(data.train):
@@ -356,9 +356,6 @@ def check_weights(data: DataConfig) -> None:
                         "entries: give one weight per entry (each entry is one source)")
     if any(w < 0 for w in data.weights) or sum(data.weights) <= 0:
         raise UserError(f"config key data.weights={data.weights} needs weights >= 0 with a positive sum")
-    if data.format != "packed":
-        raise UserError("config key data.weights (source mixing) needs data.format=packed: run `gpt2dist prepare` "
-                        "and set data.format=packed, or drop data.weights")
 
 
 @dataclass(frozen=True)

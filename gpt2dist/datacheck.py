@@ -57,10 +57,11 @@ def _ranks(ranks: list[int]) -> str:
     return f"ranks {ranks[0]}-{ranks[-1]}" if contiguous else "ranks " + ", ".join(map(str, ranks[:8]))
 
 
-def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int) -> tuple[str, str]:
-    """File mode (files >= ranks): each rank's files must hold data. Example mode: every rank must get a row."""
+def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int, label: str = "data.train") -> tuple[str, str]:
+    """File mode (files >= ranks): each rank's files must hold data. Example mode: every rank must get a row.
+    With data.weights each source is sharded on its own: `label` names the source."""
     sizes = [file_size(f) for f in files]
-    where = f"data.train: {len(files)} file{'s' if len(files) > 1 else ''}, {memory.fmt_bytes(sum(sizes))}"
+    where = f"{label}: {len(files)} file{'s' if len(files) > 1 else ''}, {memory.fmt_bytes(sum(sizes))}"
     per_token = BYTES_PER_TOKEN[cfg.tokenizer.kind]
     window = cfg.data.block_size + 1
     if shard_mode(len(files), world_size) == "file":

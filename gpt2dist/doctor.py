@@ -169,8 +169,15 @@ def _checks(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[Fi
         elif empty:
             out.append(Finding("warn", f"{key}: {len(empty)} of {len(files)} files are empty ({empty[0]})"))
         if key == "data.train" and files and not unreadable:
-            out.append(Finding(*packed_check(cfg, base)) if cfg.data.format == "packed" else
-                       Finding(*shard_check(files, cfg, world_size)))
+            if cfg.data.format == "packed":
+                out.append(Finding(*packed_check(cfg, base)))
+            elif cfg.data.weights:  # each source is sharded over the ranks on its own
+                for entry, weight in zip(cfg.data.train, cfg.data.weights, strict=True):
+                    if weight > 0:
+                        source = resolve_files([_path(entry, base)], key)
+                        out.append(Finding(*shard_check(source, cfg, world_size, f"data.train source {entry!r}")))
+            else:
+                out.append(Finding(*shard_check(files, cfg, world_size)))
     if facts is not None:
         out.append(_disk_finding(cfg, world_size, facts, Path(_path(cfg.run_dir, base))))
     return out, facts

@@ -14,7 +14,6 @@ import copy
 import functools
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,13 +22,23 @@ from torch.utils.data import DataLoader, IterableDataset
 from gpt2dist.config import DataConfig
 from gpt2dist.data import PackedStream, Window
 from gpt2dist.errors import UserError
+from gpt2dist.sources import DataFile
 
 
-def make_train_stream(files: list[Path], cfg: DataConfig, encode, *, heldout: bool | None = None, rank: int = 0,
+def make_train_stream(files: list[DataFile], cfg: DataConfig, encode, *, heldout: bool | None = None, rank: int = 0,
                       world_size: int = 1, seed: int = 0, pin_memory: bool = False) -> PackedStream | StreamLoader:
-    """The training stream: in a DataLoader worker (data.num_workers=1) or in-process (0)."""
-    make = functools.partial(PackedStream, files, cfg, encode, heldout=heldout, rank=rank, world_size=world_size,
-                             seed=seed)
+    """The training stream: in a DataLoader worker (data.num_workers=1) or in-process (0); with data.weights, one
+    source per data.train entry, mixed (`gpt2dist.mixing`)."""
+    if cfg.weights:
+        from gpt2dist.data import resolve_files
+        from gpt2dist.mixing import MixedStream
+
+        sources = [resolve_files([entry], "data.train") for entry in cfg.train]
+        make = functools.partial(MixedStream, sources, cfg.weights, cfg, encode, heldout=heldout, rank=rank,
+                                 world_size=world_size, seed=seed)
+    else:
+        make = functools.partial(PackedStream, files, cfg, encode, heldout=heldout, rank=rank,
+                                 world_size=world_size, seed=seed)
     if cfg.num_workers == 0:
         return make()
     return StreamLoader(make, prefetch_factor=cfg.prefetch_factor, pin_memory=pin_memory)

@@ -293,11 +293,11 @@ def test_a_file_changed_after_prepare_is_refused(tmp_path):
         open_train(cfg, 0, 1, 1, 1)
 
 
-def test_weights_need_packed_format_and_one_per_entry(tmp_path):
+def test_weights_need_one_per_entry_and_a_positive_sum(tmp_path):
     files = write_docs(tmp_path / "data", 2, 10)
     config = write_yaml(tmp_path / "run.yaml", tiny_config(tmp_path / "run", files))
-    with pytest.raises(UserError, match="needs data.format=packed"):
-        load_config(config, ["data.weights=[0.5,0.5]"])
+    with pytest.raises(UserError, match=r"data.weights=\[0.0, 0.0\] needs weights >= 0 with a positive sum"):
+        load_config(config, ["data.weights=[0,0]"])
     with pytest.raises(UserError, match="has 1 entries for 2 data.train entries"):
         load_config(config, ["data.weights=[1]", "data.format=packed"])
 
