@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import read_metrics, tiny_config, write_yaml
-from ranks import kill_after_checkpoint, run_ranks
+from ranks import kill_after_checkpoint, read_trace_docs, run_ranks
 
 from gpt2dist.config import load_config
 from gpt2dist.errors import UserError
@@ -146,3 +146,24 @@ def test_doctor_checks_each_source_on_its_own(tmp_path):
     source_a, source_b = (f"data.train source {str(tmp_path / x / '*.txt')!r}" for x in "ab")
     assert findings[source_a].level == "ok"
     assert findings[source_b].level == "error" and "rank 1 would get none" in findings[source_b].message
+
+
+@pytest.mark.slow
+def test_real_two_rank_mixed_run_resumes_on_one_rank_without_repeats(tmp_path):
+    """torchrun + DeepSpeed on 2 real ranks to step 4, then 1 rank to step 10: each document at most once."""
+    mixed_config(tmp_path, [0.7, 0.3])
+    raw = tiny_config(tmp_path / "run", [str(tmp_path / "a" / "*.txt"), str(tmp_path / "b" / "*.txt")],
+                      data={"block_size": 16, "sample_by": "line", "weights": [0.7, 0.3]},
+                      train={"max_steps": 4, "global_batch_size": 8}, checkpoint={"every": 2, "keep_last": 2},
+                      logging={"tensorboard": False, "progress": "lines", "trace_windows": True})
+    config = write_yaml(tmp_path / "run.yaml", raw)
+    overrides = ["distributed.backend=deepspeed", "distributed.zero_stage=1"]
+    run_ranks("torchrun", config, overrides, nproc=2)
+    cursor = json.loads((tmp_path / "run" / "checkpoints" / "step-00000004" / "cursor-rank00001.json").read_text())
+    assert cursor["format"] == "mixed" and cursor["world_size"] == 2 and cursor["drawn"] == 4 * 8 // 2
+    resumed = run_ranks("torchrun", config, [*overrides, "train.max_steps=10"], nproc=1)
+    assert "resuming from step-00000004" in resumed.stdout
+    docs = [where for epoch, where in read_trace_docs(tmp_path / "run") if epoch == 0]
+    assert len(docs) == len(set(docs)), "a document was read twice across the 2 -> 1 change"
+    assert {where.split("/")[0] for where in docs} == {"0", "1"}
+    assert max(read_metrics(tmp_path / "run")) == 10
