@@ -27,9 +27,7 @@ class MixedStream:
 
     def __init__(self, sources: list[list[DataFile]], weights: list[float], cfg: DataConfig, encode, *,
                  heldout: bool | None = None, rank: int = 0, world_size: int = 1, seed: int = 0):
-        if len(sources) != len(weights):
-            raise UserError(f"config key data.weights has {len(weights)} entries for {len(sources)} sources")
-        # seed + i: each source gets its own file order per epoch
+        # config.check_weights gave one weight per source; seed + i: each source its own file order per epoch
         self.streams = [PackedStream(files, cfg, encode, heldout=heldout, rank=rank, world_size=world_size,
                                      seed=seed + i) for i, files in enumerate(sources)]
         self.weights, self.rank, self.world_size = list(weights), rank, world_size
