@@ -130,7 +130,7 @@ def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path) -> Result:
     cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, train_file, run_dir)), encoding="utf-8")
     cfg = load_config(cfg_file, spec.overrides)
     if cfg.data.format == "packed":  # --set data.format=packed: tokenize up front, as TextDataset does
-        from gpt2dist.prepare import prepare
+        from gpt2dist.data.prepare import prepare
 
         prepare(cfg, workers=1, progress=False)
     started = time.perf_counter()

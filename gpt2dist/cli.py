@@ -22,7 +22,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from gpt2dist.config import load_config
-    from gpt2dist.prepare import prepare
+    from gpt2dist.data.prepare import prepare
     from gpt2dist.train import setup_logging
 
     setup_logging()

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from gpt2dist import memory
 from gpt2dist.config import RunConfig, batch_plan, load_config
-from gpt2dist.datacheck import BYTES_PER_TOKEN, packed_check, shard_check
+from gpt2dist.data.checks import BYTES_PER_TOKEN, packed_check, shard_check
+from gpt2dist.data.sources import file_size, is_url
 from gpt2dist.errors import UserError
-from gpt2dist.sources import file_size, is_url
 
 CHAR_VOCAB_GUESS = 256  # a char tokenizer's size is known only once it is built from the data
 HEADROOM = 0.9  # usable share of --gpu-mem: the CUDA context and allocator fragmentation take the rest
@@ -134,7 +134,7 @@ def cheap_checks(cfg: RunConfig, world_size: int, *, base_dir: str | Path | None
 
 
 def _checks(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[Finding], ModelFacts | None]:
-    from gpt2dist.data import resolve_files  # imports torch: deferred so `--help` stays instant
+    from gpt2dist.data.text import resolve_files
 
     out: list[Finding] = []
     try:
@@ -289,7 +289,7 @@ def _recommend(report: DoctorReport, cfg: RunConfig, facts: ModelFacts, world_si
 
 def _epoch_line(cfg: RunConfig, tokens_per_step: int, base: Path | None) -> list[str]:
     """Steps per epoch from the text volume: approximate (bytes / typical bytes per token of the tokenizer)."""
-    from gpt2dist.data import resolve_files
+    from gpt2dist.data.text import resolve_files
 
     try:
         files = resolve_files([_path(p, base) for p in cfg.data.train], "data.train")

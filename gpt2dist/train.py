@@ -22,7 +22,9 @@ import torch
 from gpt2dist import dist
 from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config
-from gpt2dist.data import PackedStream, eval_batches, resolve_files
+from gpt2dist.data.build import build_train_stream, build_val, eval_batches
+from gpt2dist.data.text import resolve_files
+from gpt2dist.data.trace import open_trace, write_trace
 from gpt2dist.doctor import cheap_checks, raise_for_problems
 from gpt2dist.engine import Engine, TorchEngine, check_precision, resolve_device
 from gpt2dist.errors import UserError, run_or_exit
@@ -31,7 +33,6 @@ from gpt2dist.model import build_model, check_block_size, count_parameters, flop
 from gpt2dist.rundir import TOKENIZER_DIR, build_run_tokenizer, check_utf8, prepare_run_dir, save_tokenizer
 from gpt2dist.signals import EXIT_PREEMPTED, STOP_FILE, StopRequest, write_status
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
-from gpt2dist.trace import open_trace, write_trace
 
 log = logging.getLogger("gpt2dist")
 T = TypeVar("T")
@@ -94,18 +95,9 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     def encode(docs: list[str]) -> list[list[int]]:
         return encode_documents(tokenizer, docs)
 
-    if cfg.data.format == "packed":  # `gpt2dist prepare`'s shards: nothing left to tokenize
-        from gpt2dist import packed
-
-        stream = packed.open_train(cfg, rank.rank, rank.world_size, plan.micro, plan.accum)
-        val_stream = packed.val_factory(cfg)
-    else:
-        train_heldout = False if (cfg.data.val_fraction > 0 and val_files is None) else None
-        from gpt2dist.stream_loader import make_train_stream  # a DataLoader worker tokenizes ahead (num_workers)
-
-        stream = make_train_stream(train_files, cfg.data, encode, heldout=train_heldout, rank=rank.rank,
-                                   world_size=rank.world_size, seed=cfg.seed, pin_memory=engine.device.type == "cuda")
-        val_stream = val_stream_factory(cfg, train_files, val_files, encode)
+    stream = build_train_stream(cfg, rank=rank.rank, world_size=rank.world_size, micro=plan.micro, accum=plan.accum,
+                                encode=encode, train_files=train_files, pin_memory=engine.device.type == "cuda")
+    val_stream = build_val(cfg, encode=encode, train_files=train_files, val_files=val_files)
 
     step, tokens = 0, 0
     if resume_from is not None:
@@ -247,16 +239,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def val_stream_factory(cfg: RunConfig, train_files, val_files, encode):
-    """A callable giving a fresh, non-repeating validation stream, or None when there is no val data."""
-    if val_files is not None:
-        return lambda: PackedStream(val_files, cfg.data, encode, repeat=False)
-    if cfg.data.val_fraction > 0:
-        return lambda: PackedStream(train_files, cfg.data, encode, heldout=True, repeat=False)
-    log.warning("no validation data (data.val empty and data.val_fraction=0): evaluation is off")
-    return None
 
 
 def evaluate(engine: Engine, factory, batch_size: int, n_batches: int) -> float:

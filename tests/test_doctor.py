@@ -154,8 +154,8 @@ def test_cheap_checks_pass_on_a_good_config(tmp_path):
 
 
 def test_row_count_matches_the_stream_ranks_shard(tmp_path):
-    from gpt2dist.data import iter_texts, open_stream
-    from gpt2dist.datacheck import count_rows
+    from gpt2dist.data.checks import count_rows
+    from gpt2dist.data.text import iter_texts, open_stream
     from gpt2dist.demo_corpus import write_demo_corpus
 
     train, _ = write_demo_corpus(tmp_path, train_stories=100, val_stories=5, seed=3)

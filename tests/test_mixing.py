@@ -16,9 +16,9 @@ from conftest import read_metrics, tiny_config, write_yaml
 from ranks import kill_after_checkpoint, read_trace_docs, run_ranks
 
 from gpt2dist.config import load_config
+from gpt2dist.data.build import make_train_stream
+from gpt2dist.data.mixing import MixedStream
 from gpt2dist.errors import UserError
-from gpt2dist.mixing import MixedStream
-from gpt2dist.stream_loader import make_train_stream
 
 
 def encode(docs: list[str]) -> list[list[int]]:

@@ -12,10 +12,12 @@ import pytest
 from conftest import run_cli, tiny_config, write_yaml
 
 from gpt2dist.config import load_config
-from gpt2dist.data import iter_documents
+from gpt2dist.data.manifest import load_manifest, packed_root
+from gpt2dist.data.packed import PackedBatches, TokenShards, open_train
+from gpt2dist.data.prepare import prepare
+from gpt2dist.data.schedule import mixing_pattern, permute
+from gpt2dist.data.text import iter_documents
 from gpt2dist.errors import UserError
-from gpt2dist.packed import PackedBatches, TokenShards, mixing_pattern, open_train, permute
-from gpt2dist.prepare import load_manifest, packed_root, prepare
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
 
 

@@ -12,8 +12,8 @@ from ranks import kill_after_checkpoint, run_ranks
 from test_packed import write_docs
 
 from gpt2dist.config import load_config
-from gpt2dist.packed import open_train
-from gpt2dist.prepare import prepare
+from gpt2dist.data.packed import open_train
+from gpt2dist.data.prepare import prepare
 
 pytestmark = pytest.mark.slow
 

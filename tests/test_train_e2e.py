@@ -12,7 +12,8 @@ from conftest import read_metrics, run_cli, tiny_config, write_yaml
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from gpt2dist.config import load_config
-from gpt2dist.data import PackedStream, resolve_files
+from gpt2dist.data.stream import TextStream
+from gpt2dist.data.text import resolve_files
 from gpt2dist.engine import TorchEngine, lm_loss
 from gpt2dist.model import build_model
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
@@ -99,7 +100,7 @@ def test_finetune_first_loss_equals_saved_models_loss(tmp_path, story_corpus):
 
     # The same first batch, scored by the saved model as plain transformers loads it.
     rc = load_config(config)
-    stream = PackedStream(resolve_files(rc.data.train, "data.train"), rc.data,
+    stream = TextStream(resolve_files(rc.data.train, "data.train"), rc.data,
                           lambda docs: encode_documents(tok, docs))
     batch, _ = stream.next_batch(rc.train.micro_batch_size)
     model = GPT2LMHeadModel.from_pretrained(str(folder)).eval()
