@@ -152,7 +152,7 @@ def engine_timers():
 
     Yields a list that fills with (end of step i, seconds spent inside the three calls so far) per step:
     everything else in the loop -- data, logging, the stop check -- is loop overhead."""
-    from gpt2dist.engine import TorchEngine
+    from gpt2dist.engines.torch_engine import TorchEngine
 
     marks: list[tuple[float, float]] = []
     spent = [0.0]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gpt2dist import atomic, dist
-from gpt2dist.engine import Engine
+from gpt2dist.engines.base import Engine
 from gpt2dist.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from transformers import GPT2LMHeadModel
 from gpt2dist.config import DataConfig
 from gpt2dist.data.stream import TextStream
 from gpt2dist.data.text import resolve_files
-from gpt2dist.engine import lm_loss, resolve_device
+from gpt2dist.engines.device import resolve_device
+from gpt2dist.engines.loss import lm_loss
 from gpt2dist.errors import UserError
 from gpt2dist.export import PROVENANCE
 from gpt2dist.model import pretrained_config

@@ -12,9 +12,8 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +25,9 @@ from gpt2dist.data.build import build_train_stream, build_val, eval_batches
 from gpt2dist.data.text import resolve_files
 from gpt2dist.data.trace import open_trace, write_trace
 from gpt2dist.doctor import cheap_checks, raise_for_problems
-from gpt2dist.engine import Engine, TorchEngine, check_precision, resolve_device
+from gpt2dist.engines.base import Engine
+from gpt2dist.engines.build import build_engine
+from gpt2dist.engines.device import check_precision, resolve_device
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, check_block_size, count_parameters, flops_per_token
@@ -35,7 +36,6 @@ from gpt2dist.signals import EXIT_PREEMPTED, STOP_FILE, StopRequest, write_statu
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
 
 log = logging.getLogger("gpt2dist")
-T = TypeVar("T")
 
 
 def train(cfg: RunConfig) -> dict[str, Any]:
@@ -83,14 +83,14 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                  train_files: list[Path], val_files: list[Path] | None) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep_last, rank=rank.rank, is_writer=rank.is_writer)
-    resume_from = on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files))
+    resume_from = dist.on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files))
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)  # every rank tokenizes with the saved files
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the parameters away
     fpt = flops_per_token(count_parameters(model, non_embedding=True), model.config.n_layer,
                           model.config.n_embd, cfg.data.block_size)
-    engine = build_engine(cfg, model, plan, rank, resume_from, use_deepspeed)
+    engine = build_engine(cfg, model, plan, rank, use_deepspeed=use_deepspeed, resume_from=resume_from)
 
     def encode(docs: list[str]) -> list[list[int]]:
         return encode_documents(tokenizer, docs)
@@ -194,45 +194,6 @@ def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Pat
         raise UserError(f"cannot write to run_dir {run_dir} ({exc.strerror or exc}): check that it is writable "
                         "and has free space") from None
     return resume_from
-
-
-def build_engine(cfg: RunConfig, model, plan: BatchPlan, rank: dist.DistInfo, resume_from: Path | None,
-                 use_deepspeed: bool) -> Engine:
-    if not use_deepspeed:
-        return TorchEngine(model, cfg.train, grad_accum_steps=plan.accum, local_rank=rank.local_rank,
-                           activation_checkpointing=cfg.model.activation_checkpointing)
-    from gpt2dist.ds_engine import DeepSpeedEngine, ensure_universal, saved_world_size
-
-    universal = False
-    if resume_from is not None:
-        saved = saved_world_size(resume_from)
-        # ZeRO-0 keeps the whole optimizer state in one file that loads on any world size; stages 1-3 partition it.
-        universal = saved is not None and saved != rank.world_size and cfg.distributed.zero_stage > 0
-        if universal:  # a world-size change: DeepSpeed's universal format, converted once by rank 0
-            log.info("resuming %s saved on %d ranks on %d ranks via a universal checkpoint", resume_from.name,
-                     saved, rank.world_size)
-            on_writer(rank, lambda: ensure_universal(resume_from))
-    return DeepSpeedEngine(model, cfg, rank.world_size, load_universal=universal)
-
-
-def on_writer(rank: dist.DistInfo, fn: Callable[[], T]) -> T:
-    """Run `fn` on rank 0 only; every rank gets its result -- or the same one-line UserError."""
-    result, error, crash = None, None, None
-    if rank.is_writer:
-        try:
-            result = fn()
-        except UserError as exc:
-            error = str(exc)
-        except Exception as exc:  # other ranks would otherwise wait at the broadcast until the timeout
-            if rank.world_size == 1:
-                raise
-            crash, error = exc, f"rank 0 failed: {exc!r}"
-    result, error = dist.broadcast_object((result, error))
-    if crash is not None:
-        raise crash
-    if error is not None:
-        raise UserError(error)
-    return result
 
 
 def seed_everything(seed: int) -> None:

@@ -14,12 +14,13 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from gpt2dist.config import RunConfig, batch_plan, load_config
 from gpt2dist.errors import UserError
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "slurm"
+TEMPLATES = resources.files("gpt2dist.slurm")  # package data: found the same way in a clone and a wheel
 LAUNCHERS = ("srun", "torchrun", "deepspeed")
 DEFAULT_LAUNCHER = "srun"  # Slurm owns every rank: signals, cleanup and accounting need nothing else
 TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")

@@ -11,14 +11,15 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpt2dist.checkpoint import MANIFEST, CheckpointManager
-from gpt2dist.config import TrainConfig
-from gpt2dist.engine import TorchEngine, lr_at
+from gpt2dist.config import RunConfig, TrainConfig
+from gpt2dist.engines.schedule import lr_at
+from gpt2dist.engines.torch_engine import TorchEngine
 
 
 def tiny_engine(seed: int = 0) -> TorchEngine:
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=1, n_head=2))
-    return TorchEngine(model, TrainConfig(max_steps=10, warmup_steps=2, lr=1e-2, min_lr=1e-3))
+    return TorchEngine(model, RunConfig(train=TrainConfig(max_steps=10, warmup_steps=2, lr=1e-2, min_lr=1e-3)))
 
 
 BATCHES = [torch.randint(0, 50, (2, 17), generator=torch.Generator().manual_seed(i)) for i in range(6)]

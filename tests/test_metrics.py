@@ -8,7 +8,10 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpt2dist.config import load_config
-from gpt2dist.engine import StepResult, TorchEngine, build_adamw, wants_compile
+from gpt2dist.engines.base import StepResult
+from gpt2dist.engines.compile import wants_compile
+from gpt2dist.engines.optim import build_adamw
+from gpt2dist.engines.torch_engine import TorchEngine
 from gpt2dist.metrics import format_record, mfu, peak_flops
 from gpt2dist.model import FAST_GELU, build_model, count_parameters, flops_per_token
 
@@ -91,7 +94,7 @@ def test_engine_uses_fused_adamw_on_cpu(tmp_path, story_corpus):
     model = build_model(cfg, train_char([story_corpus[1].read_text(encoding="utf-8")]))
     assert model.config.activation_function == FAST_GELU
     assert model.config._attn_implementation == "sdpa"
-    engine = TorchEngine(model, cfg.train)
+    engine = TorchEngine(model, cfg)
     assert engine.optimizer.defaults["fused"] is True
     assert not engine.compiled  # auto on CPU
     batch = torch.randint(0, 10, (2, 9))
@@ -127,10 +130,10 @@ def test_compile_failure_falls_back_to_eager(tmp_path, story_corpus, monkeypatch
     monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend=broken_backend))
     cfg = cpu_config(tmp_path, "train.compile=true")
     model = build_model(cfg, train_char([story_corpus[1].read_text(encoding="utf-8")]))
-    engine = TorchEngine(model, cfg.train)
+    engine = TorchEngine(model, cfg)
     assert engine.compiled
     loss = engine.forward_loss(torch.randint(0, 10, (2, 9)))
     engine.backward(loss)
     engine.step(0)
-    assert not engine.compiled and engine.forward_model is engine.model
+    assert not engine.compiled and engine.forward_model.fn is engine.model
     assert "torch.compile failed" in caplog.text

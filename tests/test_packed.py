@@ -338,7 +338,7 @@ def test_invalid_utf8_stops_prepare_cleanly_and_keeps_finished_files(tmp_path):
 
 
 def test_slurm_renderer_refuses_unprepared_packed_data(tmp_path):
-    from launcher.slurm import SlurmOptions, render
+    from gpt2dist.launcher.slurm import SlurmOptions, render
 
     files = write_docs(tmp_path / "data", 2, 30)
     cfg, config = packed_cfg(tmp_path, files)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from conftest import read_metrics, tiny_config, write_yaml
+from gpt2dist.launcher.slurm import SlurmOptions, render
 from ranks import run_ranks
 
 from gpt2dist.errors import UserError
-from launcher.slurm import SlurmOptions, render
 
 GOLDEN = Path(__file__).parent / "golden" / "slurm"
 REPO = Path(__file__).parent.parent

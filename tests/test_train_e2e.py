@@ -14,7 +14,8 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 from gpt2dist.config import load_config
 from gpt2dist.data.stream import TextStream
 from gpt2dist.data.text import resolve_files
-from gpt2dist.engine import TorchEngine, lm_loss
+from gpt2dist.engines.loss import lm_loss
+from gpt2dist.engines.torch_engine import TorchEngine
 from gpt2dist.model import build_model
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
 
@@ -120,7 +121,7 @@ def test_export_round_trip_logits_match_trainer(tmp_path, story_corpus):
     # The trainer's view: the engine restored from the checkpoint the export came from.
     rc = load_config(config)
     tokenizer = load_tokenizer(run / "tokenizer")
-    engine = TorchEngine(build_model(rc, tokenizer), rc.train)
+    engine = TorchEngine(build_model(rc, tokenizer), rc)
     engine.load(run / "checkpoints" / "step-00000005")
     engine.model.eval()
     plain = GPT2LMHeadModel.from_pretrained(str(exported)).eval()
