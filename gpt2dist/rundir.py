@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from gpt2dist import atomic
 from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import RunConfig, to_dict
 from gpt2dist.data.text import FORMATS, find_invalid_utf8, iter_documents
@@ -114,4 +115,4 @@ def save_tokenizer(tokenizer, folder: Path) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save_pretrained(str(tmp))
-    tmp.replace(folder)
+    atomic.publish_dir(tmp, folder)

@@ -20,17 +20,17 @@ import torch
 
 from gpt2dist import dist
 from gpt2dist.checkpoint import CheckpointManager
-from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config
+from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
 from gpt2dist.data.build import build_train_stream, build_val, eval_batches
 from gpt2dist.data.text import resolve_files
 from gpt2dist.data.trace import open_trace, write_trace
-from gpt2dist.doctor import cheap_checks, raise_for_problems
 from gpt2dist.engines.base import Engine
 from gpt2dist.engines.build import build_engine
 from gpt2dist.engines.device import check_precision, resolve_device
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
-from gpt2dist.model import build_model, check_block_size, count_parameters, flops_per_token
+from gpt2dist.model import build_model, count_parameters, flops_per_token
+from gpt2dist.preflight import cheap_checks, raise_for_problems
 from gpt2dist.rundir import TOKENIZER_DIR, build_run_tokenizer, check_utf8, prepare_run_dir, save_tokenizer
 from gpt2dist.signals import EXIT_PREEMPTED, STOP_FILE, StopRequest, write_status
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
@@ -45,12 +45,11 @@ def train(cfg: RunConfig) -> dict[str, Any]:
         logging.getLogger("gpt2dist").setLevel(logging.ERROR)
     # Everything a config mistake can break is checked on every rank before any expensive step.
     plan = batch_plan(cfg.train, rank.world_size)
-    use_deepspeed = wants_deepspeed(cfg, rank.world_size)
+    use_deepspeed = uses_deepspeed(cfg, rank.world_size)
     device = resolve_device(cfg.train.device, rank.local_rank)
     check_precision(cfg.train.precision, device)
     train_files = resolve_files(cfg.data.train, "data.train")
     val_files = resolve_files(cfg.data.val, "data.val") if cfg.data.val else None
-    check_block_size(cfg)
     # The doctor's cheap checks (data rows per rank, disk room for two checkpoints, ...): every rank runs
     # them, so a problem stops all ranks together with exit 2 instead of leaving some waiting.
     raise_for_problems(cheap_checks(cfg, rank.world_size), warn=log.warning if rank.is_writer else None)
@@ -68,15 +67,6 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     gc.collect()
     dist.shutdown()
     return result
-
-
-def wants_deepspeed(cfg: RunConfig, world_size: int) -> bool:
-    """backend auto: DeepSpeed when there are several ranks or a ZeRO stage was asked, plain torch otherwise."""
-    backend = cfg.distributed.backend
-    if backend == "torch" and world_size > 1:
-        raise UserError(f"distributed.backend=torch trains on one process, this launch has {world_size} ranks: "
-                        "use distributed.backend=deepspeed (or auto)")
-    return backend == "deepspeed" or (backend == "auto" and (world_size > 1 or cfg.distributed.zero_stage > 0))
 
 
 def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deepspeed: bool,
@@ -113,8 +103,7 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                            tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress)
     logger.print(f"gpt2dist: {n_params / 1e6:.2f}M parameters | vocab {len(tokenizer)} | "
                  f"{'deepspeed ZeRO-' + str(cfg.distributed.zero_stage) if use_deepspeed else 'torch'} on "
-                 f"{engine.device} {tcfg.precision} | micro batch {plan.micro} x accum {plan.accum} x ranks "
-                 f"{plan.world_size} x block {cfg.data.block_size} = {tokens_per_step:,} tokens/step | "
+                 f"{engine.device} {tcfg.precision} | {plan.describe(cfg.data.block_size)} | "
                  f"{'resuming from ' + resume_from.name if resume_from else 'fresh run'} -> step {tcfg.max_steps}")
     trace = open_trace(run_dir, rank.rank, step) if cfg.logging.trace_windows else None
 

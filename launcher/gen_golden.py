@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpt2dist.launcher.ds_config import build_ds_config, describe_batch, render_json, write_text_atomic
+from gpt2dist.launcher.ds_config import build_ds_config, describe_batch, render_json
 
+from gpt2dist import atomic
 from gpt2dist.config import RunConfig, load_config
 from gpt2dist.errors import run_or_exit
 
@@ -102,7 +103,7 @@ def write_all(directory: Path) -> list[str]:
     """Write every golden file; returns the names written."""
     files = rendered_files()
     for name, text in files.items():
-        write_text_atomic(directory / name, text)
+        atomic.write_text(directory / name, text)
     return list(files)
 
 

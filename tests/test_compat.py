@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import read_metrics, run_cli
+from helpers import read_metrics, run_cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v1-run"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, tiny_config, write_yaml
+from helpers import run_cli, tiny_config, write_yaml
 
 from gpt2dist.config import load_config
 from gpt2dist.data.manifest import load_manifest, packed_root
@@ -313,7 +313,7 @@ def test_packed_batches_refuse_a_stream_cursor(tmp_path):
 
 
 def test_doctor_checks_the_prepared_data(tmp_path):
-    from gpt2dist.doctor import cheap_checks
+    from gpt2dist.preflight import cheap_checks
 
     cfg, _ = packed_cfg(tmp_path, write_docs(tmp_path / "data", 2, 30))
     found = [f for f in cheap_checks(cfg, 2) if "manifest.json" in f.message]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_metrics, tiny_config, write_yaml
+from helpers import read_metrics, tiny_config, write_yaml
 from ranks import kill_after_checkpoint, run_ranks
 from test_packed import write_docs
 

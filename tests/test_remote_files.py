@@ -12,14 +12,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, run_cli, tiny_config, write_yaml
 
 from gpt2dist.config import load_config
 from gpt2dist.data.sources import RemoteFile
 from gpt2dist.data.stream import TextStream
 from gpt2dist.data.text import iter_documents, resolve_files
-from gpt2dist.doctor import cheap_checks
 from gpt2dist.errors import UserError
+from gpt2dist.preflight import cheap_checks
 
 
 def write_jsonl(folder: Path, n_files: int, docs: int) -> list[Path]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, run_cli, tiny_config, write_yaml
 
 from gpt2dist.config import DataConfig, load_config
 from gpt2dist.data.build import make_train_stream

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, run_cli, tiny_config, write_yaml
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from gpt2dist.config import load_config

@@ -95,12 +95,10 @@ def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int, label: s
 
 
 def packed_check(cfg: RunConfig, base: Path | None) -> tuple[str, str]:
-    """format=packed: the manifest must exist, match the config and cover every (unchanged) file."""
-    import contextlib
-
+    """format=packed: the manifest must exist, match the config and cover every (unchanged) file. `cfg`'s
+    relative paths must already be relative to the job's directory `base` (preflight.rebased)."""
     from gpt2dist.data.packed import packed_summary
 
     if base is not None and not base.is_dir():
         return "warn", f"data: packed data not checked: the job's directory {base} is not on this machine"
-    with contextlib.chdir(base or Path.cwd()):  # the config's relative paths are relative to the job's dir
-        return packed_summary(cfg)
+    return packed_summary(cfg)
