@@ -37,6 +37,7 @@ class Engine(ABC):
     """What the training loop needs from a backend, and nothing more."""
 
     model: nn.Module  # the unwrapped model: for eval, export and checkpoint metadata
+    wrapper: nn.Module  # what train()/eval() is called on (the model, or DeepSpeed's engine around it)
     device: torch.device
 
     @abstractmethod
@@ -61,8 +62,8 @@ class Engine(ABC):
 
     @torch.no_grad()
     def eval_loss(self, batch: torch.Tensor) -> float:
-        self.model.eval()
+        self.wrapper.eval()
         try:
             return float(self.forward_loss(batch))
         finally:
-            self.model.train()
+            self.wrapper.train()

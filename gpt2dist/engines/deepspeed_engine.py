@@ -51,7 +51,7 @@ class DeepSpeedEngine(Engine):
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, model_parameters=param_groups(model, tcfg.weight_decay), config=ds_config,
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, tcfg) / tcfg.lr))
-        self.model = self.ds.module
+        self.model, self.wrapper = self.ds.module, self.ds
         self.device = self.ds.device
         self.stage = cfg.distributed.zero_stage
         enable_tf32(self.device)
@@ -87,14 +87,6 @@ class DeepSpeedEngine(Engine):
         norm = self.ds.get_global_grad_norm()  # read lazily: StepResult converts it only when logged
         grad_norm = norm if norm is not None and self.cfg.train.grad_clip > 0 else None
         return StepResult(lr=lr, grad_norm=grad_norm, skipped=self.ds.skipped_steps > skipped_before)
-
-    @torch.no_grad()
-    def eval_loss(self, batch: torch.Tensor) -> float:
-        self.ds.eval()
-        try:
-            return float(self.forward_loss(batch))
-        finally:
-            self.ds.train()
 
     # ---- checkpoints ----
     def save(self, directory: Path) -> None:

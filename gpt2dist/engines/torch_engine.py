@@ -29,7 +29,7 @@ class TorchEngine(Engine):
         self.grad_accum_steps = (plan or batch_plan(tcfg, 1)).accum
         self.device = resolve_device(tcfg.device, local_rank)
         check_precision(tcfg.precision, self.device)
-        self.model = model.to(self.device)
+        self.model = self.wrapper = model.to(self.device)
         enable_tf32(self.device)
         if cfg.model.activation_checkpointing:
             self.model.gradient_checkpointing_enable()
