@@ -64,7 +64,7 @@ def test_kill_two_ranks_resume_on_one_trains_every_window_once_across_epochs(tmp
     kill_after_checkpoint("launch", config, run_dir, step=8, overrides=overrides)
     assert max(read_metrics(run_dir)) < max_steps, "the kill came too late to test a resume"
     out = run_ranks("single", config, overrides)
-    assert "resuming from step-00000008" in out.stdout and "ranks 1" in out.stdout, out.stdout[-2000:]
+    assert "resuming from step-00000008" in out.stdout and "data-parallel 1 =" in out.stdout, out.stdout[-2000:]
 
     steps = trained_windows(run_dir)
     assert sorted(steps) == list(range(1, max_steps + 1))
