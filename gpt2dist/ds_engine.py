@@ -65,7 +65,12 @@ class DeepSpeedEngine(Engine):
         # as they are, and undoing it is dropping the compiled call.
         self.compiled = wants_compile(tcfg.compile, self.device)
         if self.compiled:
-            self.model.compile()
+            try:  # compile can fail before any call too (e.g. an unwritable TORCHINDUCTOR_CACHE_DIR)
+                self.model.compile()
+            except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eager"
+                log.warning("torch.compile failed (%s); continuing without compilation", str(exc).splitlines()[0])
+                self.model._compiled_call_impl = None
+                self.compiled = False
         self._compile_checked = not self.compiled
 
     def forward_loss(self, batch: torch.Tensor) -> torch.Tensor:

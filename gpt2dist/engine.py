@@ -166,7 +166,13 @@ class TorchEngine(Engine):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_at(step, cfg) / cfg.lr)
         self.compiled = wants_compile(cfg.compile, self.device)
-        self.forward_model: nn.Module = torch.compile(self.model) if self.compiled else self.model
+        self.forward_model: nn.Module = self.model
+        if self.compiled:
+            try:  # torch.compile can fail before any call too (e.g. an unwritable TORCHINDUCTOR_CACHE_DIR)
+                self.forward_model = torch.compile(self.model)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eager"
+                log.warning("torch.compile failed (%s); continuing without compilation", str(exc).splitlines()[0])
+                self.compiled = False
         self._compile_checked = not self.compiled
 
     def _autocast(self):

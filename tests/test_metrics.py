@@ -47,6 +47,8 @@ def test_mfu_reproduces_the_llm_c_anchor():
     ("NVIDIA H100 PCIe", "bf16", 756e12),  # the variant, not the SXM part
     ("NVIDIA H100 NVL", "fp16", 835e12),
     ("NVIDIA H200", "bf16", 989e12),
+    ("NVIDIA H200", "tf32", 494.7e12),
+    ("NVIDIA H200 NVL", "bf16", 835e12),  # not the SXM part's 989
     ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
     ("NVIDIA A100-PCIE-40GB", "tf32", 156e12),
     ("NVIDIA A10", "bf16", 125e12),  # not A100
@@ -77,6 +79,23 @@ def test_compile_auto_means_cuda_only():
     assert not wants_compile("auto", torch.device("cpu"))
     assert wants_compile("true", torch.device("cpu"))
     assert not wants_compile("false", torch.device("cuda", 0))
+
+
+def test_compile_refused_up_front_falls_back_to_eager(tmp_path, story_corpus, monkeypatch, caplog):
+    """torch.compile itself can raise before any call -- an unwritable TORCHINDUCTOR_CACHE_DIR fails at the import
+    of torch._dynamo (torch 2.13) -- and that too leaves an eager run instead of ending it."""
+    from gpt2dist.tokenizer import train_char
+
+    def refuse(model, **kwargs):
+        raise NotADirectoryError(20, "Not a directory", "/dev/null/inductor")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    cfg = cpu_config(tmp_path, "train.compile=true")
+    engine = TorchEngine(build_model(cfg, train_char([story_corpus[1].read_text(encoding="utf-8")])), cfg.train)
+    assert not engine.compiled and engine.forward_model is engine.model
+    engine.backward(engine.forward_loss(torch.randint(0, 10, (2, 9))))
+    engine.step(0)
+    assert "torch.compile failed" in caplog.text
 
 
 def cpu_config(tmp_path, *overrides):
