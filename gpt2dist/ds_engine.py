@@ -24,7 +24,17 @@ from torch import nn
 
 from gpt2dist import dist
 from gpt2dist.config import RunConfig
-from gpt2dist.engine import Engine, StepResult, enable_tf32, lm_loss, lr_at, reapply_schedule, to_device, wants_compile
+from gpt2dist.engine import (
+    Engine,
+    StepResult,
+    compile_error,
+    enable_tf32,
+    lm_loss,
+    lr_at,
+    reapply_schedule,
+    to_device,
+    wants_compile,
+)
 from gpt2dist.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -65,10 +75,11 @@ class DeepSpeedEngine(Engine):
         # as they are, and undoing it is dropping the compiled call.
         self.compiled = wants_compile(tcfg.compile, self.device)
         if self.compiled:
-            try:  # compile can fail before any call too (e.g. an unwritable TORCHINDUCTOR_CACHE_DIR)
+            # compile can refuse before any call too: torch 2.3 on Python 3.12, 2.4-2.5 on 3.13 ("Dynamo is not ...")
+            try:
                 self.model.compile()
             except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eager"
-                log.warning("torch.compile failed (%s); continuing without compilation", str(exc).splitlines()[0])
+                log.warning("torch.compile failed (%s); continuing without compilation", compile_error(exc))
                 self.model._compiled_call_impl = None
                 self.compiled = False
         self._compile_checked = not self.compiled
@@ -81,7 +92,7 @@ class DeepSpeedEngine(Engine):
             try:  # compilation happens on the first call; a failure there must not end the run
                 logits = self.ds(input_ids=batch[:, :-1], use_cache=False).logits
             except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eager"
-                log.warning("torch.compile failed (%s); continuing without compilation", str(exc).splitlines()[0])
+                log.warning("torch.compile failed (%s); continuing without compilation", compile_error(exc))
                 self.model._compiled_call_impl = None  # what nn.Module.compile set: back to the eager call
                 self.compiled = False
                 logits = self.ds(input_ids=batch[:, :-1], use_cache=False).logits

@@ -103,6 +103,17 @@ def enable_tf32(device: torch.device) -> None:
         torch.set_float32_matmul_precision("high")
 
 
+def compile_error(exc: BaseException) -> str:
+    """One line naming why compilation failed: the root cause (dynamo's BackendCompilerFailed says in its first
+    line only which backend raised; the reason is its inner_exception)."""
+    root, seen = exc, {id(exc)}
+    while (inner := root.__cause__ or getattr(root, "inner_exception", None)) is not None and id(inner) not in seen:
+        root = inner
+        seen.add(id(inner))
+    lines = str(root).strip().splitlines()
+    return f"{type(root).__name__}: {lines[0] if lines else ''}"
+
+
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross entropy in fp32 (logits may be bf16/fp16 under autocast)."""
     return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
@@ -168,10 +179,12 @@ class TorchEngine(Engine):
         self.compiled = wants_compile(cfg.compile, self.device)
         self.forward_model: nn.Module = self.model
         if self.compiled:
-            try:  # torch.compile can fail before any call too (e.g. an unwritable TORCHINDUCTOR_CACHE_DIR)
+            # torch.compile can refuse before any call too: torch 2.3 on Python 3.12, 2.4-2.5 on 3.13 ("Dynamo is not
+            # supported"); the engine then runs eager, as after a failure at the first call
+            try:
                 self.forward_model = torch.compile(self.model)
             except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eager"
-                log.warning("torch.compile failed (%s); continuing without compilation", str(exc).splitlines()[0])
+                log.warning("torch.compile failed (%s); continuing without compilation", compile_error(exc))
                 self.compiled = False
         self._compile_checked = not self.compiled
 
@@ -193,7 +206,7 @@ class TorchEngine(Engine):
         try:  # compilation happens on the first call; a failure there must not end the run
             logits = self.forward_model(input_ids=inputs, use_cache=False).logits
         except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eager"
-            log.warning("torch.compile failed (%s); continuing without compilation", str(exc).splitlines()[0])
+            log.warning("torch.compile failed (%s); continuing without compilation", compile_error(exc))
             self.forward_model, self.compiled = self.model, False
             logits = self.model(input_ids=inputs, use_cache=False).logits
         self._compile_checked = True
