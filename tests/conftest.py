@@ -66,3 +66,17 @@ def read_metrics(run_dir: Path) -> dict[int, dict]:
 
     records, _ = read(run_dir / "metrics.jsonl")
     return {r["step"]: r for r in records}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are collected everywhere and skipped where no CUDA device is visible (CI, laptops)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (bench/gpu/run.sh runs the GPU tests on one)")
+    for item in gpu_items:
+        item.add_marker(skip)
