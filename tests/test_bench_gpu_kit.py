@@ -1,9 +1,10 @@
 """The GPU kit, checked here on CPU: check_wheels.py on small synthetic wheels (markers, extras, normalized names,
-versions, tags, duplicates), the pinned wheel list, and run.sh's DRY_RUN=1 command listing."""
+versions, tags, duplicates) and the pinned wheel list. run.sh's DRY_RUN=1 listing is checked in tests/test_bench.py."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 import zipfile
@@ -150,3 +151,40 @@ def test_the_pinned_list_has_one_version_per_package_and_nothing_the_machine_has
     assert len(machine) == 197, "the copy of ../shared/GPU-MACHINE.md's package list (197 names)"
     assert not set(names) & set(machine), "a carried wheel would shadow the machine's own copy"
     assert {"torch", "transformers", "huggingface-hub", "numpy"} <= {k for k, v in machine.items() if v}
+
+
+def test_summary_reads_what_the_stages_left_and_says_what_is_missing(tmp_path):
+    summarize = load("summarize")
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir()
+    (logs / "stages.tsv").write_text("stage\tstatus\tseconds\texit\nwheels\tok\t3\t0\ntests\tfailed\t95\t1\n"
+                                     "bench-zero1\ttimed out\t120\t124\nbench-zero2\tskipped\t0\t-\n")
+    (logs / "gpu-tests.xml").write_text(
+        '<testsuites><testsuite name="pytest" tests="3">'
+        '<testcase classname="test_gpu_torch" name="test_a" time="10.5"/>'
+        '<testcase classname="test_gpu_torch" name="test_b" time="2"><failure message="assert 1 == 2">tb</failure>'
+        '</testcase><testcase classname="test_gpu_resume" name="test_c" time="0"><skipped message="no GPU"/>'
+        '</testcase></testsuite></testsuites>')
+    result = {"median": 400000.0, "mfu": 0.35, "peak_mem_gib": 20.5, "setup_s": 61.0, "final_loss": 5.1}
+    (logs / "bench-torch-compile.json").write_text(json.dumps({
+        "spec": {"steps": 80, "micro": 16, "block_size": 1024, "window": 10, "warmup": 30},
+        "results": {"gpt2dist": result, "hf_trainer": {**result, "median": 250000.0, "mfu": None}}}))
+    (logs / "imports.log").write_text('warning first\n{"gpu": "NVIDIA H200", "torch": "2.11.0+cu130"}\n')
+    assert summarize.main([str(logs), str(out)]) == 0
+    text = (out / "summary.md").read_text()
+    assert "# gpt2dist GPU kit: NVIDIA H200" in text
+    assert "| bench-zero1 | timed out | 120 |" in text and "| all | | 218 |" in text
+    assert "## GPU tests: 1 passed, 1 failed, 1 skipped" in text
+    assert "FAILED test_gpu_torch::test_b: assert 1 == 2" in text
+    assert "| torch-compile | gpt2dist | 400,000 | 35.0% | 20.5 | 61 | 5.100 |" in text
+    assert "| torch-compile | hf_trainer | 250,000 | n/a |" in text and "= 1.60x tokens/s" in text
+    results = json.loads((out / "results.json").read_text())
+    assert results["env"]["gpu"] == "NVIDIA H200" and results["tests"]["passed"] == 1
+    assert set(results["bench"]) == {"torch-compile"}
+
+
+def test_summary_without_any_stage_output_still_writes_both_files(tmp_path):
+    summarize = load("summarize")
+    assert summarize.main([str(tmp_path / "logs"), str(tmp_path / "out")]) == 0
+    assert "no result" in (tmp_path / "out" / "summary.md").read_text()
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["tests"] == {"found": False}

@@ -1,6 +1,7 @@
 """What the GPU machine runs the kit with: versions, DeepSpeed's accelerator, the GPU, where gpt2dist imports from.
 
-An import failure here (a missing requirement, a version clash) names the package before the tests do."""
+An import failure here (a missing requirement, a version clash) names the package before the tests do; exit 1
+then, or when no CUDA device is visible."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def main() -> None:
     report["deepspeed_accelerator"] = get_accelerator()._name
     report["gpt2dist_file"] = importlib.import_module("gpt2dist").__file__
     print(json.dumps(report, indent=1))
-    sys.exit(1 if any(str(v).startswith("IMPORT FAILED") for v in report.values()) else 0)
+    if report["gpu"] is None:
+        print("no CUDA device visible: the GPU tests will skip and the benchmark fail", file=sys.stderr)
+    sys.exit(1 if report["gpu"] is None or any(str(v).startswith("IMPORT FAILED") for v in report.values()) else 0)
 
 
 if __name__ == "__main__":

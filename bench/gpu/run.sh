@@ -8,9 +8,9 @@
 #
 # Stages, each timed, logged with a timestamp and recorded; a failed stage does not stop the next:
 #   env        nvidia-smi, python -VV, pip list (the machine's real versions, for machine-packages.txt)
-#   wheels     .whl/*.whl into $WORK/site with --target, put first on PYTHONPATH
-#   project    gpt2dist itself into the same folder (no network, no build isolation); tests and bench import
-#              that copy, never the checkout (they run from $WORK)
+#   wheels     .whl/*.whl into $WORK/site with --target
+#   project    gpt2dist itself into $WORK/project (no network, no build isolation); both go first on PYTHONPATH,
+#              and tests and bench import that copy, never the checkout (they run from $WORK)
 #   imports    versions, DeepSpeed's accelerator, the GPU's name
 #   check      check_wheels.py --installed: every wheel's requirements against what really imports there
 #   tests      pytest -m gpu over tests/test_gpu_*.py (parallel workers when pytest-xdist is there)
@@ -30,6 +30,7 @@ PY=${PYTHON:-python3}
 DRY_RUN=${DRY_RUN:-0}
 WORK=${WORK:-/tmp/gpt2dist-gpu-kit}
 SITE=$WORK/site
+PROJECT=$WORK/project  # its own folder: --target would not merge its bin/ into the wheels' one
 LOGS=$WORK/logs
 BUDGET_S=${BUDGET_S:-480}
 TEST_WORKERS=${TEST_WORKERS:-8}
@@ -80,8 +81,8 @@ stage() {
 
 if [[ $DRY_RUN != 1 ]]; then
     mkdir -p "$OUT"
-    rm -rf "$SITE" "$LOGS" "$WORK/bench-tmp" "$WORK/pytest"
-    mkdir -p "$SITE" "$LOGS" "$WORK/bench-tmp" "$WORK/pytest"
+    rm -rf "$SITE" "$PROJECT" "$LOGS" "$WORK/bench-tmp" "$WORK/pytest"
+    mkdir -p "$SITE" "$PROJECT" "$LOGS" "$WORK/bench-tmp" "$WORK/pytest"
     : >"$OUT/run.log"
     printf 'stage\tstatus\tseconds\texit\n' >"$LOGS/stages.tsv"
     cd "$WORK" || exit 1  # never the checkout: python must import the installed gpt2dist, not the source tree
@@ -90,9 +91,9 @@ log "gpt2dist GPU kit: repo $REPO, out $OUT, work $WORK, budget ${BUDGET_S} s"
 
 stage env 60 bash -c "nvidia-smi; $PY -VV; $PY -m pip list --format=freeze"
 stage wheels 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$REPO"/.whl/*.whl
-export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-stage project 120 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target "$SITE" \
+stage project 120 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target "$PROJECT" \
     "$REPO"
+export PYTHONPATH="$PROJECT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 stage imports 120 "$PY" "$REPO/bench/gpu/env_report.py"
 stage check 60 "$PY" "$REPO/bench/gpu/check_wheels.py" --installed --wheels "$REPO/.whl" \
     --project "$REPO/pyproject.toml" -v
@@ -102,9 +103,11 @@ if "$PY" -c "import xdist" 2>/dev/null; then
     pytest_args+=(-n "$TEST_WORKERS" --dist loadgroup)  # one GPU, many small runs: they overlap well
 fi
 if "$PY" -c "import pytest_timeout" 2>/dev/null; then
-    pytest_args+=(--timeout 240)
+    pytest_args+=(--timeout 200)
 fi
-stage tests 300 env OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1 "$PY" -m pytest "${pytest_args[@]}" "$REPO"/tests/test_gpu_*.py
+# 8 workers x (a run + its data worker + inductor's compile workers) on 16 cores: a few threads each
+stage tests 240 env OMP_NUM_THREADS=2 TORCHINDUCTOR_COMPILE_THREADS=4 PYTHONUNBUFFERED=1 \
+    "$PY" -m pytest "${pytest_args[@]}" "$REPO"/tests/test_gpu_*.py
 
 bench=("$PY" "$REPO/bench/train_throughput.py" --preset gpt2 --precision bf16 --tokenizer bpe --pad-vocab --vocab 50257
        --stories "$STORIES" --steps "$STEPS" --warmup "$WARMUP" --window "$WINDOW" --micro "$MICRO"

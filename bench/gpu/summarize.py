@@ -99,6 +99,11 @@ def markdown(stages, tests, bench, env, check_lines) -> str:
                 lines.append(f"| {variant} | {trainer} | {res.get('median', float('nan')):,.0f} | "
                              f"{'n/a' if mfu is None else f'{mfu:.1%}'} | {'n/a' if peak is None else f'{peak:.1f}'} | "
                              f"{res.get('setup_s', 0):.0f} | {'n/a' if loss is None else f'{loss:.3f}'} |")
+        for variant, data in bench.items():
+            results = data.get("results", {})
+            if {"gpt2dist", "hf_trainer"} <= set(results) and results["hf_trainer"].get("median"):
+                ratio = results["gpt2dist"]["median"] / results["hf_trainer"]["median"]
+                lines += ["", f"{variant}: gpt2dist / HF Trainer (same process) = {ratio:.2f}x tokens/s"]
         spec = next(iter(bench.values())).get("spec", {})
         lines += ["", f"{spec.get('steps')} steps of {spec.get('micro')} x {spec.get('block_size')} tokens; median of "
                   f"{spec.get('window')}-step windows after {spec.get('warmup')} warm-up steps (compilation "
