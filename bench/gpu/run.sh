@@ -132,3 +132,4 @@ log "summary: $PY $REPO/bench/gpu/summarize.py $LOGS $OUT"
 "$PY" "$REPO/bench/gpu/summarize.py" "$LOGS" "$OUT" >>"$OUT/run.log" 2>&1 || log "summary: failed (see run.log)"
 tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs
 log "done in $((SECONDS - START)) s: $OUT/summary.md"
+cat "$OUT/summary.md" 2>/dev/null  # the end of the console output is what a remote-run tool shows first
