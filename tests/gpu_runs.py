@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, run_cli, tiny_config, write_yaml
 
 PY = sys.executable
 

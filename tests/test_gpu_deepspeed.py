@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import read_metrics
 from gpu_runs import PY, assert_learns, gpu_config, latest_step_dir, nccl_seen, start, write_config
+from helpers import read_metrics
 
 pytestmark = pytest.mark.gpu
 

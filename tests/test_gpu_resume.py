@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import read_metrics
 from gpu_runs import (
     DETERMINISTIC,
     PY,
@@ -21,6 +20,7 @@ from gpu_runs import (
     train,
     write_config,
 )
+from helpers import read_metrics
 
 pytestmark = pytest.mark.gpu
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli
 from gpu_runs import assert_learns, assert_mfu_uses_the_peak, gpu_config, latest_step_dir, train, write_config
+from helpers import read_metrics, run_cli
 
 pytestmark = pytest.mark.gpu
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, run_cli, tiny_config, write_yaml
 from ranks import kill_after_checkpoint, read_trace_docs, run_ranks
 
 pytestmark = pytest.mark.slow

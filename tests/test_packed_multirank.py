@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_metrics, tiny_config, write_yaml
+from helpers import read_metrics, tiny_config, write_yaml
 from ranks import kill_after_checkpoint, run_ranks
 from test_packed import write_docs
 
 from gpt2dist.config import load_config
-from gpt2dist.packed import open_train
-from gpt2dist.prepare import prepare
+from gpt2dist.data.packed import open_train
+from gpt2dist.data.prepare import prepare
 
 pytestmark = pytest.mark.slow
 
