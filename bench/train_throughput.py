@@ -15,6 +15,12 @@ the step `--window` later (gpt2dist: its own metrics.jsonl `tokens_per_s`; Train
     python bench/train_throughput.py --preset tiny
     python bench/train_throughput.py --preset 10m --repeats 2
     python bench/train_throughput.py --preset 10m --precision bf16 --compile true
+    python bench/train_throughput.py --preset gpt2 --precision bf16 --tokenizer bpe --pad-vocab  # GPT-2 124M
+
+With `--tokenizer bpe` one byte-level BPE is trained per invocation and both trainers use it. The bundled story
+corpus has a small vocabulary (~1,060 merges for 20,000 stories, not 50,257): `--pad-vocab` fills the vocabulary
+with never-produced entries up to `--vocab`, so the model has GPT-2's exact shapes (50,257 x 768 embedding and
+output layer, 124.4M parameters) and FLOPs. On a GPU the peak memory each trainer allocated is reported too.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "10m": {"n_layer": 6, "n_embd": 384, "n_head": 6, "block_size": 256, "micro": 8, "steps": 70, "window": 10,
             "warmup": 20},
     "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12, "block_size": 1024, "micro": 16, "steps": 80, "window": 10,
-             "warmup": 30},  # GPT-2 124M at T=1024: the GPU bench (bench/gpu.sh)
+             "warmup": 30},  # GPT-2 124M at T=1024: the GPU bench (bench/gpu/run.sh)
 }
 
 
@@ -71,6 +77,8 @@ class Spec:
     zero: int | None = None  # None: gpt2dist's torch engine; 0-3: its DeepSpeed engine at that ZeRO stage
     tokenizer: str = "char"  # char | bpe (bpe: vocab_size below, as GPT-2's 50257 on a big enough corpus)
     vocab: int = 50257
+    pad_vocab: bool = False  # bpe: fill the vocabulary up to `vocab` with unused entries (GPT-2's exact shapes)
+    prepare_workers: int = 1  # data.format=packed: tokenizer processes for the prepare step
     overrides: list[str] = field(default_factory=list)  # extra gpt2dist config overrides (a.b=value)
 
 
@@ -82,6 +90,8 @@ class Result:
     setup_s: float = 0.0  # wall clock from the start to the end of the first step (build, compile, data)
     overhead: list[float] = field(default_factory=list)  # per window: share of time outside fwd/bwd/step
     vocab: int = 0  # the trained model's vocabulary (for FLOPs per token)
+    peak_mem_gib: float | None = None  # torch.cuda.max_memory_allocated over the run (None on CPU)
+    peak_reserved_gib: float | None = None  # the caching allocator's peak reservation (what nvidia-smi sees)
 
     @property
     def median(self) -> float:
@@ -101,12 +111,14 @@ def windows_from_steps(step_ends: list[float], tokens_per_step: int, window: int
 
 
 # ------------------------------------------------------------------------------------------------- gpt2dist
-def gpt2dist_config(spec: Spec, train_file: Path, run_dir: Path) -> dict[str, Any]:
+def gpt2dist_config(spec: Spec, train_file: Path, run_dir: Path, tokenizer_dir: Path | None = None) -> dict[str, Any]:
+    tokenizer = ({"kind": "pretrained", "path": str(tokenizer_dir)} if tokenizer_dir is not None
+                 else {"kind": spec.tokenizer, "vocab_size": spec.vocab})
     return {
         "run_dir": str(run_dir), "seed": spec.seed,
         "model": {"preset": "tiny", "n_layer": spec.n_layer, "n_embd": spec.n_embd, "n_head": spec.n_head,
                   "n_positions": max(spec.block_size, 256), "dropout": 0.0},
-        "tokenizer": {"kind": spec.tokenizer, "vocab_size": spec.vocab},
+        "tokenizer": tokenizer,
         "data": {"train": [str(train_file)], "block_size": spec.block_size},
         "train": {"max_steps": spec.steps, "micro_batch_size": spec.micro, "grad_accum_steps": spec.accum,
                   "lr": spec.lr, "min_lr": spec.lr / 10, "warmup_steps": 10, "precision": spec.precision,
@@ -117,7 +129,7 @@ def gpt2dist_config(spec: Spec, train_file: Path, run_dir: Path) -> dict[str, An
     }
 
 
-def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path) -> Result:
+def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path, tokenizer_dir: Path | None = None) -> Result:
     """Train in this process through gpt2dist's own entry point; tokens/s comes from its metrics.jsonl."""
     import yaml
 
@@ -127,12 +139,12 @@ def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path) -> Result:
 
     run_dir = Path(tempfile.mkdtemp(prefix="gpt2dist-", dir=workdir))
     cfg_file = run_dir.with_suffix(".yaml")
-    cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, train_file, run_dir)), encoding="utf-8")
+    cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, train_file, run_dir, tokenizer_dir)), encoding="utf-8")
     cfg = load_config(cfg_file, spec.overrides)
     if cfg.data.format == "packed":  # --set data.format=packed: tokenize up front, as TextDataset does
         from gpt2dist.data.prepare import prepare
 
-        prepare(cfg, workers=1, progress=False)
+        prepare(cfg, workers=spec.prepare_workers, progress=False)
     started = time.perf_counter()
     with engine_timers() as marks, contextlib.redirect_stdout(io.StringIO()):  # log lines: the JSONL has them
         out = train(cfg)
@@ -141,7 +153,11 @@ def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path) -> Result:
         record = json.loads(line)
         if record.get("tokens_per_s") is not None and record["step"] - spec.window >= spec.warmup:
             result.windows.append(record["tokens_per_s"])  # a window that started after the warm-up
-    result.overhead = overhead_windows(marks, spec.window, spec.warmup)
+    import torch
+
+    # On a GPU the engine calls return before their kernels finish (the loop syncs once per logged step), so the
+    # time outside them is mostly waiting for the GPU, not loop overhead: measured on CPU only.
+    result.overhead = [] if torch.cuda.is_available() else overhead_windows(marks, spec.window, spec.warmup)
     result.vocab = len(load_tokenizer(run_dir / "tokenizer"))
     return result
 
@@ -207,7 +223,7 @@ class BlockDataset:
         return self.examples[i]
 
 
-def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path) -> Result:
+def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path, tokenizer_dir: Path | None = None) -> Result:
     """The baseline: transformers.Trainer with default arguments except those that make the run comparable."""
     import torch
     from transformers import (
@@ -220,12 +236,12 @@ def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path) -> Result:
     )
     from transformers.utils import logging as hf_logging
 
-    from gpt2dist.tokenizer import train_bpe, train_char
+    from gpt2dist.tokenizer import load_tokenizer, train_char
 
     hf_logging.set_verbosity_error()
     started = time.perf_counter()
     text = train_file.read_text(encoding="utf-8")
-    tokenizer = train_char([text]) if spec.tokenizer == "char" else train_bpe(text.split("\n\n"), spec.vocab)
+    tokenizer = train_char([text]) if tokenizer_dir is None else load_tokenizer(tokenizer_dir)
     tokenizer.pad_token = tokenizer.eos_token  # the usual GPT-2 recipe: the collator needs a pad token
     dataset = BlockDataset(tokenizer, train_file, spec.block_size)
     torch.manual_seed(spec.seed)
@@ -260,6 +276,46 @@ def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path) -> Result:
                     vocab=len(tokenizer))
     del trainer, model
     return result
+
+
+def bench_tokenizer(spec: Spec, train_file: Path, folder: Path) -> Path:
+    """One byte-level BPE for both trainers (trained once per invocation), padded to spec.vocab if asked.
+
+    Padding adds plain vocabulary entries that no merge produces -- not "added tokens", which the tokenizer would
+    search every text for -- so encoding is unchanged and only the embedding and output layer grow."""
+    import json as _json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from gpt2dist.tokenizer import EOS, train_bpe
+
+    tokenizer = train_bpe(train_file.read_text(encoding="utf-8").split("\n\n"), spec.vocab)
+    if spec.pad_vocab and len(tokenizer) < spec.vocab:
+        data = _json.loads(tokenizer.backend_tokenizer.to_str())
+        vocab = data["model"]["vocab"]
+        next_id = max([*vocab.values(), *(t["id"] for t in data["added_tokens"])]) + 1
+        for i in range(next_id, spec.vocab):
+            vocab[f"<|unused{i}|>"] = i
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_json.dumps(data)), eos_token=EOS,
+                                            bos_token=EOS)
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@contextlib.contextmanager
+def peak_memory(result_box: list[Result]):
+    """Peak CUDA memory of the run inside the block, written into the Result it yields (a no-op on CPU)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    yield
+    if cuda and result_box:
+        result_box[0].peak_mem_gib = torch.cuda.max_memory_allocated() / 2**30
+        result_box[0].peak_reserved_gib = torch.cuda.max_memory_reserved() / 2**30
 
 
 # ------------------------------------------------------------------------------------------------- reporting
@@ -324,14 +380,15 @@ def report(spec: Spec, results: dict[str, Result]) -> str:
              f"{'torch engine' if spec.zero is None else f'DeepSpeed ZeRO-{spec.zero}'}, {spec.tokenizer} tokenizer"
              + (f", gpt2dist {' '.join(spec.overrides)}" if spec.overrides else ""),
              f"{'trainer':<12} {'median tok/s':>13} {'windows (tok/s)':<50} {'MFU':>6} {'TFLOP/s':>8} "
-             f"{'setup s':>8} {'last loss':>9} {'overhead':>8}"]
+             f"{'setup s':>8} {'last loss':>9} {'overhead':>8} {'peak GiB':>8}"]
     for res in results.values():
         fpt, util = utilization(spec, res)
         shown = ", ".join(f"{w:,.0f}" for w in res.windows[:6]) + (" ..." if len(res.windows) > 6 else "")
         lines.append(f"{res.name:<12} {res.median:>13,.0f} {shown:<50} "
                      f"{'n/a' if util is None else f'{util:.1%}':>6} {res.median * fpt / 1e12:>8.3f} "
                      f"{res.setup_s:>8.1f} {res.final_loss if res.final_loss is not None else float('nan'):>9.4f} "
-                     f"{f'{statistics.median(res.overhead):.1%}' if res.overhead else 'n/a':>8}")
+                     f"{f'{statistics.median(res.overhead):.1%}' if res.overhead else 'n/a':>8} "
+                     f"{'n/a' if res.peak_mem_gib is None else f'{res.peak_mem_gib:.1f}':>8}")
     if "gpt2dist" in results and "hf_trainer" in results:
         ratio = results["gpt2dist"].median / results["hf_trainer"].median
         lines.append(f"ratio gpt2dist / hf_trainer: {ratio:.2f}x")
@@ -351,6 +408,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Spec, argparse.Namespace]
                         help="gpt2dist on its DeepSpeed engine at this ZeRO stage (default: the torch engine)")
     parser.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="both trainers")
     parser.add_argument("--vocab", type=int, default=50257, help="bpe vocabulary size")
+    parser.add_argument("--pad-vocab", action="store_true",
+                        help="bpe: pad the vocabulary to --vocab with unused entries (GPT-2's exact shapes)")
+    parser.add_argument("--prepare-workers", type=int, default=1,
+                        help="--set data.format=packed: tokenizer processes of the prepare step (default 1)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a gpt2dist config override, e.g. --set data.num_workers=0 (repeatable)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two trainers this many times")
@@ -362,7 +423,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Spec, argparse.Namespace]
     values.update({k: v for k in ("n_layer", "n_embd", "n_head", "block_size", "micro", "steps", "window",
                                   "warmup", "accum", "stories") if (v := getattr(args, k)) is not None})
     spec = Spec(**values, precision=args.precision, compile=args.compile, zero=args.zero, tokenizer=args.tokenizer,
-                vocab=args.vocab, overrides=args.overrides)
+                vocab=args.vocab, pad_vocab=args.pad_vocab, prepare_workers=args.prepare_workers,
+                overrides=args.overrides)
+    if spec.pad_vocab and spec.tokenizer != "bpe":
+        parser.error("--pad-vocab needs --tokenizer bpe")
     if spec.steps - spec.warmup < spec.window:
         parser.error(f"--steps {spec.steps} leaves no full window of {spec.window} after --warmup {spec.warmup}")
     return spec, args
@@ -384,23 +448,36 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
         workdir = Path(tmp)
         train_file, _ = write_demo_corpus(workdir / "corpus", train_stories=spec.stories, val_stories=10,
                                           seed=spec.seed)
+        tokenizer_dir = bench_tokenizer(spec, train_file, workdir / "tokenizer") if spec.tokenizer == "bpe" else None
         results = {name: Result(name) for name in names}
         for repeat in range(args.repeats):
             order = names if repeat % 2 == 0 else names[::-1]  # alternate who runs first
             for name in order:
                 gc.collect()
-                res = runners[name](spec, train_file, workdir)
+                box: list[Result] = []
+                with peak_memory(box):
+                    box.append(runners[name](spec, train_file, workdir, tokenizer_dir))
+                res = box[0]
                 results[name].windows += res.windows
                 results[name].overhead += res.overhead
                 results[name].final_loss, results[name].setup_s = res.final_loss, res.setup_s
+                results[name].vocab = res.vocab
+                results[name].peak_mem_gib = max(filter(None, [results[name].peak_mem_gib, res.peak_mem_gib]),
+                                                 default=None)
+                results[name].peak_reserved_gib = max(
+                    filter(None, [results[name].peak_reserved_gib, res.peak_reserved_gib]), default=None)
     print(report(spec, results), flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"spec": asdict(spec), "results": {
+        args.json.write_text(json.dumps({"spec": asdict(spec), "device": device_label(), "torch": torch.__version__,
+                                         "commit": git_commit(), "results": {
             k: {**asdict(v), "median": v.median, "flops_per_token": utilization(spec, v)[0],
                 "mfu": utilization(spec, v)[1]} for k, v in results.items()}}, indent=1), encoding="utf-8")
     return results
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import importlib.util
+
+    if importlib.util.find_spec("gpt2dist") is None:  # a checkout without `pip install -e .`: use its source tree
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     main()

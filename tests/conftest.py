@@ -18,3 +18,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def story_corpus(tmp_path_factory) -> tuple[Path, Path]:
     """(train.txt, val.txt) of the bundled story generator: ~0.7 MB train, ~36 kB val."""
     return write_demo_corpus(tmp_path_factory.mktemp("corpus"), train_stories=2000, val_stories=100, seed=7)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are collected everywhere and skipped where no CUDA device is visible (CI, laptops)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (bench/gpu/run.sh runs the GPU tests on one)")
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -1,5 +1,6 @@
-"""bench/: the window arithmetic, the argument checks, gpu.sh's commands (no GPU needed), and one minuscule run of
-train_throughput.py with both trainers end to end (no timing is asserted: the machine is shared)."""
+"""bench/: the window arithmetic, the argument checks, the GPU kit's commands (bench/gpu/run.sh with DRY_RUN=1, no GPU
+needed), and one minuscule run of train_throughput.py with both trainers end to end (no timing is asserted: the
+machine is shared)."""
 
 from __future__ import annotations
 
@@ -33,17 +34,52 @@ def test_too_few_steps_is_an_argument_error():
         bench.parse_args(["--preset", "tiny", "--steps", "30", "--warmup", "25", "--window", "10"])
 
 
-def test_gpu_script_dry_run_lists_every_variant(tmp_path):
-    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh")], env={**os.environ, "DRY_RUN": "1",
-                          "OUT_DIR": str(tmp_path)}, capture_output=True, text=True, check=True)
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 6
-    for line in lines:
-        args = line.split()[2:]
-        spec, ns = bench.parse_args(args[:args.index("--json")])  # every command parses
-        assert (spec.n_layer, spec.n_embd, spec.block_size, spec.precision) == (12, 768, 1024, "bf16")
-    assert {bench.parse_args(line.split()[2:-2])[0].zero for line in lines} == {None, 1, 2}
-    assert {bench.parse_args(line.split()[2:-2])[0].compile for line in lines} == {"true", "false"}
+STAGES = ["env", "wheels", "project", "imports", "check", "tests", "bench-torch-compile", "bench-torch-eager",
+          "bench-zero1", "bench-zero2", "bench-torch-eager-stream", "summary"]
+
+
+def gpu_kit_dry_run(out: Path) -> dict[str, list[str]]:
+    """stage -> its command line, as `DRY_RUN=1 bash bench/gpu/run.sh OUT` prints them."""
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu" / "run.sh"), str(out)], capture_output=True, text=True,
+                          env={**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}, check=True, timeout=60)
+    lines = proc.stdout.strip().splitlines()[1:]  # the first is the timestamped header
+    return {line.split(": ", 1)[0]: line.split(": ", 1)[1].split() for line in lines}
+
+
+def test_gpu_kit_dry_run_prints_every_stage_and_runs_nothing(tmp_path):
+    stages = gpu_kit_dry_run(tmp_path / "out")
+    assert list(stages) == STAGES
+    assert not (tmp_path / "out").exists(), "a dry run writes nothing"
+    wheels, project, tests = stages["wheels"], stages["project"], stages["tests"]
+    assert wheels[:3] == [sys.executable, "-m", "pip"] and {"--no-index", "--no-deps", "--target"} <= set(wheels)
+    # the project is installed too (no network there: no index, no build isolation), not imported from the checkout
+    assert {"--no-index", "--no-deps", "--no-build-isolation", "--target"} <= set(project)
+    assert project[-1] == str(ROOT)
+    files = [arg for arg in tests if arg.endswith(".py")]
+    at = tests.index("pytest")
+    assert tests[at - 2:at] == [sys.executable, "-m"] and tests[at + 1:at + 3] == ["-m", "gpu"]
+    assert files and all(Path(f).is_file() and Path(f).name.startswith("test_gpu_") for f in files)
+    assert "--junitxml" in tests
+
+
+def test_gpu_kit_benchmarks_gpt2_124m_in_every_variant(tmp_path):
+    stages = gpu_kit_dry_run(tmp_path / "out")
+    specs = {}
+    for name in [s for s in STAGES if s.startswith("bench-")]:
+        args = stages[name]
+        assert args[1].endswith("bench/train_throughput.py")
+        spec, ns = bench.parse_args(args[2:])  # every command parses
+        assert (spec.n_layer, spec.n_embd, spec.n_head, spec.block_size, spec.vocab) == (12, 768, 12, 1024, 50257)
+        assert spec.precision == "bf16" and spec.tokenizer == "bpe" and spec.pad_vocab
+        assert spec.steps - spec.warmup >= 2 * spec.window, "at least two measured windows"
+        assert ns.json and ns.json.name == f"{name}.json"
+        specs[name] = (spec, ns)
+    compiled, _ = specs["bench-torch-compile"]
+    assert compiled.compile == "true" and specs["bench-torch-compile"][1].only is None  # + the HF Trainer, same call
+    assert {s.zero for s, _ in specs.values()} == {None, 1, 2}
+    assert {s.compile for s, _ in specs.values()} == {"true", "false"}
+    assert "data.format=packed" not in specs["bench-torch-eager-stream"][0].overrides
+    assert all("data.format=packed" in s.overrides for n, (s, _) in specs.items() if not n.endswith("stream"))
 
 
 @pytest.mark.slow

@@ -72,6 +72,23 @@ def test_adamw_falls_back_when_fused_is_refused():
     assert build_adamw(model, cfg, fused=False).defaults["foreach"] is True
 
 
+def test_compile_refused_up_front_falls_back_to_eager(tmp_path, story_corpus, monkeypatch, caplog):
+    """torch.compile itself can raise before any call -- torch 2.3 refuses Python 3.12 there, 2.4-2.5 refuse 3.13 --
+    and that too leaves an eager run instead of ending it."""
+    from gpt2dist.tokenizer import train_char
+
+    def refuse(model, **kwargs):
+        raise RuntimeError("Dynamo is not supported on Python 3.13+")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    cfg = cpu_config(tmp_path, "train.compile=true")
+    engine = TorchEngine(build_model(cfg, train_char([story_corpus[1].read_text(encoding="utf-8")])), cfg)
+    assert not engine.compiled and engine.forward_model is engine.model
+    engine.backward(engine.forward_loss(torch.randint(0, 10, (2, 9))))
+    engine.step(0)
+    assert "torch.compile failed (RuntimeError: Dynamo is not supported" in caplog.text
+
+
 def test_compile_failure_falls_back_to_eager(tmp_path, story_corpus, monkeypatch, caplog):
     """A compiler that raises on the first call (as a missing C++ toolchain does) leaves an eager run."""
     from gpt2dist.tokenizer import train_char

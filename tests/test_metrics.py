@@ -45,6 +45,8 @@ def test_mfu_reproduces_the_llm_c_anchor():
     ("NVIDIA H100 PCIe", "bf16", 756e12),  # the variant, not the SXM part
     ("NVIDIA H100 NVL", "fp16", 835e12),
     ("NVIDIA H200", "bf16", 989e12),
+    ("NVIDIA H200", "tf32", 494.7e12),
+    ("NVIDIA H200 NVL", "bf16", 835e12),  # not the SXM part's 989
     ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
     ("NVIDIA A100-PCIE-40GB", "tf32", 156e12),
     ("NVIDIA A10", "bf16", 125e12),  # not A100

@@ -21,7 +21,7 @@ from torch import nn
 from gpt2dist import dist
 from gpt2dist.config import BatchPlan, RunConfig
 from gpt2dist.engines.base import Engine, StepResult
-from gpt2dist.engines.compile import FirstCallFallback, wants_compile
+from gpt2dist.engines.compile import FirstCallFallback, compiled_or_eager, wants_compile
 from gpt2dist.engines.device import enable_tf32, to_device
 from gpt2dist.engines.loss import lm_loss
 from gpt2dist.engines.optim import param_groups
@@ -59,8 +59,11 @@ class DeepSpeedEngine(Engine):
         # as they are, and undoing it is dropping the compiled call (what nn.Module.compile set).
         self.forward_model: FirstCallFallback | DeepSpeedEngineType = self.ds
         if wants_compile(tcfg.compile, self.device):
-            self.model.compile()
-            self.forward_model = FirstCallFallback(self.ds, self.ds,
+            def compile_in_place() -> DeepSpeedEngineType:
+                self.model.compile()
+                return self.ds
+
+            self.forward_model = compiled_or_eager(compile_in_place, self.ds,
                                                    undo=lambda: setattr(self.model, "_compiled_call_impl", None))
 
     @property

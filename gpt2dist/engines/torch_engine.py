@@ -13,7 +13,7 @@ from torch import nn
 
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan
 from gpt2dist.engines.base import Engine, StepResult
-from gpt2dist.engines.compile import FirstCallFallback, wants_compile
+from gpt2dist.engines.compile import FirstCallFallback, compiled_or_eager, wants_compile
 from gpt2dist.engines.device import check_precision, enable_tf32, resolve_device, to_device
 from gpt2dist.engines.loss import lm_loss
 from gpt2dist.engines.optim import build_adamw
@@ -41,8 +41,9 @@ class TorchEngine(Engine):
                                                growth_interval=tcfg.fp16_loss_scale_window)
         self.optimizer = build_adamw(self.model, tcfg, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_at(step, tcfg) / tcfg.lr)
-        compiled = torch.compile(self.model) if wants_compile(tcfg.compile, self.device) else None
-        self.forward_model = FirstCallFallback(compiled, self.model) if compiled is not None else self.model
+        self.forward_model = self.model
+        if wants_compile(tcfg.compile, self.device):
+            self.forward_model = compiled_or_eager(lambda: torch.compile(self.model), self.model)
 
     @property
     def compiled(self) -> bool:
