@@ -143,6 +143,10 @@ class Zero:
     prefetch_bucket_size: int = 50_000_000
     persistence_threshold: int = 100_000
     max_reuse_distance: int = 1_000_000_000
+    # Other trainers, for bench/scaling.py's published runs: "ddp" (torch DistributedDataParallel: stage-0 bytes,
+    # all-reduced in reduce_bucket_size buckets during the last micro batch's backward) and "paper" (ZeRO-1/2 as
+    # Rajbhandari et al. and llm.c do them: reduce-scatter instead of DeepSpeed's all-reduce).
+    implementation: str = "deepspeed"
 
 
 @dataclass(frozen=True)
@@ -224,12 +228,15 @@ def collectives(w: Workload, z: Zero, n: int) -> list[Collective]:
         return []
     wb, psi = w.weight_bytes, w.n_params
     buckets = math.ceil(psi / max(1, z.reduce_bucket_size))
+    if z.stage == 0 and z.implementation == "ddp":
+        return [Collective("all_reduce", psi * wb // buckets, buckets, 1, "backward", "DDP gradient buckets")]
     if z.stage == 0:
         calls = math.ceil(psi / DS_STAGE0_BUCKET)
         return [Collective("all_reduce", psi * wb // calls, calls, 1, "boundary", "gradients, after backward")]
     if z.stage in (1, 2):
         per_micro = z.stage == 2
-        out = [Collective("all_reduce", psi * wb // buckets, buckets, w.accum if per_micro else 1,
+        kind = "reduce_scatter" if z.implementation == "paper" else "all_reduce"
+        out = [Collective(kind, psi * wb // buckets, buckets, w.accum if per_micro else 1,
                           "backward" if per_micro else "boundary",
                           "gradient buckets" + (", every micro batch" if per_micro else ""))]
         for name, numel in (("matrices", sum(m for _, m, d in w.tensors if d >= 2)),
@@ -298,6 +305,16 @@ class StepEstimate:
         return self.exposed_comm_s + self.offload_s > self.compute_s
 
 
+ADAM_BYTES = 30  # per parameter, fused AdamW with fp32 master weights: read weight, grad, m, v (16); write weight,
+#                  m, v (12) and the 16-bit copy (2) -- a memory-bound elementwise pass
+
+
+def optimizer_time(n_params: float, hbm_bw: float) -> float:
+    """Seconds of one optimizer step over `n_params` on one GPU: ADAM_BYTES per parameter at the memory
+    bandwidth (GPT-2 124M on an H100: ~1 ms; ZeRO >= 1 runs it on 1/n of the parameters)."""
+    return n_params * ADAM_BYTES / hbm_bw
+
+
 def compute_time(flops_per_token: float, tokens: float, peak: float, mfu: float, *,
                  activation_checkpointing: bool = False, mfu_measured: bool = False) -> float:
     """Seconds of forward + backward for `tokens` tokens on one GPU at `mfu` of `peak` FLOP/s.
@@ -325,7 +342,7 @@ def estimate_step(w: Workload, z: Zero, n_gpus: int, gpus_per_node: int, links: 
     comm = sum(times.values())
     # Hideable: forward / backward communication except each phase's last call, if DeepSpeed overlaps at all
     # (ZeRO-1/2 only with overlap_comm; ZeRO-3 always prefetches / reduces on side streams).
-    can_overlap = z.stage == 3 or (z.stage in (1, 2) and z.overlap_comm)
+    can_overlap = z.stage == 3 or (z.stage in (1, 2) and z.overlap_comm) or z.implementation == "ddp"
     hidden = 0.0
     if can_overlap and overlap > 0:
         fwd_share = (1 / 3) / (RECOMPUTE if w.activation_checkpointing else 1)  # forward's share of compute

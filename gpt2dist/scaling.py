@@ -164,6 +164,7 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
     mfu = opts.mfu if opts.mfu is not None else (run_mfu(opts.from_run) if opts.from_run else costmodel.DEFAULT_MFU)
     mfu_src = "--mfu" if opts.mfu is not None else (f"median of {opts.from_run}" if opts.from_run else "default")
     links = links_for(opts)
+    hbm = costmodel.SYSTEMS[key].hbm_bw
     g = opts.gpus_per_node
     level = [f"{links.intra_busbw / GB:,.0f} GB/s inside a node", f"{links.inter_busbw / GB:,.0f} GB/s across nodes"]
     if links.curves.get("all_reduce"):
@@ -185,6 +186,7 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
         compute = costmodel.compute_time(w.flops_per_token, w.tokens_per_gpu, peak, mfu,
                                          activation_checkpointing=w.activation_checkpointing, mfu_measured=measured)
         step = costmodel.estimate_step(w, z, world, g, links, compute_s=compute, overlap=opts.overlap, peak=peak,
+                                       optimizer_s=costmodel.optimizer_time(w.n_params, hbm),
                                        control_allreduces=control_allreduces(cfg, z.stage))
         return (plan.micro, plan.accum, plan.global_batch), step
 

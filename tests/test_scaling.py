@@ -57,6 +57,7 @@ def test_doctor_prints_the_scaling_table(config, capsys):
     links = scaling.links_for(scaling.ScalingOptions(4, 8, "H100"))
     compute = costmodel.compute_time(w.flops_per_token, w.tokens_per_gpu, 989e12, 0.40)
     est = costmodel.estimate_step(w, scaling.zero_settings(cfg), 32, 8, links, compute_s=compute,
+                                  optimizer_s=124_439_808 * 30 / 3350e9,  # Adam: 30 bytes/param at 3.35 TB/s
                                   control_allreduces=scaling.control_allreduces(cfg, 0))
     assert rows[4][8] == f"{est.tokens_per_s:,.0f}" and rows[4][11] == f"{est.efficiency:.0%}"
     hours = 10e9 / est.tokens_per_s / 3600
