@@ -8,6 +8,7 @@ and bench/scaling.py's validation (one rank vs two, ZeRO 0/2/3, predicted vs mea
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -151,18 +152,19 @@ def test_bench_comm_through_launch(tmp_path):
 
 @pytest.mark.slow
 def test_predicted_step_time_within_25_percent_on_gloo(tmp_path):
-    """One rank vs two gloo ranks at ZeRO 0, 2 and 3: the model's two-rank step from the one-rank step and
-    bench-comm's curves is within 25% of the measured one. A measurement during which other processes took
-    more than a quarter of a core (a shared machine; CI runs tests alone) is repeated once."""
+    """One rank vs two gloo ranks at ZeRO 0, 2 and 3: the model's two-rank step from the one-rank step (two
+    one-rank trainings side by side, so compute shares the machine as the two ranks do) and bench-comm's curves
+    is within 25% of the measured one. The ranks run at raised priority where allowed (root); a result outside
+    the band measured while other processes took more than a quarter of a core is measured once more."""
     sys.path.insert(0, str(ROOT))
     from bench import scaling as bench
 
-    spec = bench.Spec()
+    spec = bench.Spec(nice=-15 if os.geteuid() == 0 else 0)
     for attempt in range(2):
-        rows, _ = bench.validate(spec, tmp_path / f"attempt-{attempt}", timeout=900)
-        if max(rows[0].foreign) < 0.25:
+        rows, report = bench.validate(spec, tmp_path / f"attempt-{attempt}", timeout=900)
+        if all(0.75 <= row.ratio <= 1.25 for row in rows) or max(rows[0].foreign) < 0.25:
             break
-    shown = bench.render(spec, rows, _)
+    shown = bench.render(spec, rows, report)
     for row in rows:
         assert 0.75 <= row.ratio <= 1.25, shown
         assert row.measured_s > row.one_rank_s, shown  # the comparison is not vacuous: two ranks pay for comm
