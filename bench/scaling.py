@@ -100,7 +100,7 @@ def worker(job_file: Path) -> None:
     spec, workdir = Spec(**job["spec"]), Path(job["workdir"])
     info = dist.discover()
     calls = profile_collectives() if job.get("profile") else None
-    opt_steps = time_optimizer_steps()
+    engine_calls = time_engine_calls()
     setup_logging()
     suffix = f"-t{os.environ.get('GPT2DIST_BENCH_TWIN', '0')}" if info.world_size == 1 else ""
     cfgs = {stage: load_config(workdir / f"n{info.world_size}-s{stage}{suffix}.yaml") for stage in spec.stages}
@@ -120,8 +120,9 @@ def worker(job_file: Path) -> None:
                 run_training(cfg, info, batch_plan(cfg.train, info.world_size), True,
                              resolve_files(cfg.data.train, "data.train"), None)
             gc.collect()
-            (Path(cfg.run_dir) / f"optimizer-steps-rank{info.rank}.json").write_text(json.dumps(opt_steps))
-            opt_steps.clear()
+            (Path(cfg.run_dir) / f"engine-calls-rank{info.rank}.json").write_text(json.dumps(engine_calls))
+            for values in engine_calls.values():
+                values.clear()
             if calls is not None:
                 (Path(cfg.run_dir) / f"collectives-rank{info.rank}.json").write_text(json.dumps(calls))
                 calls.clear()
@@ -132,21 +133,23 @@ def worker(job_file: Path) -> None:
     dist.shutdown()
 
 
-def time_optimizer_steps() -> list[float]:
-    """Seconds of each DeepSpeedEngine.step (the optimizer step: on one rank it holds no communication), the
-    part of a one-rank step that ZeRO >= 1 splits over the ranks; CPU work is synchronous, so wall clock."""
+def time_engine_calls() -> dict[str, list[float]]:
+    """Seconds of each DeepSpeedEngine forward_loss / backward / step call. `step` (the optimizer step; on one
+    rank it holds no communication) is the part of a one-rank step that ZeRO >= 1 splits over the ranks; the
+    others are diagnostics (--profile). CPU work is synchronous, so wall clock is the work."""
     from gpt2dist.ds_engine import DeepSpeedEngine
 
-    times: list[float] = []
-    original = DeepSpeedEngine.step
+    times: dict[str, list[float]] = {"forward_loss": [], "backward": [], "step": []}
+    for name in times:
+        original = getattr(DeepSpeedEngine, name)
 
-    def timed(self, step):
-        start = time.perf_counter()
-        out = original(self, step)
-        times.append(time.perf_counter() - start)
-        return out
+        def timed(self, *args, _original=original, _name=name):
+            start = time.perf_counter()
+            out = _original(self, *args)
+            times[_name].append(time.perf_counter() - start)
+            return out
 
-    DeepSpeedEngine.step = timed
+        setattr(DeepSpeedEngine, name, timed)
     return times
 
 
@@ -299,6 +302,8 @@ class Row:
     spread_2: tuple[float, float]
     foreign: tuple[float, float]  # CPU cores other processes used during the 1-rank and the 2-rank launch
     profiled_comm_s: float | None = None  # --profile: rank 0's seconds inside collectives per 2-rank step
+    phases: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None  # (forward, backward,
+    #   step) medians of the one-rank and of the two-rank trainings, rank 0
 
     @property
     def ratio(self) -> float:
@@ -349,14 +354,17 @@ def validate(spec: Spec, workdir: Path, timeout: float = 600,
         opt = statistics.median([t for name in twins for t in optimizer_steps(workdir / f"run-n1-s{stage}{name}",
                                                                                  spec.warmup)])
         est = predict(workdir / f"n2-s{stage}.yaml", report, statistics.median(one), 2, opt)
+        phases = tuple(tuple(statistics.median(optimizer_steps(workdir / run, spec.warmup, call))
+                             for call in ("forward_loss", "backward", "step"))
+                       for run in (f"run-n1-s{stage}{twins[0]}", f"run-n2-s{stage}"))
         rows.append(Row(stage, statistics.median(one), statistics.median(two), est.step_s, est.comm_s, opt,
                         _quartiles(one), _quartiles(two), foreign,
-                        profiled_comm(workdir / f"run-n2-s{stage}", spec.warmup)))
+                        profiled_comm(workdir / f"run-n2-s{stage}", spec.warmup), phases))
     return rows, report
 
 
-def optimizer_steps(run_dir: Path, warmup: int) -> list[float]:
-    return json.loads((run_dir / "optimizer-steps-rank0.json").read_text())[warmup:]
+def optimizer_steps(run_dir: Path, warmup: int, call: str = "step") -> list[float]:
+    return json.loads((run_dir / "engine-calls-rank0.json").read_text())[call][warmup:]
 
 
 def _quartiles(xs: list[float]) -> tuple[float, float]:
@@ -383,6 +391,9 @@ def render(spec: Spec, rows: list[Row], report: dict[str, Any]) -> str:
                    f"{_q(r.spread_2):>15}{r.predicted_s * 1e3:>11.1f}{r.optimizer_s * 1e3:>10.1f}"
                    f"{r.comm_s * 1e3:>12.1f}{prof:>10}"
                    f"{r.ratio:>10.2f}x")
+    out.append("engine calls, ms (forward / backward / step, medians): "
+               + "; ".join(f"ZeRO-{r.stage} 1 rank {' / '.join(f'{x * 1e3:.0f}' for x in r.phases[0])}, 2 ranks "
+                           f"{' / '.join(f'{x * 1e3:.0f}' for x in r.phases[1])}" for r in rows if r.phases))
     return "\n".join(out)
 
 
