@@ -168,3 +168,21 @@ def test_predicted_step_time_within_25_percent_on_gloo(tmp_path):
     for row in rows:
         assert 0.75 <= row.ratio <= 1.25, shown
         assert row.measured_s > row.one_rank_s, shown  # the comparison is not vacuous: two ranks pay for comm
+
+
+def test_bench_helpers_and_published_rows(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from bench import scaling as bench
+
+    # metrics.jsonl with log_every 1: step seconds = tokens per step / tokens_per_s, after the warm-up
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "tokens_per_s": 1000.0 * i}) + "\n"
+                                                    for i in range(1, 6)))
+    assert bench.step_times(tmp_path, 1000, warmup=2) == pytest.approx([1 / 3, 1 / 4, 1 / 5])
+    rows = {ref.name: (ref, est, mfu) for ref, est, mfu in bench.reference_rows()}
+    assert len(rows) == len(bench.REFERENCES)
+    ref, est, _ = rows["nanoGPT GPT-2 124M"]
+    assert est.compute_s == pytest.approx(0.675)  # the published one-GPU step: 5 micro batches of 135 ms
+    assert 0 < est.exposed_comm_s < 0.01 * est.step_s  # DDP on NVLink: communication is ~1% of the step
+    ref, est, mfu = rows["llm.c GPT-2 124M"]
+    assert mfu == costmodel.DEFAULT_MFU and est.step_s / ref.measured_step_s == pytest.approx(1.5, abs=0.05)
+    assert bench.implied_mfu(ref, est) == pytest.approx(0.60, abs=0.01)
