@@ -1,7 +1,7 @@
 """Data-path throughput against what training consumes, measured in the same run on this machine.
 
 Prints tokens/s of
-  (a) streaming tokenize+pack: the in-process `PackedStream` and `gpt2dist prepare` with 1..N workers,
+  (a) streaming tokenize+pack: the in-process `TextStream` and `gpt2dist prepare` with 1..N workers,
   (b) packed-shard reading: `PackedBatches.next_batch` (memmap, shuffled windows, int64 tensors),
 each as a ratio to the tokens/s of one training step of the `gpt2` preset (124M, T=1024) on this
 machine -- the data path must never be what a run waits on -- and the resume time (open the data,
@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from gpt2dist.config import RunConfig, load_config
-from gpt2dist.data import PackedStream, resolve_files
+from gpt2dist.data.packed import open_train
+from gpt2dist.data.prepare import prepare
+from gpt2dist.data.stream import TextStream
+from gpt2dist.data.text import resolve_files
 from gpt2dist.demo_corpus import write_demo_corpus
-from gpt2dist.packed import open_train
-from gpt2dist.prepare import prepare
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
 
 
@@ -58,7 +59,7 @@ def config(tmp: Path, train: Path, block_size: int, packed_dir: Path) -> RunConf
 
 
 def streaming_tokens_per_s(cfg: RunConfig, encode, seconds: float) -> tuple[float, int]:
-    stream = PackedStream(resolve_files(cfg.data.train, "data.train"), cfg.data, encode)
+    stream = TextStream(resolve_files(cfg.data.train, "data.train"), cfg.data, encode)
     tokens, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         batch, _ = stream.next_batch(8)
@@ -77,7 +78,7 @@ def packed_tokens_per_s(cfg: RunConfig, micro: int, seconds: float) -> float:
 
 def streaming_resume_seconds(cfg: RunConfig, encode, positions: list[float], total_tokens: int) -> dict[float, float]:
     """Consume the corpus once, keeping the cursor at each position; then time open + restore + first batch."""
-    stream = PackedStream(resolve_files(cfg.data.train, "data.train"), cfg.data, encode)
+    stream = TextStream(resolve_files(cfg.data.train, "data.train"), cfg.data, encode)
     cursors, consumed = {}, 0
     for fraction in sorted(positions):
         while consumed < fraction * total_tokens:
@@ -86,7 +87,7 @@ def streaming_resume_seconds(cfg: RunConfig, encode, positions: list[float], tot
     out = {}
     for fraction, cursor in cursors.items():
         started = time.perf_counter()
-        fresh = PackedStream(resolve_files(cfg.data.train, "data.train"), cfg.data, encode)
+        fresh = TextStream(resolve_files(cfg.data.train, "data.train"), cfg.data, encode)
         fresh.load_cursors([cursor])
         fresh.pulled.clear()
         while not fresh.pulled:  # the saved leftover tokens come first: time until a new document is read
@@ -142,7 +143,7 @@ def main() -> None:
             return encode_documents(tokenizer, docs)
 
         rate, _ = streaming_tokens_per_s(cfg, encode, args.seconds)
-        print(f"(a) streaming PackedStream, in-process: {rate:12,.0f} tokens/s = {rate / gpt2:,.0f}x gpt2 step")
+        print(f"(a) streaming TextStream, in-process: {rate:12,.0f} tokens/s = {rate / gpt2:,.0f}x gpt2 step")
         for micro in (8, 32):
             rate = packed_tokens_per_s(cfg, micro, args.seconds)
             print(f"(b) packed reading, micro {micro:2d}, T={args.block_size}: {rate:14,.0f} tokens/s = "

@@ -130,7 +130,7 @@ def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path) -> Result:
     cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, train_file, run_dir)), encoding="utf-8")
     cfg = load_config(cfg_file, spec.overrides)
     if cfg.data.format == "packed":  # --set data.format=packed: tokenize up front, as TextDataset does
-        from gpt2dist.prepare import prepare
+        from gpt2dist.data.prepare import prepare
 
         prepare(cfg, workers=1, progress=False)
     started = time.perf_counter()
@@ -152,7 +152,7 @@ def engine_timers():
 
     Yields a list that fills with (end of step i, seconds spent inside the three calls so far) per step:
     everything else in the loop -- data, logging, the stop check -- is loop overhead."""
-    from gpt2dist.engine import TorchEngine
+    from gpt2dist.engines.torch_engine import TorchEngine
 
     marks: list[tuple[float, float]] = []
     spent = [0.0]

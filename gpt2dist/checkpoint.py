@@ -9,10 +9,8 @@ Loading uses safetensors and `torch.load(weights_only=True)` only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import random
 import shutil
 from pathlib import Path
@@ -21,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt2dist import dist
-from gpt2dist.engine import Engine
+from gpt2dist import atomic, dist
+from gpt2dist.engines.base import Engine
 from gpt2dist.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -57,28 +55,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj), encoding="utf-8")
-    tmp.replace(path)
 
 
 class CheckpointManager:
@@ -162,38 +138,24 @@ class CheckpointManager:
             tmp.mkdir()
         dist.barrier()
         engine.save(tmp)
-        write_json(tmp / f"cursor-rank{self.rank:05d}.json", cursor)
+        atomic.write_json(tmp / f"cursor-rank{self.rank:05d}.json", cursor)
         torch.save(rng, tmp / f"rng-rank{self.rank:05d}.pt")
         dist.barrier()
         if self.is_writer:
             engine.model.config.to_json_file(str(tmp / "config.json"))
-            write_json(tmp / "train_state.json", train_state)
+            atomic.write_json(tmp / "train_state.json", train_state)
             self._write_manifest(tmp, step)
-            if final.exists():  # re-saving a step (a resumed run passing it again): keep the old one until now
-                old = self.root / f".old-{final.name}"
-                shutil.rmtree(old, ignore_errors=True)
-                final.rename(old)
-                tmp.rename(final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(final)
-            _fsync_dir(self.root)
-            self._write_latest(final.name)
+            # every file fsynced, then renamed; re-saving a step (a resumed run passing it again) keeps the
+            # old directory until the new one is in place
+            atomic.publish_dir(tmp, final)
+            atomic.write_text(self.root / LATEST, final.name + "\n")
             self.prune()
         dist.barrier()
 
     def _write_manifest(self, directory: Path, step: int) -> None:
-        files = {}
-        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-            files[str(path.relative_to(directory))] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-        write_json(directory / MANIFEST, {"step": step, "files": files})
-
-    def _write_latest(self, name: str) -> None:
-        tmp = self.root / (LATEST + ".tmp")
-        tmp.write_text(name + "\n", encoding="utf-8")
-        tmp.replace(self.root / LATEST)
+        files = {str(path.relative_to(directory)): {"bytes": path.stat().st_size, "sha256": atomic.file_sha256(path)}
+                 for path in sorted(p for p in directory.rglob("*") if p.is_file())}
+        atomic.write_json(directory / MANIFEST, {"step": step, "files": files})
 
     def prune(self) -> None:
         """Delete complete checkpoints beyond keep_last (oldest first) and stale temporaries."""
@@ -211,7 +173,7 @@ class CheckpointManager:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
         for name, meta in manifest["files"].items():
             path = directory / name
-            if not path.is_file() or path.stat().st_size != meta["bytes"] or file_sha256(path) != meta["sha256"]:
+            if not path.is_file() or path.stat().st_size != meta["bytes"] or atomic.file_sha256(path) != meta["sha256"]:
                 raise UserError(f"checkpoint {directory} is corrupt ({name} does not match its manifest): "
                                 "delete that step directory to resume from the previous one")
 

@@ -22,7 +22,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from gpt2dist.config import load_config
-    from gpt2dist.prepare import prepare
+    from gpt2dist.data.prepare import prepare
     from gpt2dist.train import setup_logging
 
     setup_logging()
@@ -76,7 +76,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_launch(args: argparse.Namespace) -> None:
-    from launcher.local import launch
+    from gpt2dist.launcher.local import launch
 
     code = launch(args.config, args.overrides, args.nproc, no_resume=args.no_resume, module=args.module)
     if code:
@@ -85,7 +85,7 @@ def cmd_launch(args: argparse.Namespace) -> None:
 
 def cmd_doctor(args: argparse.Namespace) -> None:
     from gpt2dist.doctor import doctor_command
-    from gpt2dist.scaling import options_from_args  # issue 16: --gpu, --gpus-per-node, links, MFU
+    from gpt2dist.scaling import options_from_args  # --gpu, --gpus-per-node, links, MFU
 
     scaling, world_size, nodes = options_from_args(args)
     code = doctor_command(args.config, args.overrides, world_size, args.gpu_mem, nodes, scaling)
@@ -102,7 +102,7 @@ def cmd_bench_comm(args: argparse.Namespace) -> None:
 
 
 def cmd_slurm(args: argparse.Namespace) -> None:
-    from launcher.slurm import SlurmOptions, slurm_command
+    from gpt2dist.launcher.slurm import SlurmOptions, slurm_command
 
     opts = SlurmOptions(nodes=args.nodes, gpus_per_node=args.gpus_per_node, nproc_per_node=args.nproc_per_node,
                         time=args.time, partition=args.partition, account=args.account, job_name=args.job_name,
@@ -113,7 +113,7 @@ def cmd_slurm(args: argparse.Namespace) -> None:
 
 
 def cmd_ds_config(args: argparse.Namespace) -> None:
-    from launcher.ds_config import ds_config_command
+    from gpt2dist.launcher.ds_config import ds_config_command
 
     ds_config_command(args.config, args.overrides, args.world_size, args.output)
 

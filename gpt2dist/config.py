@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gpt2dist import atomic
 from gpt2dist.errors import UserError
 
 # GPT-2 sizes from the paper / Hugging Face model cards; `tiny` makes every test run in seconds on CPU.
@@ -370,6 +371,12 @@ class BatchPlan:
     def global_batch(self) -> int:
         return self.micro * self.accum * self.world_size
 
+    def describe(self, block_size: int) -> str:
+        """The batch line every entry point prints (train, doctor, ds-config): sequences and tokens per step."""
+        tokens = self.global_batch * block_size
+        return (f"batch: micro {self.micro} x accum {self.accum} x data-parallel {self.world_size} = global "
+                f"{self.global_batch:,} sequences = {tokens:,} tokens/step (block {block_size})")
+
 
 def batch_plan(train: TrainConfig, world_size: int) -> BatchPlan:
     """Derive the missing member of (global, micro, accum) for `world_size` data-parallel ranks, or fail
@@ -393,6 +400,16 @@ def batch_plan(train: TrainConfig, world_size: int) -> BatchPlan:
     return BatchPlan(m, a, world_size)
 
 
+def uses_deepspeed(cfg: RunConfig, world_size: int) -> bool:
+    """backend auto: DeepSpeed when there are several ranks or a ZeRO stage was asked, plain torch otherwise.
+    backend=torch trains on one process, so several ranks are refused in one line."""
+    backend = cfg.distributed.backend
+    if backend == "torch" and world_size > 1:
+        raise UserError(f"distributed.backend=torch trains on one process, this launch has {world_size} ranks: "
+                        "use distributed.backend=deepspeed (or auto)")
+    return backend == "deepspeed" or (backend == "auto" and (world_size > 1 or cfg.distributed.zero_stage > 0))
+
+
 def get_key(cfg: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
@@ -405,7 +422,4 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config (every key, defaults included) so a run dir documents itself."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

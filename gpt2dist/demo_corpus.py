@@ -15,11 +15,11 @@ blank line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
-import tempfile
 from pathlib import Path
+
+from gpt2dist import atomic
 
 __all__ = ["generate_stories", "main", "write_demo_corpus"]
 
@@ -259,22 +259,6 @@ def generate_stories(n: int, seed: int = 0) -> list[str]:
     return _generate(n, random.Random(seed))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` then rename it, so a killed write leaves no half file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the corpus is ordinary, shareable data.
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("ascii"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _join(stories: list[str]) -> str:
     """Stories separated by one blank line (the loader's document separator), with a final newline."""
     return "\n\n".join(stories) + "\n" if stories else ""
@@ -295,8 +279,8 @@ def write_demo_corpus(
     train = _generate(train_stories, random.Random(seed))
     val = _generate(val_stories, random.Random(f"{_VAL_SEED_PREFIX}{seed}"))
     train_path, val_path = out / TRAIN_FILE, out / VAL_FILE
-    _write_atomic(train_path, _join(train))
-    _write_atomic(val_path, _join(val))
+    atomic.write_text(train_path, _join(train))
+    atomic.write_text(val_path, _join(val))
     return train_path, val_path
 
 

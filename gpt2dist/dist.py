@@ -12,12 +12,14 @@ import datetime
 import os
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gpt2dist.errors import UserError
 
 DEFAULT_PORT = 29500
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,26 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def on_writer(rank: DistInfo, fn: Callable[[], T]) -> T:
+    """Run `fn` on rank 0 only; every rank gets its result -- or the same one-line UserError."""
+    result, error, crash = None, None, None
+    if rank.is_writer:
+        try:
+            result = fn()
+        except UserError as exc:
+            error = str(exc)
+        except Exception as exc:  # other ranks would otherwise wait at the broadcast until the timeout
+            if rank.world_size == 1:
+                raise
+            crash, error = exc, f"rank 0 failed: {exc!r}"
+    result, error = broadcast_object((result, error))
+    if crash is not None:
+        raise crash
+    if error is not None:
+        raise UserError(error)
+    return result
 
 
 def shutdown(clean: bool = True) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from gpt2dist import atomic
 from gpt2dist.checkpoint import MANIFEST, CheckpointManager
 from gpt2dist.errors import UserError
 from gpt2dist.tokenizer import load_tokenizer
@@ -57,10 +58,7 @@ def export(source: str | Path, out: str | Path) -> Path:
     block_size = _run_block_size(run_dir)
     (tmp / PROVENANCE).write_text(json.dumps({"checkpoint": str(step_dir), "block_size": block_size,
                                               **train_state}, indent=1), encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+    return atomic.publish_dir(tmp, out)  # an earlier export is replaced only once this one is complete
 
 
 def _run_block_size(run_dir: Path) -> int | None:

@@ -43,16 +43,6 @@ def pretrained_config(path: str, key: str = "config key model.pretrained") -> di
     return cfg
 
 
-def check_block_size(cfg: RunConfig) -> None:
-    """block_size must fit the position table; a pretrained model brings its own n_positions."""
-    if cfg.model.pretrained is None:
-        return  # validated with the preset in config.validate
-    n_positions = pretrained_config(cfg.model.pretrained).get("n_positions", 1024)
-    if cfg.data.block_size > n_positions:
-        raise UserError(f"config key data.block_size={cfg.data.block_size} exceeds n_positions={n_positions} "
-                        f"of {cfg.model.pretrained}: lower data.block_size")
-
-
 def gpt2_config(cfg: RunConfig, vocab_size: int, eos_token_id: int) -> GPT2Config:
     dims = cfg.resolved_model_dims()
     dropout = cfg.model.dropout if cfg.model.dropout is not None else 0.0

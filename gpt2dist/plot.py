@@ -99,6 +99,19 @@ def _empty(ax: Any, what: str) -> None:
     ax.text(0.5, 0.5, f"no {what} logged", ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
+def _line_panel(ax: Any, records: list[dict], key: str, title: str, ylabel: str, what: str,
+                sci: bool = False) -> None:
+    """One logged series against the step, or the 'no `what` logged' note."""
+    xs, ys = _series(records, key)
+    if xs:
+        ax.plot(xs, ys, lw=1)
+        if sci:
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    else:
+        _empty(ax, what)
+    ax.set(title=title, xlabel="step", ylabel=ylabel)
+
+
 def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Draw a 2x2 figure: training loss and val loss vs step (one panel, val as markers+line), learning
     rate vs step, tokens/s vs step, and val perplexity vs step (log y). Title = run dir name. Save PNG to
@@ -143,20 +156,8 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
         _empty(ax_loss, "loss")
     ax_loss.set(title="loss", xlabel="step", ylabel="loss")
 
-    xs, ys = _series(records, "lr")
-    if xs:
-        ax_lr.plot(xs, ys, lw=1)
-        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    else:
-        _empty(ax_lr, "learning rate")
-    ax_lr.set(title="learning rate", xlabel="step", ylabel="lr")
-
-    xs, ys = _series(records, "tokens_per_s")
-    if xs:
-        ax_tps.plot(xs, ys, lw=1)
-    else:
-        _empty(ax_tps, "tokens/s")
-    ax_tps.set(title="throughput", xlabel="step", ylabel="tokens/s")
+    _line_panel(ax_lr, records, "lr", "learning rate", "lr", "learning rate", sci=True)
+    _line_panel(ax_tps, records, "tokens_per_s", "throughput", "tokens/s", "tokens/s")
 
     xs, ys = _series(records, "val_ppl", positive=True)
     if xs:

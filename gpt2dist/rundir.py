@@ -12,9 +12,10 @@ from typing import Any
 
 import yaml
 
+from gpt2dist import atomic
 from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import RunConfig, to_dict
-from gpt2dist.data import FORMATS, find_invalid_utf8, iter_documents
+from gpt2dist.data.text import FORMATS, find_invalid_utf8, iter_documents
 from gpt2dist.errors import UserError
 from gpt2dist.tokenizer import build_tokenizer, load_tokenizer
 
@@ -47,7 +48,7 @@ def prepare_run_dir(cfg: RunConfig, ckpt: CheckpointManager) -> Path | None:
 
 def _run_entries(cfg: RunConfig) -> list[Path]:
     """What the run dir holds besides `gpt2dist prepare`'s output (by default RUN_DIR/data)."""
-    from gpt2dist.prepare import packed_root
+    from gpt2dist.data.manifest import packed_root
 
     prepared = packed_root(cfg).resolve()
     return [p for p in Path(cfg.run_dir).iterdir() if p.resolve() != prepared]
@@ -93,7 +94,7 @@ def build_run_tokenizer(cfg: RunConfig, train_files: list[Path]):
     """The run's saved tokenizer when it exists (resume), else a new one built from the config."""
     folder = Path(cfg.run_dir) / TOKENIZER_DIR
     if cfg.data.format == "packed":  # the tokenizer that made the shards, and no other
-        from gpt2dist.packed import packed_tokenizer
+        from gpt2dist.data.packed import packed_tokenizer
 
         return packed_tokenizer(cfg, folder)
     if (folder / "tokenizer_config.json").is_file():
@@ -114,4 +115,4 @@ def save_tokenizer(tokenizer, folder: Path) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save_pretrained(str(tmp))
-    tmp.replace(folder)
+    atomic.publish_dir(tmp, folder)

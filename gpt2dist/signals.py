@@ -9,13 +9,14 @@ Slurm script reads to decide on `scontrol requeue`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import threading
 import time
 from pathlib import Path
+
+from gpt2dist import atomic
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,4 @@ class StopRequest:
 
 def write_status(run_dir: Path, state: str, **fields) -> None:
     """RUN_DIR/status.json: running | preempted | finished (atomic; read by the Slurm script)."""
-    path = Path(run_dir) / STATUS_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"state": state, "time": round(time.time(), 3), **fields}), encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_json(Path(run_dir) / STATUS_FILE, {"state": state, "time": round(time.time(), 3), **fields})

@@ -12,29 +12,30 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from gpt2dist import dist
 from gpt2dist.checkpoint import CheckpointManager
-from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config
-from gpt2dist.data import PackedStream, eval_batches, resolve_files
-from gpt2dist.doctor import cheap_checks, raise_for_problems
-from gpt2dist.engine import Engine, TorchEngine, check_precision, resolve_device
+from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
+from gpt2dist.data.build import build_train_stream, build_val, eval_batches
+from gpt2dist.data.text import resolve_files
+from gpt2dist.data.trace import open_trace, write_trace
+from gpt2dist.engines.base import Engine
+from gpt2dist.engines.build import build_engine
+from gpt2dist.engines.device import check_precision, resolve_device
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
-from gpt2dist.model import build_model, check_block_size, count_parameters, flops_per_token
+from gpt2dist.model import build_model, count_parameters, flops_per_token
+from gpt2dist.preflight import cheap_checks, raise_for_problems
 from gpt2dist.rundir import TOKENIZER_DIR, build_run_tokenizer, check_utf8, prepare_run_dir, save_tokenizer
 from gpt2dist.signals import EXIT_PREEMPTED, STOP_FILE, StopRequest, write_status
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
-from gpt2dist.trace import open_trace, write_trace
 
 log = logging.getLogger("gpt2dist")
-T = TypeVar("T")
 
 
 def train(cfg: RunConfig) -> dict[str, Any]:
@@ -44,12 +45,11 @@ def train(cfg: RunConfig) -> dict[str, Any]:
         logging.getLogger("gpt2dist").setLevel(logging.ERROR)
     # Everything a config mistake can break is checked on every rank before any expensive step.
     plan = batch_plan(cfg.train, rank.world_size)
-    use_deepspeed = wants_deepspeed(cfg, rank.world_size)
+    use_deepspeed = uses_deepspeed(cfg, rank.world_size)
     device = resolve_device(cfg.train.device, rank.local_rank)
     check_precision(cfg.train.precision, device)
     train_files = resolve_files(cfg.data.train, "data.train")
     val_files = resolve_files(cfg.data.val, "data.val") if cfg.data.val else None
-    check_block_size(cfg)
     # The doctor's cheap checks (data rows per rank, disk room for two checkpoints, ...): every rank runs
     # them, so a problem stops all ranks together with exit 2 instead of leaving some waiting.
     raise_for_problems(cheap_checks(cfg, rank.world_size), warn=log.warning if rank.is_writer else None)
@@ -69,43 +69,25 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     return result
 
 
-def wants_deepspeed(cfg: RunConfig, world_size: int) -> bool:
-    """backend auto: DeepSpeed when there are several ranks or a ZeRO stage was asked, plain torch otherwise."""
-    backend = cfg.distributed.backend
-    if backend == "torch" and world_size > 1:
-        raise UserError(f"distributed.backend=torch trains on one process, this launch has {world_size} ranks: "
-                        "use distributed.backend=deepspeed (or auto)")
-    return backend == "deepspeed" or (backend == "auto" and (world_size > 1 or cfg.distributed.zero_stage > 0))
-
-
 def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deepspeed: bool,
                  train_files: list[Path], val_files: list[Path] | None) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep_last, rank=rank.rank, is_writer=rank.is_writer)
-    resume_from = on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files))
+    resume_from = dist.on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files))
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)  # every rank tokenizes with the saved files
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the parameters away
     fpt = flops_per_token(count_parameters(model, non_embedding=True), model.config.n_layer,
                           model.config.n_embd, cfg.data.block_size)
-    engine = build_engine(cfg, model, plan, rank, resume_from, use_deepspeed)
+    engine = build_engine(cfg, model, plan, rank, use_deepspeed=use_deepspeed, resume_from=resume_from)
 
     def encode(docs: list[str]) -> list[list[int]]:
         return encode_documents(tokenizer, docs)
 
-    if cfg.data.format == "packed":  # `gpt2dist prepare`'s shards: nothing left to tokenize
-        from gpt2dist import packed
-
-        stream = packed.open_train(cfg, rank.rank, rank.world_size, plan.micro, plan.accum)
-        val_stream = packed.val_factory(cfg)
-    else:
-        train_heldout = False if (cfg.data.val_fraction > 0 and val_files is None) else None
-        from gpt2dist.stream_loader import make_train_stream  # a DataLoader worker tokenizes ahead (num_workers)
-
-        stream = make_train_stream(train_files, cfg.data, encode, heldout=train_heldout, rank=rank.rank,
-                                   world_size=rank.world_size, seed=cfg.seed, pin_memory=engine.device.type == "cuda")
-        val_stream = val_stream_factory(cfg, train_files, val_files, encode)
+    stream = build_train_stream(cfg, rank=rank.rank, world_size=rank.world_size, micro=plan.micro, accum=plan.accum,
+                                encode=encode, train_files=train_files, pin_memory=engine.device.type == "cuda")
+    val_stream = build_val(cfg, encode=encode, train_files=train_files, val_files=val_files)
 
     step, tokens = 0, 0
     if resume_from is not None:
@@ -121,8 +103,7 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                            tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress)
     logger.print(f"gpt2dist: {n_params / 1e6:.2f}M parameters | vocab {len(tokenizer)} | "
                  f"{'deepspeed ZeRO-' + str(cfg.distributed.zero_stage) if use_deepspeed else 'torch'} on "
-                 f"{engine.device} {tcfg.precision} | micro batch {plan.micro} x accum {plan.accum} x ranks "
-                 f"{plan.world_size} x block {cfg.data.block_size} = {tokens_per_step:,} tokens/step | "
+                 f"{engine.device} {tcfg.precision} | {plan.describe(cfg.data.block_size)} | "
                  f"{'resuming from ' + resume_from.name if resume_from else 'fresh run'} -> step {tcfg.max_steps}")
     trace = open_trace(run_dir, rank.rank, step) if cfg.logging.trace_windows else None
 
@@ -204,59 +185,10 @@ def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Pat
     return resume_from
 
 
-def build_engine(cfg: RunConfig, model, plan: BatchPlan, rank: dist.DistInfo, resume_from: Path | None,
-                 use_deepspeed: bool) -> Engine:
-    if not use_deepspeed:
-        return TorchEngine(model, cfg.train, grad_accum_steps=plan.accum, local_rank=rank.local_rank,
-                           activation_checkpointing=cfg.model.activation_checkpointing)
-    from gpt2dist.ds_engine import DeepSpeedEngine, ensure_universal, saved_world_size
-
-    universal = False
-    if resume_from is not None:
-        saved = saved_world_size(resume_from)
-        # ZeRO-0 keeps the whole optimizer state in one file that loads on any world size; stages 1-3 partition it.
-        universal = saved is not None and saved != rank.world_size and cfg.distributed.zero_stage > 0
-        if universal:  # a world-size change: DeepSpeed's universal format, converted once by rank 0
-            log.info("resuming %s saved on %d ranks on %d ranks via a universal checkpoint", resume_from.name,
-                     saved, rank.world_size)
-            on_writer(rank, lambda: ensure_universal(resume_from))
-    return DeepSpeedEngine(model, cfg, rank.world_size, load_universal=universal)
-
-
-def on_writer(rank: dist.DistInfo, fn: Callable[[], T]) -> T:
-    """Run `fn` on rank 0 only; every rank gets its result -- or the same one-line UserError."""
-    result, error, crash = None, None, None
-    if rank.is_writer:
-        try:
-            result = fn()
-        except UserError as exc:
-            error = str(exc)
-        except Exception as exc:  # other ranks would otherwise wait at the broadcast until the timeout
-            if rank.world_size == 1:
-                raise
-            crash, error = exc, f"rank 0 failed: {exc!r}"
-    result, error = dist.broadcast_object((result, error))
-    if crash is not None:
-        raise crash
-    if error is not None:
-        raise UserError(error)
-    return result
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def val_stream_factory(cfg: RunConfig, train_files, val_files, encode):
-    """A callable giving a fresh, non-repeating validation stream, or None when there is no val data."""
-    if val_files is not None:
-        return lambda: PackedStream(val_files, cfg.data, encode, repeat=False)
-    if cfg.data.val_fraction > 0:
-        return lambda: PackedStream(train_files, cfg.data, encode, heldout=True, repeat=False)
-    log.warning("no validation data (data.val empty and data.val_fraction=0): evaluation is off")
-    return None
 
 
 def evaluate(engine: Engine, factory, batch_size: int, n_batches: int) -> float:

@@ -8,12 +8,11 @@ and the JSON on disk is exactly what the engine used. It therefore imports neith
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from gpt2dist import atomic
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config
 from gpt2dist.errors import UserError
 
@@ -143,8 +142,7 @@ def describe_batch(cfg: RunConfig, world_size: int) -> str:
     plan = _plan(cfg, world_size)
     block = cfg.data.block_size
     dcfg = cfg.distributed
-    return (f"batch: micro {plan.micro} x accum {plan.accum} x data-parallel {plan.world_size} = "
-            f"global {plan.global_batch:,} sequences = {plan.global_batch * block:,} tokens/step (block {block})\n"
+    return (f"{plan.describe(block)}\n"
             f"deepspeed: ZeRO stage {dcfg.zero_stage}, offload optimizer={dcfg.offload_optimizer} "
             f"param={dcfg.offload_param}, precision {cfg.train.precision}")
 
@@ -152,19 +150,6 @@ def describe_batch(cfg: RunConfig, world_size: int) -> str:
 def render_json(ds: dict[str, Any]) -> str:
     """The one JSON spelling used for files and goldens: indent 2, sorted keys, trailing newline."""
     return json.dumps(ds, indent=2, sort_keys=True) + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + os.replace, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def ds_config_command(config_path: str, overrides: list[str], world_size: int, out: str | None) -> dict[str, Any]:
@@ -182,7 +167,8 @@ def ds_config_command(config_path: str, overrides: list[str], world_size: int, o
         print(summary, file=sys.stderr)
         sys.stdout.write(render_json(ds))
     else:
-        write_text_atomic(Path(out), render_json(ds))
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(out, render_json(ds))
         print(summary)
         print(f"wrote {out}")
     return ds

@@ -4,8 +4,8 @@ Why goldens: they show a reader what every ZeRO stage x precision x offload comb
 test compares them with the builder's current output, so a change to the generated JSON is a visible diff
 in review rather than a surprise on a cluster.
 
-    python -m launcher.gen_golden           # rewrite ds_configs/*.json and ds_configs/README.md
-    python -m launcher.gen_golden --check   # exit 1, listing the files that differ
+    python -m gpt2dist.launcher.gen_golden           # rewrite ds_configs/*.json and ds_configs/README.md
+    python -m gpt2dist.launcher.gen_golden --check   # exit 1, listing the files that differ
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gpt2dist.launcher.ds_config import build_ds_config, describe_batch, render_json
+
+from gpt2dist import atomic
 from gpt2dist.config import RunConfig, load_config
 from gpt2dist.errors import run_or_exit
-from launcher.ds_config import build_ds_config, describe_batch, render_json, write_text_atomic
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "ds_configs"
 WORLD_SIZE = 8
 BASE_OVERRIDES = ("model.preset=gpt2", "data.block_size=1024", "data.train=[data/*.txt]",
                   "train.global_batch_size=512", "train.micro_batch_size=8", "train.lr=6e-4")
-REGENERATE = "python -m launcher.gen_golden"
+REGENERATE = "python -m gpt2dist.launcher.gen_golden"
 
 
 def variants() -> dict[str, list[str]]:
@@ -101,12 +103,12 @@ def write_all(directory: Path) -> list[str]:
     """Write every golden file; returns the names written."""
     files = rendered_files()
     for name, text in files.items():
-        write_text_atomic(directory / name, text)
+        atomic.write_text(directory / name, text)
     return list(files)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launcher.gen_golden", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gpt2dist.launcher.gen_golden", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare instead of writing; exit 1 on differences")
     parser.add_argument("--dir", type=Path, default=GOLDEN_DIR, help="golden folder (default: ds_configs/)")
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ import sys
 from gpt2dist.dist import free_port
 from gpt2dist.errors import UserError
 
-MODULES = ("gpt2dist.train", "gpt2dist.commbench")  # per-rank entry points: training, bench-comm (issue 16)
+MODULES = ("gpt2dist.train", "gpt2dist.commbench")  # per-rank entry points: training, bench-comm
 
 
 def launch_command(config: str, overrides: list[str], nproc: int, *, master_port: int | None = None,

@@ -14,12 +14,14 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
-from gpt2dist.config import RunConfig, batch_plan, load_config
+from gpt2dist import atomic
+from gpt2dist.config import RunConfig, batch_plan, load_config, uses_deepspeed
 from gpt2dist.errors import UserError
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "slurm"
+TEMPLATES = resources.files("gpt2dist.slurm")  # package data: found the same way in a clone and a wheel
 LAUNCHERS = ("srun", "torchrun", "deepspeed")
 DEFAULT_LAUNCHER = "srun"  # Slurm owns every rank: signals, cleanup and accounting need nothing else
 TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
@@ -74,11 +76,10 @@ def render(config_path: str, opts: SlurmOptions, *, python: str | None = None, w
     nproc = ranks_per_node(opts)
     world = opts.nodes * nproc
     batch_plan(cfg.train, world)  # the batch triple must fit nodes x ranks now, not after the queue
-    if cfg.distributed.backend == "torch" and world > 1:
-        raise UserError(f"distributed.backend=torch cannot run {world} ranks: use deepspeed (or auto)")
+    uses_deepspeed(cfg, world)  # backend=torch cannot run several ranks
     workdir = workdir or os.getcwd()
     if opts.check:  # a config that cannot run fails here, not after hours in the queue
-        from gpt2dist.doctor import cheap_checks, raise_for_problems
+        from gpt2dist.preflight import cheap_checks, raise_for_problems
 
         raise_for_problems(cheap_checks(cfg, world, base_dir=workdir),
                            warn=lambda message: print(f"warning: {message}", file=sys.stderr))
@@ -136,11 +137,7 @@ def _sbatch_value(value: str) -> str:
 def write_script(text: str, path: str) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(0o755)
-    tmp.replace(out)
-    return out
+    return atomic.write_text(out, text, mode=0o755)
 
 
 def submit(script: Path) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import numpy as np
@@ -11,14 +10,15 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpt2dist.checkpoint import MANIFEST, CheckpointManager
-from gpt2dist.config import TrainConfig
-from gpt2dist.engine import TorchEngine, lr_at
+from gpt2dist.config import RunConfig, TrainConfig
+from gpt2dist.engines.schedule import lr_at
+from gpt2dist.engines.torch_engine import TorchEngine
 
 
 def tiny_engine(seed: int = 0) -> TorchEngine:
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=1, n_head=2))
-    return TorchEngine(model, TrainConfig(max_steps=10, warmup_steps=2, lr=1e-2, min_lr=1e-3))
+    return TorchEngine(model, RunConfig(train=TrainConfig(max_steps=10, warmup_steps=2, lr=1e-2, min_lr=1e-3)))
 
 
 BATCHES = [torch.randint(0, 50, (2, 17), generator=torch.Generator().manual_seed(i)) for i in range(6)]
@@ -114,12 +114,3 @@ def test_round_trip_restores_model_optimizer_schedule_and_rng(tmp_path):
     assert train_state["step"] == 3 and cursors == [{"step": 3}]
     assert restored.optimizer.param_groups[0]["lr"] == pytest.approx(lr_at(3, restored.cfg))
     assert train_steps(restored, 3, 6) == expected
-
-
-def test_lr_schedule_warmup_cosine_constant():
-    cfg = TrainConfig(max_steps=110, warmup_steps=10, lr=1.0, min_lr=0.1)
-    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
-    assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(60, cfg) == pytest.approx(0.55)
-    assert lr_at(110, cfg) == pytest.approx(0.1) and lr_at(500, cfg) == pytest.approx(0.1)
-    flat = dataclasses.replace(cfg, schedule="constant")
-    assert lr_at(80, flat) == 1.0 and lr_at(4, flat) == pytest.approx(0.5)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gpt2dist.config import DataConfig
-from gpt2dist.cursor import reshard_cursor, shard_mode
-from gpt2dist.data import PackedStream
+from gpt2dist.data.sharding import reshard_cursor, shard_mode
+from gpt2dist.data.stream import TextStream
 from gpt2dist.errors import UserError
 
 
@@ -37,7 +37,7 @@ def corpora(tmp_path_factory) -> dict[int, tuple[list[Path], list[str]]]:
             16: write_corpus(root / "sixteen", 16, lambda f: 5 + (7 * f) % 11)}
 
 
-def drain(stream: PackedStream, n: int | None = None) -> list[tuple[int, str]]:
+def drain(stream: TextStream, n: int | None = None) -> list[tuple[int, str]]:
     """Consume n windows (all if None) and return the documents pulled meanwhile."""
     for count, _ in enumerate(stream, 1):
         if n is not None and count >= n:
@@ -46,8 +46,8 @@ def drain(stream: PackedStream, n: int | None = None) -> list[tuple[int, str]]:
     return pulled
 
 
-def reshard(corpus, cfg, cursors, new: int, repeat: bool) -> list[PackedStream]:
-    resumed = [PackedStream(corpus, cfg, encode, rank=r, world_size=new, repeat=repeat) for r in range(new)]
+def reshard(corpus, cfg, cursors, new: int, repeat: bool) -> list[TextStream]:
+    resumed = [TextStream(corpus, cfg, encode, rank=r, world_size=new, repeat=repeat) for r in range(new)]
     for stream in resumed:
         stream.load_cursors(cursors)
     return resumed
@@ -59,7 +59,7 @@ def reshard(corpus, cfg, cursors, new: int, repeat: bool) -> list[PackedStream]:
 def test_reshard_covers_every_document_once(corpora, n_files, old, new, steps):
     corpus, ids = corpora[n_files]
     cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
-    streams = [PackedStream(corpus, cfg, encode, rank=r, world_size=old, repeat=False) for r in range(old)]
+    streams = [TextStream(corpus, cfg, encode, rank=r, world_size=old, repeat=False) for r in range(old)]
     before = [doc for r, s in enumerate(streams) for doc in drain(s, steps[r % len(steps)] or None)]
     cursors = [json.loads(json.dumps(s.state_dict())) for s in streams]
     leftover = sum(len(c["buffer"]) for c in cursors)
@@ -79,7 +79,7 @@ def test_reshard_with_ranks_epochs_apart(corpora, n_files, old, new):
     every pass exactly once, in every epoch's own file order."""
     corpus, ids = corpora[n_files]
     cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
-    streams = [PackedStream(corpus, cfg, encode, rank=r, world_size=old, seed=7) for r in range(old)]
+    streams = [TextStream(corpus, cfg, encode, rank=r, world_size=old, seed=7) for r in range(old)]
     before = []
     for r, stream in enumerate(streams):
         before += drain(stream, 40 + 23 * r)
@@ -103,13 +103,13 @@ def test_reshard_with_ranks_epochs_apart(corpora, n_files, old, new):
 def test_same_world_size_loads_own_cursor_exactly(corpora):
     corpus, _ = corpora[3]
     cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
-    streams = [PackedStream(corpus, cfg, encode, rank=r, world_size=2, repeat=False) for r in range(2)]
+    streams = [TextStream(corpus, cfg, encode, rank=r, world_size=2, repeat=False) for r in range(2)]
     for s in streams:
         drain(s, 4)
     cursors = [s.state_dict() for s in streams]
     expected = [[w.tokens for w in s] for s in streams]
     for r in range(2):
-        again = PackedStream(corpus, cfg, encode, rank=r, world_size=2, repeat=False)
+        again = TextStream(corpus, cfg, encode, rank=r, world_size=2, repeat=False)
         again.load_cursors(cursors[::-1])  # any order
         assert [w.tokens for w in again] == expected[r]
 
@@ -117,7 +117,7 @@ def test_same_world_size_loads_own_cursor_exactly(corpora):
 def test_incomplete_cursor_set_is_refused(corpora):
     corpus, _ = corpora[3]
     cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
-    cursors = [PackedStream(corpus, cfg, encode, rank=r, world_size=3).state_dict() for r in (0, 2)]
+    cursors = [TextStream(corpus, cfg, encode, rank=r, world_size=3).state_dict() for r in (0, 2)]
     with pytest.raises(UserError, match="incomplete"):
         reshard_cursor(cursors, 0, 1)
 
@@ -128,9 +128,9 @@ def test_old_cursor_format_is_refused(corpora):
     old = {"epoch": 0, "row": 5, "skip": [], "buffer": [], "files": [str(f) for f in corpus], "rank": 0,
            "world_size": 1, "dataset": None, "epoch_rows": None, "windows_in_epoch": 0}
     with pytest.raises(UserError, match="older gpt2dist"):
-        PackedStream(corpus, cfg, encode).load_cursors([old])
+        TextStream(corpus, cfg, encode).load_cursors([old])
     with pytest.raises(UserError, match="older gpt2dist"):
-        PackedStream(corpus, cfg, encode, world_size=2).load_cursors([old])
+        TextStream(corpus, cfg, encode, world_size=2).load_cursors([old])
 
 
 def test_mode_follows_files_and_ranks():
@@ -141,14 +141,14 @@ def test_reshard_across_an_epoch_boundary(tmp_path):
     """Rank 0 has wrapped into epoch 1 (mid-file) while rank 1 is still in epoch 0: the merge covers both passes."""
     files, ids = write_corpus(tmp_path, 1, lambda f: 400)
     cfg = DataConfig(train=[str(files[0])], block_size=16)
-    fast = PackedStream(files, cfg, encode, rank=0, world_size=2)
-    slow = PackedStream(files, cfg, encode, rank=1, world_size=2)
+    fast = TextStream(files, cfg, encode, rank=0, world_size=2)
+    slow = TextStream(files, cfg, encode, rank=1, world_size=2)
     before = []
     while fast.epoch == 0 or fast.row < 150:
         before += drain(fast, 1)
     before += drain(slow, 3)
     assert fast.epoch == 1 and slow.epoch == 0 and 0 < fast.row < 400
-    merged = PackedStream(files, cfg, encode, rank=0, world_size=1)
+    merged = TextStream(files, cfg, encode, rank=0, world_size=1)
     merged.load_cursors([fast.state_dict(), slow.state_dict()])
     after = []
     while merged.epoch < 2:

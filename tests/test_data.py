@@ -17,24 +17,17 @@ import numpy as np
 import pytest
 
 from gpt2dist.config import DataConfig
-from gpt2dist.data import (
-    DOCS_PER_TOKENIZE_CALL,
-    PackedStream,
-    Window,
-    clean_text,
-    eval_batches,
-    find_invalid_utf8,
-    is_heldout,
-    iter_documents,
-    resolve_files,
-)
+from gpt2dist.data.build import eval_batches
+from gpt2dist.data.contract import Window
+from gpt2dist.data.stream import DOCS_PER_TOKENIZE_CALL, TextStream
+from gpt2dist.data.text import clean_text, find_invalid_utf8, is_heldout, iter_documents, resolve_files
 from gpt2dist.errors import UserError
 
 EOS_ID = 0
 
 
 def encode(docs: list[str]) -> list[list[int]]:
-    """The `encode` PackedStream expects: token ids of each document followed by EOS."""
+    """The `encode` TextStream expects: token ids of each document followed by EOS."""
     return [[ord(c) for c in doc] + [EOS_ID] for doc in docs]
 
 
@@ -189,7 +182,7 @@ def test_documents_are_read_verbatim(corpus3) -> None:
 def test_one_pass_packs_docs_plus_eos_into_exact_windows(corpus3) -> None:
     files, docs = corpus3
     cfg = DataConfig(block_size=15)
-    windows = list(PackedStream(files, cfg, encode, repeat=False))
+    windows = list(TextStream(files, cfg, encode, repeat=False))
     expected = split_windows(token_stream(docs), cfg.block_size + 1)
     assert len(windows) == len(expected) > 100
     assert all(len(w.tokens) == cfg.block_size + 1 for w in windows)
@@ -203,7 +196,7 @@ def test_one_pass_packs_docs_plus_eos_into_exact_windows(corpus3) -> None:
 def test_next_batch_stacks_windows(corpus3) -> None:
     files, docs = corpus3
     cfg = DataConfig(block_size=7)
-    stream = PackedStream(files, cfg, encode, repeat=False)
+    stream = TextStream(files, cfg, encode, repeat=False)
     batch, windows = stream.next_batch(3)
     assert tuple(batch.shape) == (3, 8)
     assert batch.tolist() == split_windows(token_stream(docs), 8)[:3]
@@ -222,7 +215,7 @@ def test_cursor_resume_is_exact_at_many_points(corpus3) -> None:
     # 0: nothing read; 5: buffer from the first tokenizer batch; then cursors whose `datasets` state lies in
     # the first, second and third file; full_len - 1 and full_len: at (and past) the last window
     ks = sorted({0, 1, 5, 100, full_len // 3 + 20, full_len // 2, 2 * full_len // 3 + 30, full_len - 1, full_len})
-    stream = PackedStream(files, cfg, encode, repeat=False)
+    stream = TextStream(files, cfg, encode, repeat=False)
     states, reference = {}, []
     for k in range(full_len + 1):
         if k in ks:
@@ -238,7 +231,7 @@ def test_cursor_resume_is_exact_at_many_points(corpus3) -> None:
         shard = find_key(states[k], "shard_idx")
         if shard is not None:
             shards_seen.add(shard)
-        resumed = PackedStream(files, cfg, encode, repeat=False)
+        resumed = TextStream(files, cfg, encode, repeat=False)
         resumed.load_state_dict(states[k])
         rest = list(resumed)
         assert [w.tokens for w in rest] == reference[k:], f"resume after {k} windows diverged"
@@ -252,15 +245,15 @@ def test_cursor_of_a_resumed_stream_resumes_exactly(corpus3) -> None:
     files, docs = corpus3
     cfg = DataConfig(block_size=15)
     reference = split_windows(token_stream(docs), cfg.block_size + 1)
-    first = PackedStream(files, cfg, encode, repeat=False)
+    first = TextStream(files, cfg, encode, repeat=False)
     for _ in range(40):
         next(first)
-    second = PackedStream(files, cfg, encode, repeat=False)
+    second = TextStream(files, cfg, encode, repeat=False)
     second.load_state_dict(roundtrip(first.state_dict()))
-    third = PackedStream(files, cfg, encode, repeat=False)
+    third = TextStream(files, cfg, encode, repeat=False)
     third.load_state_dict(roundtrip(second.state_dict()))  # state taken before `second` opened its stream
     got = [next(third).tokens for _ in range(150)]
-    fourth = PackedStream(files, cfg, encode, repeat=False)
+    fourth = TextStream(files, cfg, encode, repeat=False)
     fourth.load_state_dict(roundtrip(third.state_dict()))
     got += [w.tokens for w in fourth]
     assert got == reference[40:]
@@ -271,12 +264,12 @@ def test_cursor_resume_is_exact_per_rank(tmp_path: Path, n_files: int) -> None:
     files, _ = write_txt_corpus(tmp_path, n_files, 90, padded=True)
     cfg = DataConfig(block_size=11)
     for rank in range(2):
-        reference = [w.tokens for w in PackedStream(files, cfg, encode, rank=rank, world_size=2, repeat=False)]
+        reference = [w.tokens for w in TextStream(files, cfg, encode, rank=rank, world_size=2, repeat=False)]
         assert len(reference) > 60
         for k in (7, len(reference) // 2, len(reference) - 3):
-            stream = PackedStream(files, cfg, encode, rank=rank, world_size=2, repeat=False)
+            stream = TextStream(files, cfg, encode, rank=rank, world_size=2, repeat=False)
             head = [next(stream).tokens for _ in range(k)]
-            resumed = PackedStream(files, cfg, encode, rank=rank, world_size=2, repeat=False)
+            resumed = TextStream(files, cfg, encode, rank=rank, world_size=2, repeat=False)
             resumed.load_state_dict(roundtrip(stream.state_dict()))
             assert head + [w.tokens for w in resumed] == reference, f"rank {rank} k={k}"
 
@@ -306,9 +299,9 @@ def test_cursor_resume_is_exact_for_jsonl_and_parquet(tmp_path: Path, fmt: str) 
     cfg = DataConfig(block_size=15, text_field="body")
     reference = split_windows(token_stream(docs), cfg.block_size + 1)
     for k in (3, 90, len(reference) // 2 + 7, len(reference) - 1):
-        stream = PackedStream(files, cfg, encode, repeat=False)
+        stream = TextStream(files, cfg, encode, repeat=False)
         head = [next(stream).tokens for _ in range(k)]
-        resumed = PackedStream(files, cfg, encode, repeat=False)
+        resumed = TextStream(files, cfg, encode, repeat=False)
         resumed.load_state_dict(roundtrip(stream.state_dict()))
         assert head + [w.tokens for w in resumed] == reference, f"{fmt} k={k}"
 
@@ -326,7 +319,7 @@ def test_resume_never_rereads_earlier_files(tmp_path: Path) -> None:
     first_two = len(token_stream(docs[:300]))  # tokens of files 1 and 2
     k = first_two // window + 5  # every document of files 1 and 2 is already pulled: the cursor is in file 3
 
-    stream = PackedStream(files, cfg, encode, repeat=False)
+    stream = TextStream(files, cfg, encode, repeat=False)
     head = [next(stream).tokens for _ in range(k)]
     state = roundtrip(stream.state_dict())
     shard = find_key(state, "shard_idx")
@@ -334,11 +327,11 @@ def test_resume_never_rereads_earlier_files(tmp_path: Path) -> None:
 
     files[0].write_bytes(b"\xff\xfe" * 1000)  # still present, but no longer readable as UTF-8
 
-    resumed = PackedStream(files, cfg, encode, repeat=False)
+    resumed = TextStream(files, cfg, encode, repeat=False)
     resumed.load_state_dict(state)
     assert head + [w.tokens for w in resumed] == reference
 
-    fresh = PackedStream(files, cfg, encode, repeat=False)
+    fresh = TextStream(files, cfg, encode, repeat=False)
     with pytest.raises(UserError, match=re.escape(f"{files[0]} at byte 0") + ".*not valid UTF-8"):
         next(fresh)
 
@@ -394,7 +387,7 @@ def test_epochs_continue_from_the_leftover_buffer(tiny_file: Path, block_size: i
     per_pass = token_stream(TINY_DOCS)
     assert len(per_pass) == 21
     n = 4 * len(per_pass) // window + 2  # about four passes
-    stream = PackedStream([tiny_file], cfg, encode)
+    stream = TextStream([tiny_file], cfg, encode)
     windows = [next(stream) for _ in range(n)]
     # every token of every pass, in order, nothing dropped at the epoch boundaries
     assert flat(windows) == (per_pass * 5)[: n * window]
@@ -410,7 +403,7 @@ def test_epochs_continue_from_the_leftover_buffer(tiny_file: Path, block_size: i
 def test_cursor_around_epoch_boundaries_resumes_exactly(tiny_file: Path, block_size: int) -> None:
     cfg = DataConfig(block_size=block_size)
     n = 12  # crosses three epoch boundaries; cursors just before, at and just after each one
-    stream = PackedStream([tiny_file], cfg, encode)
+    stream = TextStream([tiny_file], cfg, encode)
     states, reference = [], []
     for _ in range(n):
         states.append(roundtrip(stream.state_dict()))
@@ -419,7 +412,7 @@ def test_cursor_around_epoch_boundaries_resumes_exactly(tiny_file: Path, block_s
     states.append(roundtrip(stream.state_dict()))
     assert reference[-1][1] >= 2
     for k in range(n + 1):
-        resumed = PackedStream([tiny_file], cfg, encode)
+        resumed = TextStream([tiny_file], cfg, encode)
         resumed.load_state_dict(states[k])
         got = []
         for _ in range(n - k):
@@ -433,8 +426,8 @@ def test_cursor_around_epoch_boundaries_resumes_exactly(tiny_file: Path, block_s
 def test_corpus_smaller_than_one_window(tiny_file: Path) -> None:
     cfg = DataConfig(block_size=100)
     with pytest.raises(UserError, match="no full window of 101 tokens"):
-        next(PackedStream([tiny_file], cfg, encode))
-    assert list(PackedStream([tiny_file], cfg, encode, repeat=False)) == []
+        next(TextStream([tiny_file], cfg, encode))
+    assert list(TextStream([tiny_file], cfg, encode, repeat=False)) == []
 
 
 def test_eval_batches_are_the_same_first_windows_every_time(corpus3) -> None:
@@ -442,8 +435,8 @@ def test_eval_batches_are_the_same_first_windows_every_time(corpus3) -> None:
     cfg = DataConfig(block_size=15)
     expected = split_windows(token_stream(docs), cfg.block_size + 1)
 
-    def factory() -> PackedStream:
-        return PackedStream(files, cfg, encode, repeat=False)
+    def factory() -> TextStream:
+        return TextStream(files, cfg, encode, repeat=False)
 
     batches = [b.tolist() for b in eval_batches(factory, 4, 3)]
     assert batches == [expected[0:4], expected[4:8], expected[8:12]]
@@ -521,10 +514,10 @@ def test_train_and_heldout_streams_are_disjoint_and_complete(corpus3) -> None:
     assert sorted(train + held) == sorted(docs)
     assert held == [d for d in docs if is_heldout(d, 0.3)]
     assert 0.2 < len(held) / len(docs) < 0.4
-    # PackedStream applies the same split
-    val_windows = [w.tokens for w in PackedStream(files, cfg, encode, heldout=True, repeat=False)]
+    # TextStream applies the same split
+    val_windows = [w.tokens for w in TextStream(files, cfg, encode, heldout=True, repeat=False)]
     assert val_windows == split_windows(token_stream(held), cfg.block_size + 1)
-    train_windows = [w.tokens for w in PackedStream(files, cfg, encode, heldout=False, repeat=False)]
+    train_windows = [w.tokens for w in TextStream(files, cfg, encode, heldout=False, repeat=False)]
     assert train_windows == split_windows(token_stream(train), cfg.block_size + 1)
 
 
@@ -604,21 +597,21 @@ def test_window_digest_is_stable_and_token_sensitive() -> None:
 def test_cursor_rejects_other_files(corpus3) -> None:
     files, _ = corpus3
     cfg = DataConfig(block_size=15)
-    stream = PackedStream(files, cfg, encode, repeat=False)
+    stream = TextStream(files, cfg, encode, repeat=False)
     next(stream)
     state = roundtrip(stream.state_dict())
     for other in (files[:2], files[::-1], [*files, files[0]]):
         with pytest.raises(UserError, match="training files differ"):
-            PackedStream(other, cfg, encode).load_state_dict(state)
+            TextStream(other, cfg, encode).load_state_dict(state)
 
 
 def test_cursor_rejects_other_rank_or_world_size(corpus3) -> None:
     files, _ = corpus3
     cfg = DataConfig(block_size=15)
-    stream = PackedStream(files, cfg, encode, rank=1, world_size=2, repeat=False)
+    stream = TextStream(files, cfg, encode, rank=1, world_size=2, repeat=False)
     next(stream)
     state = roundtrip(stream.state_dict())
     for rank, world_size in ((0, 2), (1, 4), (0, 1)):
         with pytest.raises(UserError, match="cursor is for rank 1 of 2"):
-            PackedStream(files, cfg, encode, rank=rank, world_size=world_size).load_state_dict(state)
-    PackedStream(files, cfg, encode, rank=1, world_size=2).load_state_dict(state)  # the same rank is fine
+            TextStream(files, cfg, encode, rank=rank, world_size=world_size).load_state_dict(state)
+    TextStream(files, cfg, encode, rank=1, world_size=2).load_state_dict(state)  # the same rank is fine

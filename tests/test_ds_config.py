@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gpt2dist.launcher import gen_golden
+from gpt2dist.launcher.ds_config import build_ds_config, describe_batch, ds_config_command
 
 from gpt2dist.config import RunConfig, TrainConfig, batch_plan, load_config
 from gpt2dist.errors import UserError
-from launcher import gen_golden
-from launcher.ds_config import build_ds_config, describe_batch, ds_config_command
 
 GOLDENS = gen_golden.golden_configs()
-FIX = "python -m launcher.gen_golden"
+FIX = "python -m gpt2dist.launcher.gen_golden"
 
 
 def cfg_with(*overrides: str) -> RunConfig:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, run_cli, tiny_config, write_yaml
 
 from gpt2dist.checkpoint import CheckpointManager
 

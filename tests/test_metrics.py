@@ -7,10 +7,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from gpt2dist.config import load_config
-from gpt2dist.engine import StepResult, TorchEngine, build_adamw, wants_compile
 from gpt2dist.metrics import format_record, mfu, peak_flops
-from gpt2dist.model import FAST_GELU, build_model, count_parameters, flops_per_token
+from gpt2dist.model import count_parameters, flops_per_token
 
 
 def gpt2_124m_on_meta() -> GPT2LMHeadModel:
@@ -70,67 +68,3 @@ def test_mfu_is_none_without_a_peak():
     assert mfu(1e6, 1e9, None) is None
     assert "mfu" not in format_record({"step": 1, "mfu": None})
     assert "mfu 40.0%" in format_record({"step": 1, "mfu": 0.4})
-
-
-def test_compile_auto_means_cuda_only():
-    assert wants_compile("auto", torch.device("cuda", 0))
-    assert not wants_compile("auto", torch.device("cpu"))
-    assert wants_compile("true", torch.device("cpu"))
-    assert not wants_compile("false", torch.device("cuda", 0))
-
-
-def cpu_config(tmp_path, *overrides):
-    return load_config(None, [f"data.train=[{tmp_path}/x.txt]", "train.device=cpu", "train.micro_batch_size=2",
-                              *overrides])
-
-
-def test_engine_uses_fused_adamw_on_cpu(tmp_path, story_corpus):
-    from gpt2dist.tokenizer import train_char
-
-    cfg = cpu_config(tmp_path)
-    model = build_model(cfg, train_char([story_corpus[1].read_text(encoding="utf-8")]))
-    assert model.config.activation_function == FAST_GELU
-    assert model.config._attn_implementation == "sdpa"
-    engine = TorchEngine(model, cfg.train)
-    assert engine.optimizer.defaults["fused"] is True
-    assert not engine.compiled  # auto on CPU
-    batch = torch.randint(0, 10, (2, 9))
-    engine.backward(engine.forward_loss(batch))
-    result = engine.step(0)
-    assert isinstance(result._grad_norm, torch.Tensor)  # not read (no host sync) until logged
-    assert isinstance(result.grad_norm, float) and result.grad_norm > 0
-    assert result.skipped is False
-
-
-def test_step_result_reads_lazily():
-    result = StepResult(lr=0.1, grad_norm=torch.tensor(2.5), skipped=torch.tensor(True))
-    assert result.grad_norm == 2.5 and result.skipped is True
-    assert StepResult(lr=0.1).grad_norm is None
-
-
-def test_adamw_falls_back_when_fused_is_refused():
-    """Integer parameters stand in for a device without the fused kernel: the foreach AdamW is built instead."""
-    model = torch.nn.Linear(2, 2)
-    cfg = load_config(None, ["data.train=[x.txt]"]).train
-    assert build_adamw(model, cfg, fused=True).defaults["fused"] is True
-    assert build_adamw(model, cfg, fused=False).defaults["foreach"] is True
-
-
-def test_compile_failure_falls_back_to_eager(tmp_path, story_corpus, monkeypatch, caplog):
-    """A compiler that raises on the first call (as a missing C++ toolchain does) leaves an eager run."""
-    from gpt2dist.tokenizer import train_char
-
-    def broken_backend(gm, example_inputs):
-        raise RuntimeError("no C++ compiler found")
-
-    real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend=broken_backend))
-    cfg = cpu_config(tmp_path, "train.compile=true")
-    model = build_model(cfg, train_char([story_corpus[1].read_text(encoding="utf-8")]))
-    engine = TorchEngine(model, cfg.train)
-    assert engine.compiled
-    loss = engine.forward_loss(torch.randint(0, 10, (2, 9)))
-    engine.backward(loss)
-    engine.step(0)
-    assert not engine.compiled and engine.forward_model is engine.model
-    assert "torch.compile failed" in caplog.text

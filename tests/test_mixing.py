@@ -12,13 +12,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import read_metrics, tiny_config, write_yaml
+from helpers import read_metrics, tiny_config, write_yaml
 from ranks import kill_after_checkpoint, read_trace_docs, run_ranks
 
 from gpt2dist.config import load_config
+from gpt2dist.data.build import make_train_stream
+from gpt2dist.data.mixing import MixedStream
 from gpt2dist.errors import UserError
-from gpt2dist.mixing import MixedStream
-from gpt2dist.stream_loader import make_train_stream
 
 
 def encode(docs: list[str]) -> list[list[int]]:
@@ -138,7 +138,7 @@ def test_a_killed_mixed_run_resumes_with_identical_losses(tmp_path):
 
 
 def test_doctor_checks_each_source_on_its_own(tmp_path):
-    from gpt2dist.doctor import cheap_checks
+    from gpt2dist.preflight import cheap_checks
 
     cfg, _, b = mixed_config(tmp_path, [0.5, 0.5], a_files=1, b_files=1)
     b[0].write_text("b\n", encoding="utf-8")  # one row: rank 1 of 2 would get none of source b

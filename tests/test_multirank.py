@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, run_cli, tiny_config, write_yaml
 from ranks import kill_after_checkpoint, read_trace_docs, run_ranks
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def zero0_losses(tmp_path_factory, story_corpus) -> dict[str, list[float]]:
 def test_every_zero_stage_trains_and_matches_zero0(tmp_path, story_corpus, zero0_losses, stage, precision):
     config, run_dir = ds_config(tmp_path, story_corpus, "run")
     out = run_ranks("torchrun", config, [f"distributed.zero_stage={stage}", f"train.precision={precision}"])
-    assert f"deepspeed ZeRO-{stage}" in out.stdout and "ranks 2" in out.stdout
+    assert f"deepspeed ZeRO-{stage}" in out.stdout and "data-parallel 2 =" in out.stdout
     curve = losses(run_dir, range(1, 9))
     assert curve[-1] < curve[0] - 0.1, f"loss did not go down: {curve}"
     tolerance = 1e-4 if precision == "fp32" else 3e-2
@@ -123,7 +123,7 @@ def test_cpu_run_builds_no_shm_op_so_a_stale_build_lock_cannot_hang_it(tmp_path,
     config, run_dir = ds_config(tmp_path, story_corpus, "run")
     out = run_ranks("torchrun", config, ["train.max_steps=2", "distributed.zero_stage=2"], timeout=120,
                     env={"TORCH_EXTENSIONS_DIR": str(extensions)})
-    assert "ranks 2" in out.stdout and "deepspeed_shm_comm" not in out.stdout + out.stderr
+    assert "data-parallel 2 =" in out.stdout and "deepspeed_shm_comm" not in out.stdout + out.stderr
     assert set(shm.glob("deepspeed_allreduce_buffer_*")) == before
 
 
@@ -133,7 +133,7 @@ def test_every_launcher_runs_two_ranks_and_exits_cleanly(tmp_path, story_corpus,
     for attempt in range(3):
         config, run_dir = ds_config(tmp_path, story_corpus, f"run{attempt}")
         out = run_ranks(launcher, config, ["train.max_steps=4", "distributed.zero_stage=2"])
-        assert "ranks 2" in out.stdout, out.stdout
+        assert "data-parallel 2 =" in out.stdout, out.stdout
         assert "terminate called" not in out.stderr
         assert (run_dir / "checkpoints" / "step-00000004" / "cursor-rank00001.json").is_file()
 

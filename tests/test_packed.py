@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, tiny_config, write_yaml
+from helpers import run_cli, tiny_config, write_yaml
 
 from gpt2dist.config import load_config
-from gpt2dist.data import iter_documents
+from gpt2dist.data.manifest import load_manifest, packed_root
+from gpt2dist.data.packed import PackedBatches, TokenShards, open_train
+from gpt2dist.data.prepare import prepare
+from gpt2dist.data.schedule import mixing_pattern, permute
+from gpt2dist.data.text import iter_documents
 from gpt2dist.errors import UserError
-from gpt2dist.packed import PackedBatches, TokenShards, mixing_pattern, open_train, permute
-from gpt2dist.prepare import load_manifest, packed_root, prepare
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
 
 
@@ -311,7 +313,7 @@ def test_packed_batches_refuse_a_stream_cursor(tmp_path):
 
 
 def test_doctor_checks_the_prepared_data(tmp_path):
-    from gpt2dist.doctor import cheap_checks
+    from gpt2dist.preflight import cheap_checks
 
     cfg, _ = packed_cfg(tmp_path, write_docs(tmp_path / "data", 2, 30))
     found = [f for f in cheap_checks(cfg, 2) if "manifest.json" in f.message]
@@ -336,7 +338,7 @@ def test_invalid_utf8_stops_prepare_cleanly_and_keeps_finished_files(tmp_path):
 
 
 def test_slurm_renderer_refuses_unprepared_packed_data(tmp_path):
-    from launcher.slurm import SlurmOptions, render
+    from gpt2dist.launcher.slurm import SlurmOptions, render
 
     files = write_docs(tmp_path / "data", 2, 30)
     cfg, config = packed_cfg(tmp_path, files)

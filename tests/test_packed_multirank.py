@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_metrics, tiny_config, write_yaml
+from helpers import read_metrics, tiny_config, write_yaml
 from ranks import kill_after_checkpoint, run_ranks
 from test_packed import write_docs
 
 from gpt2dist.config import load_config
-from gpt2dist.packed import open_train
-from gpt2dist.prepare import prepare
+from gpt2dist.data.packed import open_train
+from gpt2dist.data.prepare import prepare
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def test_kill_two_ranks_resume_on_one_trains_every_window_once_across_epochs(tmp
     kill_after_checkpoint("launch", config, run_dir, step=8, overrides=overrides)
     assert max(read_metrics(run_dir)) < max_steps, "the kill came too late to test a resume"
     out = run_ranks("single", config, overrides)
-    assert "resuming from step-00000008" in out.stdout and "ranks 1" in out.stdout, out.stdout[-2000:]
+    assert "resuming from step-00000008" in out.stdout and "data-parallel 1 =" in out.stdout, out.stdout[-2000:]
 
     steps = trained_windows(run_dir)
     assert sorted(steps) == list(range(1, max_steps + 1))

@@ -12,13 +12,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, run_cli, tiny_config, write_yaml
 
 from gpt2dist.config import load_config
-from gpt2dist.data import PackedStream, iter_documents, resolve_files
-from gpt2dist.doctor import cheap_checks
+from gpt2dist.data.sources import RemoteFile
+from gpt2dist.data.stream import TextStream
+from gpt2dist.data.text import iter_documents, resolve_files
 from gpt2dist.errors import UserError
-from gpt2dist.sources import RemoteFile
+from gpt2dist.preflight import cheap_checks
 
 
 def write_jsonl(folder: Path, n_files: int, docs: int) -> list[Path]:
@@ -72,11 +73,11 @@ def test_a_url_stream_resumes_from_its_cursor(tmp_path):
     def encode(texts):
         return [[ord(c) % 50 for c in t] for t in texts]
 
-    whole = PackedStream(remote, cfg.data, encode)
+    whole = TextStream(remote, cfg.data, encode)
     expected = [next(whole).tokens for _ in range(40)]
-    first = PackedStream(remote, cfg.data, encode)
+    first = TextStream(remote, cfg.data, encode)
     got = [next(first).tokens for _ in range(17)]
-    resumed = PackedStream(remote, cfg.data, encode)
+    resumed = TextStream(remote, cfg.data, encode)
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
     got += [next(resumed).tokens for _ in range(23)]
     assert got == expected

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_metrics, tiny_config, write_yaml
+from gpt2dist.launcher.slurm import SlurmOptions, render
+from helpers import read_metrics, tiny_config, write_yaml
 from ranks import run_ranks
 
 from gpt2dist.errors import UserError
-from launcher.slurm import SlurmOptions, render
 
 GOLDEN = Path(__file__).parent / "golden" / "slurm"
 REPO = Path(__file__).parent.parent
@@ -141,7 +141,7 @@ def test_rendered_script_trains_on_slurm(cluster, tmp_path, story_corpus, nodes,
     state = wait_for(cluster, job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"})
     log = (log_dir / f"slurm-{job_id}.out").read_text()
     assert state == "COMPLETED", log[-5000:]
-    assert "x ranks 2 x" in log and "run state: finished" in log
+    assert "x data-parallel 2 =" in log and "run state: finished" in log
     assert (run_dir / "checkpoints" / "step-00000008" / "cursor-rank00001.json").is_file()
     if nodes == 2:
         assert job_field(cluster, job_id, "NodeList") in ("node[1-2]", "node1,node2")
@@ -182,7 +182,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes(cluster, tmp_path, story
 
 
 def test_submit_without_slurm_is_one_line_error(tmp_path, golden_config):
-    from conftest import run_cli
+    from helpers import run_cli
 
     env = {"PATH": str(tmp_path)}  # no sbatch anywhere on PATH
     proc = run_cli("slurm", str(golden_config), "--nodes", "1", "--gpus-per-node", "0", "--nproc-per-node", "2",
@@ -194,7 +194,7 @@ def test_submit_without_slurm_is_one_line_error(tmp_path, golden_config):
 
 @pytest.mark.slow
 def test_cli_submit_prints_the_job_id_and_the_job_runs(cluster, tmp_path, story_corpus):
-    from conftest import run_cli
+    from helpers import run_cli
 
     run_dir = tmp_path / "run"
     cfg = tiny_config(run_dir, [str(story_corpus[0])], data={"block_size": 32},

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, run_cli, tiny_config, write_yaml
 
 from gpt2dist.config import DataConfig, load_config
-from gpt2dist.cursor import epoch_order, owns_file, shard_mode
-from gpt2dist.data import PackedStream
+from gpt2dist.data.build import make_train_stream
+from gpt2dist.data.prefetch import PrefetchedStream
+from gpt2dist.data.sharding import epoch_order, owns_file, shard_mode
+from gpt2dist.data.stream import TextStream
 from gpt2dist.errors import UserError
-from gpt2dist.stream_loader import StreamLoader, make_train_stream
 
 
 def encode(docs: list[str]) -> list[list[int]]:
@@ -42,7 +43,7 @@ def files_of(root: Path) -> list[Path]:
     return sorted(root.glob("s*.txt"))
 
 
-def run_out(stream: PackedStream) -> tuple[list[str], int]:
+def run_out(stream: TextStream) -> tuple[list[str], int]:
     """Drain a non-repeating stream: (documents it pulled, tokens it emitted + still holds)."""
     windows = list(stream)
     return [doc for _, doc in stream.pulled], sum(len(w.tokens) for w in windows) + len(stream.buffer)
@@ -56,7 +57,7 @@ def test_fake_ranks_cover_the_data_disjointly_and_completely(tmp_path, n_files, 
     cfg = DataConfig(block_size=7)
     shares, tokens = [], 0
     for rank in range(world_size):
-        pulled, emitted = run_out(PackedStream(files, cfg, encode, rank=rank, world_size=world_size, repeat=False))
+        pulled, emitted = run_out(TextStream(files, cfg, encode, rank=rank, world_size=world_size, repeat=False))
         shares.append(pulled)
         tokens += emitted
         read_files = {int(doc.split(":")[0]) for doc in pulled}
@@ -87,14 +88,14 @@ def test_jsonl_and_parquet_file_shards(tmp_path):
             files.append(path)
             expected |= {f"{f}:{d}" for d in range(len(texts))}
         cfg = DataConfig(block_size=5, text_field="body")
-        shares = [run_out(PackedStream(files, cfg, encode, rank=r, world_size=2, repeat=False))[0] for r in range(2)]
+        shares = [run_out(TextStream(files, cfg, encode, rank=r, world_size=2, repeat=False))[0] for r in range(2)]
         assert sorted(shares[0] + shares[1]) == sorted(expected) and not set(shares[0]) & set(shares[1])
 
 
 def test_each_epoch_visits_the_ranks_files_once_in_a_new_order(tmp_path):
     write_files(tmp_path, 16)
     files = files_of(tmp_path)
-    stream = PackedStream(files, DataConfig(block_size=7), encode, rank=1, world_size=2, seed=5)
+    stream = TextStream(files, DataConfig(block_size=7), encode, rank=1, world_size=2, seed=5)
     while stream.epoch < 4:
         next(stream)
     per_epoch: dict[int, list[str]] = {}
@@ -121,7 +122,7 @@ def test_a_rank_never_reads_other_ranks_files_nor_finished_ones_on_resume(tmp_pa
     cfg = DataConfig(block_size=15)
     for other in files[1::2]:  # rank 0 of 2 owns files 0, 2, 4: the others are not even valid text
         other.write_bytes(b"\xff\xfe" * 100)
-    reference = PackedStream(files, cfg, encode, rank=0, world_size=2)
+    reference = TextStream(files, cfg, encode, rank=0, world_size=2)
     for _ in range(400):
         next(reference)
     assert (reference.epoch, reference.index) == (0, 2) and reference.row > 0, "the cursor must be mid third file"
@@ -130,7 +131,7 @@ def test_a_rank_never_reads_other_ranks_files_nor_finished_ones_on_resume(tmp_pa
     assert reference.index == 2
     files[0].unlink()  # finished: resuming must not open them (nor skip through them)
     files[2].unlink()
-    resumed = PackedStream(files, cfg, encode, rank=0, world_size=2)
+    resumed = TextStream(files, cfg, encode, rank=0, world_size=2)
     resumed.load_state_dict(state)
     assert [next(resumed).tokens for _ in range(50)] == expected
 
@@ -146,14 +147,14 @@ def test_worker_gives_the_in_process_windows_and_resumes_exactly(tmp_path):
     write_files(tmp_path, 3, lambda f: 150)
     files = files_of(tmp_path)
     inproc = make_train_stream(files, DataConfig(block_size=9, num_workers=0), encode, rank=1, world_size=2, seed=3)
-    assert isinstance(inproc, PackedStream)
+    assert isinstance(inproc, TextStream)
     expected, expected_docs = collect(inproc, 120, 4)  # crosses an epoch boundary
     assert inproc.epoch >= 1
 
     cfg = DataConfig(block_size=9, num_workers=1, prefetch_factor=4)
     rng_before = torch.get_rng_state()
     loader = make_train_stream(files, cfg, encode, rank=1, world_size=2, seed=3)
-    assert isinstance(loader, StreamLoader)
+    assert isinstance(loader, PrefetchedStream)
     head, head_docs = collect(loader, 50, 4)
     assert torch.equal(torch.get_rng_state(), rng_before), "starting the worker must not move the torch RNG"
     state = json.loads(json.dumps(loader.state_dict()))  # the worker has prefetched beyond this point

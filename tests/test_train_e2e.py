@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, run_cli, tiny_config, write_yaml
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from gpt2dist.config import load_config
-from gpt2dist.data import PackedStream, resolve_files
-from gpt2dist.engine import TorchEngine, lm_loss
+from gpt2dist.data.stream import TextStream
+from gpt2dist.data.text import resolve_files
+from gpt2dist.engines.loss import lm_loss
+from gpt2dist.engines.torch_engine import TorchEngine
 from gpt2dist.model import build_model
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
 
@@ -99,7 +101,7 @@ def test_finetune_first_loss_equals_saved_models_loss(tmp_path, story_corpus):
 
     # The same first batch, scored by the saved model as plain transformers loads it.
     rc = load_config(config)
-    stream = PackedStream(resolve_files(rc.data.train, "data.train"), rc.data,
+    stream = TextStream(resolve_files(rc.data.train, "data.train"), rc.data,
                           lambda docs: encode_documents(tok, docs))
     batch, _ = stream.next_batch(rc.train.micro_batch_size)
     model = GPT2LMHeadModel.from_pretrained(str(folder)).eval()
@@ -119,7 +121,7 @@ def test_export_round_trip_logits_match_trainer(tmp_path, story_corpus):
     # The trainer's view: the engine restored from the checkpoint the export came from.
     rc = load_config(config)
     tokenizer = load_tokenizer(run / "tokenizer")
-    engine = TorchEngine(build_model(rc, tokenizer), rc.train)
+    engine = TorchEngine(build_model(rc, tokenizer), rc)
     engine.load(run / "checkpoints" / "step-00000005")
     engine.model.eval()
     plain = GPT2LMHeadModel.from_pretrained(str(exported)).eval()

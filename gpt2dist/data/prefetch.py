@@ -1,17 +1,16 @@
 """Reading, tokenizing and packing in a `torch.utils.data.DataLoader` worker, ahead of the training loop.
 
-The worker runs a PackedStream and sends each micro batch together with the stream's cursor *after* that
+The worker runs a TextStream (or MixedStream) and sends each micro batch together with the stream's cursor *after* that
 batch, so `state_dict()` is exactly what the loop consumed, never what was prefetched: a checkpoint taken
 while batches wait in the queue resumes at the first batch the loop did not take. One worker, because
 packing is sequential (a window's tokens depend on every document before it); tokenization, the expensive
 part, runs there off the training process. `data.num_workers=0` keeps everything in-process
-(`make_train_stream` returns the PackedStream itself); both paths give the same windows.
+(`build.make_train_stream` returns the stream itself); both paths give the same windows.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,35 +18,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from gpt2dist.config import DataConfig
-from gpt2dist.data import PackedStream, Window
+from gpt2dist.data.contract import ResumableStream, Window
 from gpt2dist.errors import UserError
-from gpt2dist.sources import DataFile
-
-
-def make_train_stream(files: list[DataFile], cfg: DataConfig, encode, *, heldout: bool | None = None, rank: int = 0,
-                      world_size: int = 1, seed: int = 0, pin_memory: bool = False) -> PackedStream | StreamLoader:
-    """The training stream: in a DataLoader worker (data.num_workers=1) or in-process (0); with data.weights, one
-    source per data.train entry, mixed (`gpt2dist.mixing`)."""
-    if cfg.weights:
-        from gpt2dist.data import resolve_files
-        from gpt2dist.mixing import MixedStream
-
-        sources = [resolve_files([entry], "data.train") for entry in cfg.train]
-        make = functools.partial(MixedStream, sources, cfg.weights, cfg, encode, heldout=heldout, rank=rank,
-                                 world_size=world_size, seed=seed)
-    else:
-        make = functools.partial(PackedStream, files, cfg, encode, heldout=heldout, rank=rank,
-                                 world_size=world_size, seed=seed)
-    if cfg.num_workers == 0:
-        return make()
-    return StreamLoader(make, prefetch_factor=cfg.prefetch_factor, pin_memory=pin_memory)
 
 
 class _Batches(IterableDataset):
-    """What the worker runs: micro batches of a PackedStream restored from `state`, each with its cursor."""
+    """What the worker runs: micro batches of a stream restored from `state`, each with its cursor."""
 
-    def __init__(self, make_stream: Callable[[], PackedStream], state: dict[str, Any], batch_size: int):
+    def __init__(self, make_stream: Callable[[], ResumableStream], state: dict[str, Any], batch_size: int):
         self.make_stream, self.state, self.batch_size = make_stream, state, batch_size
 
     def __iter__(self) -> Iterator[tuple]:
@@ -66,11 +44,11 @@ def _as_is(item: Any) -> Any:
     return item
 
 
-class StreamLoader:
-    """PackedStream's training interface (next_batch, state_dict, load_cursors, epoch, pulled), produced by
-    a prefetching DataLoader worker."""
+class PrefetchedStream:
+    """A streaming-path stream run in a prefetching DataLoader worker (the contract, from another process)."""
 
-    def __init__(self, make_stream: Callable[[], PackedStream], *, prefetch_factor: int = 2, pin_memory: bool = False):
+    def __init__(self, make_stream: Callable[[], ResumableStream], *, prefetch_factor: int = 2,
+                 pin_memory: bool = False):
         self._make, self.prefetch_factor, self.pin_memory = make_stream, prefetch_factor, pin_memory
         self._state = make_stream().state_dict()  # opens no file
         self.epoch = self._state["epoch"]

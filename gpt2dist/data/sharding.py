@@ -6,7 +6,7 @@ mode: a rank never opens another rank's file); with fewer files every rank reads
 row j of file i when (i + j) % W == r ("example" mode). Epoch 0 visits the files in `data.train` order,
 every later epoch in a permutation drawn from (seed, epoch); rows inside a file stay in order.
 
-A cursor (PackedStream.state_dict) says: epoch, how far into this rank's visit order (`index`, `row`),
+A cursor (TextStream.state_dict) says: epoch, how far into this rank's visit order (`index`, `row`),
 the row counts of files read to their end, the rows other ranks consumed before a world-size change
 (`consumed`: [epoch, file, prefix, extra rows]), the leftover tokens and the windows of the epoch.
 `reshard_cursor` merges N old cursors into the consumed set of every (epoch, file) and hands each of the

@@ -13,8 +13,6 @@ order, so shards are deterministic); cleaning and tokenizing, the expensive part
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -28,90 +26,32 @@ from typing import Any
 
 import numpy as np
 
-from gpt2dist.checkpoint import file_sha256
+from gpt2dist import atomic
+from gpt2dist.atomic import file_sha256
 from gpt2dist.config import RunConfig
+from gpt2dist.data.manifest import (
+    MANIFEST,
+    TOKENIZER_DIR,
+    VERSION,
+    check_manifest_matches,
+    file_key,
+    heldout_fraction,
+    load_manifest,
+    packed_root,
+    shard_name,
+    text_settings,
+    token_dtype,
+    tokenizer_fingerprint,
+    tokenizer_record,
+    write_manifest,
+)
+from gpt2dist.data.sources import require_local
+from gpt2dist.data.text import clean_text, is_heldout, iter_documents, iter_texts, open_stream, resolve_files
 from gpt2dist.errors import UserError
-from gpt2dist.sources import require_local
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-VERSION = 1
 CHUNK_CHARS = 1 << 20  # text per task sent to a worker: big enough to amortize IPC, small enough to stream
-TOKENIZER_DIR = "tokenizer"
-
-
-def packed_root(cfg: RunConfig) -> Path:
-    return Path(cfg.data.packed_dir) if cfg.data.packed_dir else Path(cfg.run_dir) / "data"
-
-
-def heldout_fraction(cfg: RunConfig) -> float:
-    """data.val_fraction applies to the training files only when there are no data.val files (as in training)."""
-    return cfg.data.val_fraction if not cfg.data.val else 0.0
-
-
-def text_settings(cfg: RunConfig) -> dict[str, Any]:
-    """Every setting that changes which tokens a file gives: a prepared dir is only valid for these values."""
-    d = cfg.data
-    return {"sample_by": d.sample_by, "text_field": d.text_field, "encoding_errors": d.encoding_errors,
-            "strip_control": d.strip_control, "collapse_whitespace": d.collapse_whitespace,
-            "min_line_chars": d.min_line_chars, "ascii_only": d.ascii_only, "val_fraction": heldout_fraction(cfg)}
-
-
-def tokenizer_record(cfg: RunConfig) -> dict[str, Any]:
-    """The tokenizer settings a prepared dir was made with (the fingerprint pins the exact vocabulary)."""
-    t = cfg.tokenizer
-    record: dict[str, Any] = {"kind": t.kind}
-    if t.kind == "bpe":
-        record["vocab_size"] = t.vocab_size
-    if t.kind == "pretrained":
-        record["path"] = t.path or cfg.model.pretrained
-    return record
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """SHA-256 of the tokenizer's full serialized pipeline (vocab, merges, normalizer, pre-tokenizer) and EOS."""
-    body = tokenizer.backend_tokenizer.to_str() + f"|eos={tokenizer.eos_token_id}"
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
-
-
-def load_manifest(root: Path) -> dict[str, Any] | None:
-    path = root / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is unreadable ({exc}): delete {root} and run `gpt2dist prepare` again") from None
-    if manifest.get("version") != VERSION:
-        raise UserError(f"{path} has format version {manifest.get('version')}, this gpt2dist reads {VERSION}: "
-                        f"delete {root} and run `gpt2dist prepare` again")
-    return manifest
-
-
-def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(root / MANIFEST)
-
-
-def check_manifest_matches(manifest: dict[str, Any], cfg: RunConfig, root: Path) -> None:
-    """Refuse shards made with another tokenizer or other text settings: they would mean different tokens."""
-    want = tokenizer_record(cfg)
-    for key in sorted(set(want) | set(manifest["tokenizer"]["config"])):
-        old, new = manifest["tokenizer"]["config"].get(key), want.get(key)
-        if old != new:
-            raise UserError(f"config key tokenizer.{key} is {new!r} but {root} was prepared with {old!r}: the shards "
-                            "hold other tokens; restore the key, or use a new data.packed_dir and prepare again")
-    for key, new in text_settings(cfg).items():
-        old = manifest["text"].get(key)
-        if old != new:
-            raise UserError(f"config key data.{key} is {new!r} but {root} was prepared with {old!r}: restore the "
-                            "key, or use a new data.packed_dir and prepare again")
 
 
 @dataclass
@@ -131,8 +71,6 @@ class PrepareReport:
 
 def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None = None) -> PrepareReport:
     """Tokenize every data.train and data.val file not yet (or no longer) in the manifest."""
-    from gpt2dist.data import resolve_files
-
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     train_files = require_local(resolve_files(cfg.data.train, "data.train"), "data.train", "prepare")
     val_files = require_local(resolve_files(cfg.data.val, "data.val"), "data.val", "prepare") if cfg.data.val else []
@@ -176,14 +114,6 @@ def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None
     return PrepareReport(str(root), len(jobs), tokenized, new_tokens, total, time.perf_counter() - started, workers)
 
 
-def file_key(path: Path) -> str:
-    return str(path.resolve())
-
-
-def shard_name(path: Path, part: str) -> str:
-    return f"shards/{hashlib.blake2b(file_key(path).encode(), digest_size=8).hexdigest()}.{part}.bin"
-
-
 def up_to_date(manifest: dict[str, Any], root: Path, path: Path, fraction: float) -> bool:
     """Size + mtime say "unchanged" for free; when they differ (a copy, a touch) the sha256 decides."""
     entry = manifest["files"].get(file_key(path))
@@ -203,7 +133,6 @@ def up_to_date(manifest: dict[str, Any], root: Path, path: Path, fraction: float
 
 def prepare_tokenizer(cfg: RunConfig, root: Path, train_files: list[Path], manifest: dict[str, Any] | None):
     """The prepared dir's tokenizer; built from the config (training bpe/char on the data) the first time."""
-    from gpt2dist.data import iter_documents
     from gpt2dist.tokenizer import build_tokenizer, load_tokenizer
 
     folder = root / TOKENIZER_DIR
@@ -227,7 +156,7 @@ def prepare_tokenizer(cfg: RunConfig, root: Path, train_files: list[Path], manif
     tmp = root / (TOKENIZER_DIR + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save_pretrained(str(tmp))
-    tmp.replace(folder)
+    atomic.publish_dir(tmp, folder)
     return tokenizer
 
 
@@ -261,10 +190,13 @@ def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manif
             raise UserError(f"cannot read {path} or write its shards under {root} ({exc.strerror or exc}): check the "
                             "file's permissions and the free space") from None
         raise
-    for fh in outs.values():
+    for fh in outs.values():  # durable before the manifest vouches for them
+        fh.flush()
+        os.fsync(fh.fileno())
         fh.close()
     for part in parts:
         tmp_paths[part].replace(root / shard_name(path, part))
+    atomic.fsync_dir(root / "shards")
     return {"source": str(path), "size": stat_before.st_size, "mtime_ns": stat_before.st_mtime_ns,
             "sha256": sha256, "val_fraction": fraction, "docs": docs,
             "parts": {part: {"path": shard_name(path, part), "tokens": counts[part]} for part in parts}}
@@ -272,8 +204,6 @@ def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manif
 
 def read_chunks(path: Path, cfg: RunConfig) -> Iterator[list[str]]:
     """The file's raw rows (as the streaming path reads them), in chunks of about CHUNK_CHARS characters."""
-    from gpt2dist.data import iter_texts, open_stream
-
     chunk: list[str] = []
     size = 0
     for text in iter_texts(open_stream([path], cfg.data), [path], cfg.data):
@@ -325,8 +255,6 @@ def _init_worker(tokenizer_json: str, eos_id: int, data_cfg: dict, fraction: flo
 
 def _tokenize_chunk(texts: list[str]) -> tuple[bytes, bytes, int]:
     """Clean, split off held-out documents, tokenize, append EOS: (train bytes, held-out bytes, documents)."""
-    from gpt2dist.data import clean_text, is_heldout
-
     cfg, fraction, eos = _WORKER["cfg"], _WORKER["fraction"], _WORKER["eos"]
     docs = [t for t in (clean_text(text, cfg) for text in texts) if t.strip()]
     sides = [is_heldout(doc, fraction) for doc in docs] if fraction > 0 else [False] * len(docs)

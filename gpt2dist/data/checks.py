@@ -10,8 +10,8 @@ from pathlib import Path
 
 from gpt2dist import memory
 from gpt2dist.config import RunConfig
-from gpt2dist.cursor import shard_mode
-from gpt2dist.sources import DataFile, RemoteFile, file_size, open_binary
+from gpt2dist.data.sharding import shard_mode
+from gpt2dist.data.sources import DataFile, RemoteFile, file_size, open_binary
 
 COUNT_ROWS_LIMIT = 64 * 2**20  # rows are counted only when the training files total less than this
 BYTES_PER_TOKEN = {"char": 1.0, "bpe": 4.0, "pretrained": 4.0}  # rough: ~4 bytes of English per BPE token
@@ -95,12 +95,10 @@ def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int, label: s
 
 
 def packed_check(cfg: RunConfig, base: Path | None) -> tuple[str, str]:
-    """format=packed: the manifest must exist, match the config and cover every (unchanged) file."""
-    import contextlib
-
-    from gpt2dist.packed import packed_summary
+    """format=packed: the manifest must exist, match the config and cover every (unchanged) file. `cfg`'s
+    relative paths must already be relative to the job's directory `base` (preflight.rebased)."""
+    from gpt2dist.data.packed import packed_summary
 
     if base is not None and not base.is_dir():
         return "warn", f"data: packed data not checked: the job's directory {base} is not on this machine"
-    with contextlib.chdir(base or Path.cwd()):  # the config's relative paths are relative to the job's dir
-        return packed_summary(cfg)
+    return packed_summary(cfg)

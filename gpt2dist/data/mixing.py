@@ -1,8 +1,8 @@
 """Source mixing on the streaming path: with `data.weights`, each window comes from one `data.train` entry.
 
-Every entry (a file, a glob or a URL glob) is one source with its own PackedStream, sharded, cursored and
+Every entry (a file, a glob or a URL glob) is one source with its own TextStream, sharded, cursored and
 resumed exactly like an unmixed stream. This rank's n-th window comes from source `pattern[n % period]`, the
-smooth round robin the packed path uses (`packed.mixing_pattern`): weights 70/30 give 7 of every 10 windows
+smooth round robin the packed path uses (`schedule.mixing_pattern`): weights 70/30 give 7 of every 10 windows
 from the first source, interleaved, in an order fixed by the weights alone. A source that runs out starts its
 next epoch by itself, so a small source repeats while a large one is still in its first pass: the weights
 are shares of the windows trained on, not of passes over the data.
@@ -15,20 +15,21 @@ from typing import Any
 import torch
 
 from gpt2dist.config import DataConfig
-from gpt2dist.cursor import CURSOR_VERSION
-from gpt2dist.data import PackedStream, Window
+from gpt2dist.data.contract import Window
+from gpt2dist.data.schedule import mixing_pattern
+from gpt2dist.data.sharding import CURSOR_VERSION
+from gpt2dist.data.sources import DataFile
+from gpt2dist.data.stream import TextStream
 from gpt2dist.errors import UserError
-from gpt2dist.packed import mixing_pattern
-from gpt2dist.sources import DataFile
 
 
 class MixedStream:
-    """PackedStream's interface (next, next_batch, state_dict, load_cursors, epoch, pulled) over weighted sources."""
+    """TextStream's interface (next, next_batch, state_dict, load_cursors, epoch, pulled) over weighted sources."""
 
     def __init__(self, sources: list[list[DataFile]], weights: list[float], cfg: DataConfig, encode, *,
                  heldout: bool | None = None, rank: int = 0, world_size: int = 1, seed: int = 0):
         # config.check_weights gave one weight per source; seed + i: each source its own file order per epoch
-        self.streams = [PackedStream(files, cfg, encode, heldout=heldout, rank=rank, world_size=world_size,
+        self.streams = [TextStream(files, cfg, encode, heldout=heldout, rank=rank, world_size=world_size,
                                      seed=seed + i) for i, files in enumerate(sources)]
         self.weights, self.rank, self.world_size = list(weights), rank, world_size
         self.pattern = mixing_pattern(weights).tolist()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from gpt2dist.data import PackedStream, Window
+from gpt2dist.data.contract import TrainStream, Window
 
 
 def open_trace(run_dir: Path, rank: int, start_step: int) -> TextIO:
@@ -22,7 +22,7 @@ def open_trace(run_dir: Path, rank: int, start_step: int) -> TextIO:
     return trace
 
 
-def write_trace(trace: TextIO, step: int, windows: list[Window], stream: PackedStream) -> None:
+def write_trace(trace: TextIO, step: int, windows: list[Window], stream: TrainStream) -> None:
     trace.writelines(f"d {step} {epoch} {row}\n" for epoch, row in stream.pulled)
     stream.pulled.clear()
     trace.writelines(f"w {step} {w.epoch} {w.index} {w.digest()}\n" for w in windows)

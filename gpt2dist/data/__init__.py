@@ -1,0 +1,17 @@
+"""Data: text files or prepared token shards in, this rank's training batches out, with an exact resume cursor.
+
+  contract.py   the TrainStream interface the loop reads through, and Window
+  build.py      build_train_stream / build_val: the loop's only calls, whatever the format
+  text.py       files -> rows -> cleaned documents (both paths read text through here)
+  sources.py    data files named by URL (hub datasets, buckets)
+  sharding.py   who reads which file/row, and re-splitting cursors on a world-size change
+  stream.py     data.format=stream: tokenize while training (TextStream)
+  prefetch.py   the same in a DataLoader worker, ahead of the loop
+  mixing.py     data.weights on the streaming path (MixedStream)
+  prepare.py    `gpt2dist prepare`: tokenize once into packed shards
+  manifest.py   the prepared data's manifest (what, how, from which bytes)
+  schedule.py   the packed path's shuffled, mixed sample order
+  packed.py     data.format=packed: memory-mapped shards (PackedBatches)
+  checks.py     cheap checks for the preflight: will every rank get data
+  trace.py      an audit trail of consumed windows (logging.trace_windows)
+"""

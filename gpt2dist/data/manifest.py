@@ -1,0 +1,102 @@
+"""The prepared data's manifest (data.packed_dir/manifest.json): what was tokenized, how, and from which bytes.
+
+It pins the token dtype, the tokenizer (settings and a fingerprint of its whole pipeline) and the text
+settings, and per source file its size, mtime, sha256, documents and token counts. `prepare.py` writes it
+after every finished file; `packed.py` and the doctor refuse shards that do not match the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpt2dist import atomic
+from gpt2dist.config import RunConfig
+from gpt2dist.errors import UserError
+
+MANIFEST = "manifest.json"
+VERSION = 1
+TOKENIZER_DIR = "tokenizer"
+
+
+def packed_root(cfg: RunConfig) -> Path:
+    return Path(cfg.data.packed_dir) if cfg.data.packed_dir else Path(cfg.run_dir) / "data"
+
+
+def heldout_fraction(cfg: RunConfig) -> float:
+    """data.val_fraction applies to the training files only when there are no data.val files (as in training)."""
+    return cfg.data.val_fraction if not cfg.data.val else 0.0
+
+
+def text_settings(cfg: RunConfig) -> dict[str, Any]:
+    """Every setting that changes which tokens a file gives: a prepared dir is only valid for these values."""
+    d = cfg.data
+    return {"sample_by": d.sample_by, "text_field": d.text_field, "encoding_errors": d.encoding_errors,
+            "strip_control": d.strip_control, "collapse_whitespace": d.collapse_whitespace,
+            "min_line_chars": d.min_line_chars, "ascii_only": d.ascii_only, "val_fraction": heldout_fraction(cfg)}
+
+
+def tokenizer_record(cfg: RunConfig) -> dict[str, Any]:
+    """The tokenizer settings a prepared dir was made with (the fingerprint pins the exact vocabulary)."""
+    t = cfg.tokenizer
+    record: dict[str, Any] = {"kind": t.kind}
+    if t.kind == "bpe":
+        record["vocab_size"] = t.vocab_size
+    if t.kind == "pretrained":
+        record["path"] = t.path or cfg.model.pretrained
+    return record
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """SHA-256 of the tokenizer's full serialized pipeline (vocab, merges, normalizer, pre-tokenizer) and EOS."""
+    body = tokenizer.backend_tokenizer.to_str() + f"|eos={tokenizer.eos_token_id}"
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def load_manifest(root: Path) -> dict[str, Any] | None:
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is unreadable ({exc}): delete {root} and run `gpt2dist prepare` again") from None
+    if manifest.get("version") != VERSION:
+        raise UserError(f"{path} has format version {manifest.get('version')}, this gpt2dist reads {VERSION}: "
+                        f"delete {root} and run `gpt2dist prepare` again")
+    return manifest
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    atomic.write_json(root / MANIFEST, manifest, indent=1, sort_keys=True)
+
+
+def check_manifest_matches(manifest: dict[str, Any], cfg: RunConfig, root: Path) -> None:
+    """Refuse shards made with another tokenizer or other text settings: they would mean different tokens."""
+    want = tokenizer_record(cfg)
+    for key in sorted(set(want) | set(manifest["tokenizer"]["config"])):
+        old, new = manifest["tokenizer"]["config"].get(key), want.get(key)
+        if old != new:
+            raise UserError(f"config key tokenizer.{key} is {new!r} but {root} was prepared with {old!r}: the shards "
+                            "hold other tokens; restore the key, or use a new data.packed_dir and prepare again")
+    for key, new in text_settings(cfg).items():
+        old = manifest["text"].get(key)
+        if old != new:
+            raise UserError(f"config key data.{key} is {new!r} but {root} was prepared with {old!r}: restore the "
+                            "key, or use a new data.packed_dir and prepare again")
+
+
+def file_key(path: Path) -> str:
+    return str(path.resolve())
+
+
+def shard_name(path: Path, part: str) -> str:
+    return f"shards/{hashlib.blake2b(file_key(path).encode(), digest_size=8).hexdigest()}.{part}.bin"

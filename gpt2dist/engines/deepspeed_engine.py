@@ -1,0 +1,127 @@
+"""DeepSpeed behind the `Engine` seam: ZeRO 0-3, CPU offload, bf16/fp16, on gloo (CPU) or nccl (CUDA).
+
+The DeepSpeed JSON is `gpt2dist.launcher.ds_config.build_ds_config` -- the very dict `gpt2dist ds-config`
+writes. The LR schedule is gpt2dist's (`schedule.lr_at`), handed to DeepSpeed as a client scheduler so both
+engines follow one curve. `deepspeed` is imported here only, and this module only when the engine is chosen.
+
+Checkpoints: every rank calls `save`, which writes DeepSpeed's shards under STEP/deepspeed/ and, at
+stages 0-2 from rank 0 (at stage 3 after gathering the partitions), a full `model.safetensors` that
+export and eval read. Every DeepSpeed file passes the pickle gate before DeepSpeed reads it; a different world
+size resumes through DeepSpeed's universal checkpoint format (`resume.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gpt2dist import dist
+from gpt2dist.config import BatchPlan, RunConfig
+from gpt2dist.engines.base import Engine, StepResult
+from gpt2dist.engines.compile import FirstCallFallback, wants_compile
+from gpt2dist.engines.device import enable_tf32, to_device
+from gpt2dist.engines.loss import lm_loss
+from gpt2dist.engines.optim import param_groups
+from gpt2dist.engines.pickle_gate import check_pickles
+from gpt2dist.engines.resume import TAG, UNIVERSAL
+from gpt2dist.engines.schedule import lr_at, reapply_schedule
+from gpt2dist.errors import UserError
+
+DeepSpeedEngineType = Any  # deepspeed.DeepSpeedEngine, imported lazily
+
+
+class DeepSpeedEngine(Engine):
+    def __init__(self, model: nn.Module, cfg: RunConfig, plan: BatchPlan | None = None, local_rank: int = 0, *,
+                 load_universal: bool = False):
+        import deepspeed
+
+        from gpt2dist.launcher.ds_config import build_ds_config
+
+        self.cfg = cfg
+        self.world_size = plan.world_size if plan is not None else dist.discover().world_size
+        ds_config = build_ds_config(cfg, self.world_size)
+        if load_universal:
+            ds_config["checkpoint"] = {"load_universal": True}
+        if cfg.model.activation_checkpointing:
+            model.gradient_checkpointing_enable()
+        tcfg = cfg.train
+        self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, model_parameters=param_groups(model, tcfg.weight_decay), config=ds_config,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, tcfg) / tcfg.lr))
+        self.model, self.wrapper = self.ds.module, self.ds
+        self.device = self.ds.device
+        self.stage = cfg.distributed.zero_stage
+        enable_tf32(self.device)
+        # In-place nn.Module.compile (not torch.compile's wrapper): state_dict keys and DeepSpeed's hooks stay
+        # as they are, and undoing it is dropping the compiled call (what nn.Module.compile set).
+        self.forward_model: FirstCallFallback | DeepSpeedEngineType = self.ds
+        if wants_compile(tcfg.compile, self.device):
+            self.model.compile()
+            self.forward_model = FirstCallFallback(self.ds, self.ds,
+                                                   undo=lambda: setattr(self.model, "_compiled_call_impl", None))
+
+    @property
+    def compiled(self) -> bool:
+        return isinstance(self.forward_model, FirstCallFallback) and self.forward_model.compiled
+
+    def forward_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = to_device(batch, self.device)
+        logits = self.forward_model(input_ids=batch[:, :-1], use_cache=False).logits
+        return lm_loss(logits, batch[:, 1:])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        # DeepSpeed divides by the accumulation steps itself and wants step() after every micro batch;
+        # it only updates at the accumulation boundary, which `step` below is called at.
+        at_boundary = self.ds.is_gradient_accumulation_boundary()
+        self.ds.backward(loss)
+        if not at_boundary:
+            self.ds.step()
+
+    def step(self, step: int) -> StepResult:
+        lr = self.optimizer.param_groups[0]["lr"]
+        skipped_before = self.ds.skipped_steps
+        self.ds.step()
+        norm = self.ds.get_global_grad_norm()  # read lazily: StepResult converts it only when logged
+        grad_norm = norm if norm is not None and self.cfg.train.grad_clip > 0 else None
+        return StepResult(lr=lr, grad_norm=grad_norm, skipped=self.ds.skipped_steps > skipped_before)
+
+    # ---- checkpoints ----
+    def save(self, directory: Path) -> None:
+        """Collective: every rank writes its shards; rank 0 also writes the full model.safetensors."""
+        self.ds.save_checkpoint(str(directory), tag=TAG, client_state={}, save_latest=False)
+        state = self._full_state_dict()
+        if dist.discover().is_writer:
+            from safetensors.torch import save_model
+
+            module = type(self.model)(self.model.config)
+            module.load_state_dict(state, strict=False)
+            module.tie_weights()
+            save_model(module, str(directory / "model.safetensors"))
+
+    def _full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Full fp32-or-training-dtype weights on CPU; at ZeRO-3 the partitions are gathered first."""
+        if self.stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
+                return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def load(self, directory: Path) -> None:
+        if not (directory / TAG).is_dir():
+            raise UserError(f"checkpoint {directory} was written by the torch engine: resume it with "
+                            "distributed.backend=torch on one rank, or start a new run_dir")
+        error = check_pickles(directory / TAG) if dist.discover().is_writer else None
+        error = dist.broadcast_object(error)
+        if error is not None:
+            raise UserError(error)
+        load_dir = directory / UNIVERSAL if self.ds.load_universal_checkpoint() else directory
+        path, _ = self.ds.load_checkpoint(str(load_dir), tag=TAG, load_optimizer_states=True,
+                                          load_lr_scheduler_states=True)
+        if path is None:
+            raise UserError(f"DeepSpeed found no checkpoint in {load_dir}: it is incomplete; remove it to resume "
+                            "from the previous one")
+        reapply_schedule(self.scheduler, self.cfg.train)

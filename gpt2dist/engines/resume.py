@@ -1,0 +1,78 @@
+"""Resume policy: which engine wrote a checkpoint, and how it loads on this run's engine and world size."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from gpt2dist import atomic
+from gpt2dist.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TAG = "deepspeed"  # DeepSpeed's own sub-directory inside our step directory
+UNIVERSAL = "universal"
+
+
+def saved_engine(directory: Path) -> str:
+    """'deepspeed' when the step directory holds DeepSpeed's shards, else 'torch'."""
+    return "deepspeed" if (directory / TAG).is_dir() else "torch"
+
+
+def saved_world_size(directory: Path) -> int | None:
+    """World size a step directory was saved with (train_state.json), or None if unknown."""
+    state_file = directory / "train_state.json"
+    if not state_file.is_file():
+        return None
+    return json.loads(state_file.read_text(encoding="utf-8")).get("world_size")
+
+
+def ensure_universal(directory: Path) -> Path:
+    """Convert STEP/deepspeed into STEP/universal once (rank 0; others wait at the caller's barrier).
+
+    Runs DeepSpeed's own converter (`deepspeed.checkpoint.ds_to_universal`) in-process; written to a
+    temporary name and renamed, so an interrupted conversion is redone, never half-used.
+    """
+    target = directory / UNIVERSAL
+    if (target / TAG).is_dir():
+        return target
+    from deepspeed.checkpoint.ds_to_universal import main as to_universal
+
+    tmp = directory / (UNIVERSAL + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    args = argparse.Namespace(input_folder=str(directory / TAG), output_folder=str(tmp / TAG), num_extract_workers=1,
+                              num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True)
+    chatter = io.StringIO()  # the converter prints progress and tqdm bars; keep them for errors only
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            to_universal(args)
+    except Exception as exc:
+        raise RuntimeError(f"converting {directory} to a universal checkpoint failed: {exc}\n"
+                           f"{chatter.getvalue()[-2000:]}") from exc
+    log.info("converted %s to a universal checkpoint", directory.name)
+    (tmp / "latest_universal").write_text(TAG)
+    return atomic.publish_dir(tmp, target)
+
+
+def resume_mode(directory: Path, *, use_deepspeed: bool, zero_stage: int, world_size: int) -> str:
+    """How this run loads `directory`: 'same' (as saved), or 'universal' (DeepSpeed ZeRO 1-3 saved on another
+    world size: converted once to DeepSpeed's universal format). ZeRO-0 keeps the whole optimizer state in one
+    file that loads on any world size, so it stays 'same'. A checkpoint of the other engine is refused in one
+    line before anything is built."""
+    engine = saved_engine(directory)
+    if engine == "torch" and use_deepspeed:
+        raise UserError(f"checkpoint {directory} was written by the torch engine: resume it with "
+                        "distributed.backend=torch on one rank, or start a new run_dir")
+    if engine == "deepspeed" and not use_deepspeed:
+        raise UserError(f"checkpoint {directory} was written by the DeepSpeed engine: resume it with "
+                        "distributed.backend=deepspeed, or start a new run_dir")
+    if not use_deepspeed:
+        return "same"
+    saved = saved_world_size(directory)
+    return "universal" if saved is not None and saved != world_size and zero_stage > 0 else "same"
