@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2dist import costmodel, doctor, scaling
+from gpt2dist import costmodel, doctor, preflight, scaling
 from gpt2dist.config import load_config
 from gpt2dist.errors import UserError
 
@@ -53,7 +53,7 @@ def test_doctor_prints_the_scaling_table(config, capsys):
     assert rows[4][1] == "32" and rows[4][2:7] == ["16", "x", "1", "=", "512"]  # accumulation adapts to 32 GPUs
     # the numbers are the cost model's: recompute the 4-node row from its inputs
     cfg = load_config(config, GPT2)
-    facts, _ = doctor.model_facts(cfg)
+    facts, _ = preflight.model_facts(cfg)
     w = scaling.workload(cfg, facts, 16, 1)
     links = scaling.links_for(scaling.ScalingOptions(4, 8, "H100"))
     compute = costmodel.compute_time(w.flops_per_token, w.tokens_per_gpu, 989e12, 0.40)
@@ -128,7 +128,7 @@ def test_old_flags_keep_working_and_options(config, capsys):
 
 @pytest.mark.slow
 def test_bench_comm_through_launch(tmp_path):
-    from tests.conftest import run_cli, tiny_config, write_yaml
+    from helpers import run_cli, tiny_config, write_yaml
 
     (tmp_path / "train.txt").write_text("\n\n".join(f"story {i} " * 20 for i in range(50)))
     cfg = write_yaml(tmp_path / "run.yaml", tiny_config(tmp_path / "run", [str(tmp_path / "train.txt")],
