@@ -93,7 +93,7 @@ def worker(job_file: Path) -> None:
 
     from gpt2dist import commbench, dist
     from gpt2dist.config import batch_plan, load_config
-    from gpt2dist.data import resolve_files
+    from gpt2dist.data.text import resolve_files
     from gpt2dist.train import run_training, setup_logging
 
     job = json.loads(job_file.read_text())
@@ -137,7 +137,7 @@ def time_engine_calls() -> dict[str, list[float]]:
     """Seconds of each DeepSpeedEngine forward_loss / backward / step call. `step` (the optimizer step; on one
     rank it holds no communication) is the part of a one-rank step that ZeRO >= 1 splits over the ranks; the
     others are diagnostics (--profile). CPU work is synchronous, so wall clock is the work."""
-    from gpt2dist.ds_engine import DeepSpeedEngine
+    from gpt2dist.engines.deepspeed_engine import DeepSpeedEngine
 
     times: dict[str, list[float]] = {"forward_loss": [], "backward": [], "step": []}
     for name in times:
@@ -315,7 +315,7 @@ def predict(cfg_file: Path, report: dict[str, Any], one_rank_s: float, world: in
     `optimizer_s` is its optimizer step) and bench-comm's curves."""
     from gpt2dist import costmodel
     from gpt2dist.config import load_config
-    from gpt2dist.doctor import model_facts
+    from gpt2dist.preflight import model_facts
     from gpt2dist.scaling import control_allreduces, workload, zero_settings
 
     cfg = load_config(cfg_file)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpt2dist import atomic
 from gpt2dist.errors import UserError
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter")
@@ -91,7 +92,7 @@ def run_sizes_for(cfg, elem_bytes: int, *, with_model: bool = True) -> dict[str,
     """Bytes the run sends per collective: its whole gradient buffer (ZeRO-0's one all-reduce at GPT-2 sizes)
     and the configured buckets, all in the training dtype. The parameter count needs no model build."""
     from gpt2dist import memory
-    from gpt2dist.doctor import model_facts
+    from gpt2dist.preflight import model_facts
 
     out = {"reduce_bucket": cfg.distributed.reduce_bucket_size * elem_bytes,
            "allgather_bucket": cfg.distributed.allgather_bucket_size * elem_bytes}
@@ -185,7 +186,7 @@ def bench(cfg, output: Path, *, max_bytes: int | None, warmup: int, iters: int, 
           with_model: bool = True) -> dict[str, Any] | None:
     """Join the process group, measure, leave; rank 0 writes the JSON and returns the report (others None)."""
     from gpt2dist import dist as gdist
-    from gpt2dist.engine import resolve_device
+    from gpt2dist.engines.device import resolve_device
 
     info = gdist.discover()
     if info.world_size < 2:
@@ -197,9 +198,8 @@ def bench(cfg, output: Path, *, max_bytes: int | None, warmup: int, iters: int, 
         report = measure_all(cfg, device, max_bytes=max_bytes, warmup=warmup, iters=iters, budget_s=budget_s,
                              with_model=with_model)
         if info.is_writer:
-            from launcher.ds_config import write_text_atomic
-
-            write_text_atomic(output, json.dumps(report, indent=1) + "\n")
+            output.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(output, json.dumps(report, indent=1) + "\n")
             print(render(report), flush=True)
             print(f"wrote {output} (use it: gpt2dist doctor CONFIG --comm-json {output})", flush=True)
     except BaseException:
