@@ -1,5 +1,5 @@
-"""`gpt2dist` -- one command, one subcommand per job: demo, prepare, train, launch, slurm, doctor, eval,
-export, generate, ds-config, plot.
+"""`gpt2dist` -- one command, one subcommand per job: demo, prepare, train, launch, slurm, doctor, bench-comm,
+eval, export, generate, ds-config, plot.
 
 Heavy imports (torch, transformers, datasets) happen inside the subcommand that needs them, so
 `gpt2dist --help` and argument errors are instant.
@@ -78,17 +78,27 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_launch(args: argparse.Namespace) -> None:
     from gpt2dist.launcher.local import launch
 
-    code = launch(args.config, args.overrides, args.nproc, no_resume=args.no_resume)
+    code = launch(args.config, args.overrides, args.nproc, no_resume=args.no_resume, module=args.module)
     if code:
         raise SystemExit(code)
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
     from gpt2dist.doctor import doctor_command
+    from gpt2dist.scaling import options_from_args  # --gpu, --gpus-per-node, links, MFU
 
-    code = doctor_command(args.config, args.overrides, args.world_size, args.gpu_mem, args.nodes)
+    scaling, world_size, nodes = options_from_args(args)
+    code = doctor_command(args.config, args.overrides, world_size, args.gpu_mem, nodes, scaling)
     if code:
         raise SystemExit(code)
+
+
+def cmd_bench_comm(args: argparse.Namespace) -> None:
+    from gpt2dist.commbench import main as bench_main
+
+    bench_main([*([args.config] if args.config else []), *args.overrides, "-o", args.output, "--warmup",
+                str(args.warmup), "--iters", str(args.iters), "--budget", str(args.budget),
+                *(["--max-bytes", args.max_bytes] if args.max_bytes else [])])
 
 
 def cmd_slurm(args: argparse.Namespace) -> None:
@@ -170,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. distributed.zero_stage=2")
     p.add_argument("--nproc", type=int, required=True, help="number of local ranks (GPUs, or CPU processes)")
     p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
+    p.add_argument("--module", default="gpt2dist.train", choices=["gpt2dist.train", "gpt2dist.commbench"],
+                   help="per-rank entry point: training (default) or bench-comm (writes ./bench-comm.json)")
     p.set_defaults(func=cmd_launch)
 
     from gpt2dist.doctor import add_arguments as doctor_arguments  # light: no torch import
@@ -177,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check a run config for a world size: batch math, memory per GPU, data, disk")
     doctor_arguments(p)
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("bench-comm", help="per rank (start it with launch --module gpt2dist.commbench, torchrun, "
+                       "srun): all-reduce/all-gather/reduce-scatter bus bandwidth -> JSON for doctor --comm-json")
+    from gpt2dist.commbench import add_arguments as bench_comm_arguments  # light: no torch import
+
+    bench_comm_arguments(p)
+    p.set_defaults(func=cmd_bench_comm)
 
     p = sub.add_parser("slurm", help="render a Slurm batch script for a run config (and optionally submit it)")
     p.add_argument("config", help="YAML run config")

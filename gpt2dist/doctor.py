@@ -11,7 +11,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2dist import memory
+from gpt2dist import memory, scaling
 from gpt2dist.config import RunConfig, batch_plan, load_config
 from gpt2dist.data.checks import BYTES_PER_TOKEN
 from gpt2dist.data.sources import file_size
@@ -33,6 +33,8 @@ class DoctorReport:
     recommended: memory.MemoryEstimate | None = None
     gpu_mem_bytes: int | None = None
     ranks_per_node: int = 1
+    facts: ModelFacts | None = None  # what the model is (the scaling table reads it)
+    scaling: list[str] = field(default_factory=list)  # gpt2dist.scaling's table, after the memory table
 
     @property
     def problems(self) -> list[Finding]:
@@ -82,6 +84,7 @@ def run_doctor(cfg: RunConfig, world_size: int, gpu_mem_bytes: int | None = None
         facts = None
     if facts is None:
         return report  # why is a finding already
+    report.facts = facts
     block = cfg.data.block_size
     report.lines += [
         f"model: {facts.n_params / 1e6:.1f}M params (L{facts.n_layer} x E{facts.n_embd}, {facts.n_head} heads, "
@@ -149,6 +152,7 @@ def render(report: DoctorReport) -> str:
                                    HEADROOM, report.ranks_per_node)
     if report.recommended is not None:
         out.append(f"recommend: {report.recommended.label} (the lowest ZeRO stage that fits; offload only if needed)")
+    out += report.scaling
     return "\n".join(out + [f"  {f}" for f in report.findings])
 
 
@@ -156,26 +160,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The doctor's arguments, shared by `python -m gpt2dist.doctor` and the `gpt2dist doctor` subcommand."""
     parser.add_argument("config", help="YAML run config")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. distributed.zero_stage=2")
-    parser.add_argument("--world-size", type=int, default=1, help="data-parallel ranks (default 1)")
+    parser.add_argument("--world-size", type=int, default=None, help="data-parallel ranks (default 1, or "
+                        "--nodes x --gpus-per-node)")
     parser.add_argument("--gpu-mem", default=None, help="memory per GPU, e.g. 80GiB, 80GB, 40000MiB")
     parser.add_argument("--nodes", type=int, default=1, help="nodes the ranks are spread over (default 1)")
+    scaling.add_arguments(parser)
 
 
-def doctor_command(config: str, overrides: list[str], world_size: int, gpu_mem: str | None, nodes: int) -> int:
+def doctor_command(config: str, overrides: list[str], world_size: int | None, gpu_mem: str | None, nodes: int,
+                   scaling_options: scaling.ScalingOptions | None = None) -> int:
     """Load the config as training will, print the report and the verdict, return 0 or 1. A config that does
-    not load is a problem too (exit 1); a malformed --gpu-mem is a usage error (UserError: exit 2)."""
+    not load is a problem too (exit 1); a malformed --gpu-mem is a usage error (UserError: exit 2).
+    `scaling_options` adds the scaling table (gpt2dist.scaling) after the memory table."""
+    world_size = 1 if world_size is None else world_size
     if world_size < 1 or nodes < 1:
         raise UserError(f"--world-size ({world_size}) and --nodes ({nodes}) must be >= 1")
     try:
         gpu_mem_bytes = memory.parse_size(gpu_mem) if gpu_mem is not None else None
     except ValueError as exc:
         raise UserError(f"--gpu-mem {exc}") from None
+    if scaling_options is not None and gpu_mem_bytes is None:  # --gpu implies its memory
+        gpu_mem_bytes = scaling.default_gpu_mem(scaling_options)
     try:
         cfg = load_config(config, overrides)
     except UserError as exc:
         report = DoctorReport(findings=[Finding("error", str(exc))])
     else:
         report = run_doctor(cfg, world_size, gpu_mem_bytes, nodes)
+        if scaling_options is not None and report.facts is not None and not report.problems:
+            report.scaling = scaling.doctor_lines(cfg, report.facts, scaling_options, gpu_mem_bytes)
     print(render(report))
     print(report.verdict(), flush=True)
     return report.exit_code
@@ -188,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)  # overrides may follow the options
     if any(item.startswith("-") or "=" not in item for item in extra):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return doctor_command(args.config, [*args.overrides, *extra], args.world_size, args.gpu_mem, args.nodes)
+    options, world_size, nodes = scaling.options_from_args(args)
+    return doctor_command(args.config, [*args.overrides, *extra], world_size, args.gpu_mem, nodes, options)
 
 
 if __name__ == "__main__":

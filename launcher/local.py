@@ -16,22 +16,29 @@ import sys
 from gpt2dist.dist import free_port
 from gpt2dist.errors import UserError
 
+MODULES = ("gpt2dist.train", "gpt2dist.commbench")  # per-rank entry points: training, bench-comm
+
 
 def launch_command(config: str, overrides: list[str], nproc: int, *, master_port: int | None = None,
-                   no_resume: bool = False) -> list[str]:
-    """`python -m deepspeed.launcher.runner --num_gpus N --module gpt2dist.train CONFIG ...` (absolute python)."""
+                   no_resume: bool = False, module: str = "gpt2dist.train") -> list[str]:
+    """`python -m deepspeed.launcher.runner --num_gpus N --module MODULE CONFIG ...` (absolute python)."""
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
     if not os.path.isfile(config):
         raise UserError(f"config file {config} not found: pass the path of a YAML run config")
+    if module not in MODULES:
+        raise UserError(f"--module {module} is not a gpt2dist entry point: use one of {', '.join(MODULES)}")
+    if no_resume and module != "gpt2dist.train":
+        raise UserError("--no-resume is a training flag: drop it with --module gpt2dist.commbench")
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
-           "--master_port", str(master_port or free_port()), "--module", "gpt2dist.train", config, *overrides]
+           "--master_port", str(master_port or free_port()), "--module", module, config, *overrides]
     return cmd + (["--no-resume"] if no_resume else [])
 
 
-def launch(config: str, overrides: list[str], nproc: int, *, no_resume: bool = False) -> int:
+def launch(config: str, overrides: list[str], nproc: int, *, no_resume: bool = False,
+           module: str = "gpt2dist.train") -> int:
     """Run the ranks and wait; returns the launcher's exit code."""
-    cmd = launch_command(config, overrides, nproc, no_resume=no_resume)
+    cmd = launch_command(config, overrides, nproc, no_resume=no_resume, module=module)
     env = dict(os.environ)
     # Each rank otherwise starts one thread per core: N ranks x cores threads oversubscribe a CPU node
     # 2-3x (measured in ../shared/DEEPSPEED-ON-CPU.md). torchrun sets this itself; deepspeed does not.

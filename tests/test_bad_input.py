@@ -183,6 +183,17 @@ CASES = [
     Case("launch-nproc-0", ("launch", "base.yaml", "--nproc", "0"), ("--nproc",)),
     Case("slurm-bad-time", ("slurm", "base.yaml", "--time", "forever"), ("--time", "forever")),
     Case("slurm-cpu-without-nproc", ("slurm", "base.yaml", "--gpus-per-node", "0"), ("--nproc-per-node",)),
+    # -- doctor scaling flags and bench-comm (issue 16) --
+    Case("doctor-mfu-without-gpu", ("doctor", "base.yaml", "--mfu", "0.4"), ("--mfu", "--gpu")),
+    Case("doctor-unknown-gpu", ("doctor", "base.yaml", "--gpu", "TPU9"), ("--gpu", "TPU9", "H100")),
+    Case("doctor-world-size-disagrees", ("doctor", "base.yaml", "--world-size", "4", "--nodes", "2",
+                                         "--gpus-per-node", "8"), ("--world-size 4", "16")),
+    Case("doctor-comm-json-missing", ("doctor", "base.yaml", "--gpu", "H100", "--comm-json", "nope.json"),
+         ("--comm-json", "nope.json")),
+    Case("doctor-tokens-not-a-count", ("doctor", "base.yaml", "--gpu", "H100", "--tokens", "lots"), ("--tokens",)),
+    Case("bench-comm-one-rank", ("bench-comm", "base.yaml"), ("bench-comm", "--nproc 2")),
+    Case("launch-commbench-no-resume", ("launch", "base.yaml", "--nproc", "2", "--module", "gpt2dist.commbench",
+                                        "--no-resume"), ("--no-resume",)),
     # -- the other subcommands --
     Case("eval-model-missing", ("eval", "--model", "missing_dir", "--data", "train.txt"), ("missing_dir",)),
     Case("export-not-a-run-dir", ("export", "not_a_run", "exported"), ("not_a_run", "neither a run dir"),
