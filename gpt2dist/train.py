@@ -12,6 +12,8 @@ import gc
 import logging
 import random
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from gpt2dist.data.trace import open_trace, write_trace
 from gpt2dist.engines.base import Engine
 from gpt2dist.engines.build import build_engine
 from gpt2dist.engines.device import check_precision, resolve_device
+from gpt2dist.engines.resume import resume_mode
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, count_parameters, flops_per_token
@@ -73,7 +76,10 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                  train_files: list[Path], val_files: list[Path] | None) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep_last, rank=rank.rank, is_writer=rank.is_writer)
-    resume_from = dist.on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files))
+    # the checkpoint's engine must suit this run's before anything is written (a refusal leaves the run dir as is)
+    fits = partial(resume_mode, use_deepspeed=use_deepspeed, zero_stage=cfg.distributed.zero_stage,
+                   world_size=rank.world_size)
+    resume_from = dist.on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files, check_resume=fits))
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)  # every rank tokenizes with the saved files
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer)
@@ -169,9 +175,12 @@ class Preempted(Exception):
 
 
 def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Path],
-                  val_files: list[Path] | None) -> Path | None:
-    """Rank 0: decide resume vs fresh, check the text, build the tokenizer, and only then write the run dir."""
+                  val_files: list[Path] | None, check_resume: Callable[[Path], Any] | None = None) -> Path | None:
+    """Rank 0: decide resume vs fresh, check the checkpoint suits this run's engine (`check_resume`) and the
+    text, build the tokenizer, and only then write the run dir."""
     resume_from = prepare_run_dir(cfg, ckpt)
+    if resume_from is not None and check_resume is not None:
+        check_resume(resume_from)
     check_utf8(cfg, resume_from, train_files, val_files)
     tokenizer = build_run_tokenizer(cfg, train_files)
     run_dir = Path(cfg.run_dir)

@@ -114,11 +114,12 @@ class DeepSpeedEngine(Engine):
         if not (directory / TAG).is_dir():
             raise UserError(f"checkpoint {directory} was written by the torch engine: resume it with "
                             "distributed.backend=torch on one rank, or start a new run_dir")
-        error = check_pickles(directory / TAG) if dist.discover().is_writer else None
+        load_dir = directory / UNIVERSAL if self.ds.load_universal_checkpoint() else directory
+        # every file DeepSpeed reads below (the shards, or the whole universal tree) passes the gate first
+        error = check_pickles(load_dir / TAG) if dist.discover().is_writer else None
         error = dist.broadcast_object(error)
         if error is not None:
             raise UserError(error)
-        load_dir = directory / UNIVERSAL if self.ds.load_universal_checkpoint() else directory
         path, _ = self.ds.load_checkpoint(str(load_dir), tag=TAG, load_optimizer_states=True,
                                           load_lr_scheduler_states=True)
         if path is None:
