@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gpt2dist import atomic, dist
+from gpt2dist.divergence import Diverged, diverged_message
 from gpt2dist.engines.base import Engine
 from gpt2dist.errors import UserError
 
@@ -106,6 +107,7 @@ class CheckpointManager:
     # ---- saving ----
     def save(self, step: int, engine: Engine, *, train_state: dict[str, Any], cursor: dict[str, Any]) -> Path:
         """Write a complete step directory atomically; collective: every rank calls it with its own cursor.
+        Weights holding NaN/inf are never saved (Diverged): the good checkpoints stay, none is pruned.
 
         Rank 0 makes the temporary directory; every rank writes its engine shards, data cursor and RNG
         state into it; rank 0 then writes the metadata and the manifest (last), renames the directory
@@ -114,6 +116,10 @@ class CheckpointManager:
         """
         final = self.root / step_dir_name(step)
         tmp = self.root / f".tmp-{final.name}"
+        if not engine.weights_finite():  # a collective; refused before anything is written or pruned
+            previous = self.latest()
+            raise Diverged(diverged_message(step, f"the weights hold NaN/inf, so {final.name} was not written",
+                                            previous.name if previous else None))
         rng = rng_state()  # taken first and restored last: a save must not move any RNG (DeepSpeed's does)
         try:
             self._save(final, tmp, step, engine, train_state, cursor, rng)

@@ -54,6 +54,9 @@ class DeepSpeedEngine(Engine):
         self.model, self.wrapper = self.ds.module, self.ds
         self.device = self.ds.device
         self.stage = cfg.distributed.zero_stage
+        self._loss_bad: torch.Tensor | None = None  # any micro batch of this step had a non-finite loss
+        # only DeepSpeed's ZeRO/bf16/fp16 optimizers carry an overflow check (and an `overflow` attribute)
+        self._unguarded = not hasattr(self.ds.optimizer, "overflow")
         enable_tf32(self.device)
         # In-place nn.Module.compile (not torch.compile's wrapper): state_dict keys and DeepSpeed's hooks stay
         # as they are, and undoing it is dropping the compiled call (what nn.Module.compile set).
@@ -75,18 +78,61 @@ class DeepSpeedEngine(Engine):
     def backward(self, loss: torch.Tensor) -> None:
         # DeepSpeed divides by the accumulation steps itself and wants step() after every micro batch;
         # it only updates at the accumulation boundary, which `step` below is called at.
+        bad = ~torch.isfinite(loss.detach())
+        self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad
         at_boundary = self.ds.is_gradient_accumulation_boundary()
         self.ds.backward(loss)
         if not at_boundary:
             self.ds.step()
 
     def step(self, step: int) -> StepResult:
+        """One DeepSpeed step; a non-finite one applies no update on any rank.
+
+        DeepSpeed's ZeRO 1-3, bf16 and fp16 optimizers already skip a step whose all-reduced gradient norm is
+        NaN/inf (stage_1_and_2.py / stage3.py `step`: `is_invalid_grad_norm` -> overflow; BF16_Optimizer and
+        FP16_Optimizer likewise), the same decision on every rank. ZeRO-0 in fp32 steps the plain torch optimizer
+        with no such check (engine._take_model_step), so there the gradients -- already averaged over the ranks,
+        hence equal on all of them -- are checked here first."""
         lr = self.optimizer.param_groups[0]["lr"]
         skipped_before = self.ds.skipped_steps
-        self.ds.step()
+        loss_bad, self._loss_bad = self._loss_bad, None
+        if self._unguarded and not self._grads_finite():
+            self._step_without_update()
+            skipped = True
+        else:
+            self.ds.step()
+            skipped = self.ds.skipped_steps > skipped_before
+            if skipped:  # DeepSpeed holds its LR scheduler on a skipped step; gpt2dist's schedule counts every
+                self.scheduler.step()  # step, applied or not, as the torch engine does
+        nonfinite = skipped
+        if skipped and self.cfg.train.precision == "fp16":  # an overflow is normal in fp16; a NaN/inf loss is not
+            nonfinite = dist.any_rank(loss_bad is not None and bool(loss_bad.any()))
         norm = self.ds.get_global_grad_norm()  # read lazily: StepResult converts it only when logged
         grad_norm = norm if norm is not None and self.cfg.train.grad_clip > 0 else None
-        return StepResult(lr=lr, grad_norm=grad_norm, skipped=self.ds.skipped_steps > skipped_before)
+        return StepResult(lr=lr, grad_norm=grad_norm, skipped=skipped, nonfinite=nonfinite)
+
+    @torch.no_grad()
+    def _grads_finite(self) -> bool:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+
+    def _step_without_update(self) -> None:
+        """ds.step() with the optimizer's update left out: DeepSpeed still zeroes the gradients and advances its
+        step counters and the LR schedule, as after any step."""
+        optimizer = self.ds.optimizer
+        optimizer.step = lambda *args, **kwargs: None  # an instance attribute shadowing the method, for one call
+        try:
+            self.ds.step()
+        finally:
+            del optimizer.step
+
+    @torch.no_grad()
+    def weights_finite(self) -> bool:
+        """Every rank checks what it holds (at ZeRO-3 its partition of each parameter); all must be finite."""
+        params = list(self.model.parameters())
+        tensors = [getattr(p, "ds_tensor", p) for p in params] if self.stage == 3 else params
+        local = all(bool(torch.isfinite(t).all()) for t in tensors if t.numel())
+        return not dist.any_rank(not local)
 
     # ---- checkpoints ----
     def save(self, directory: Path) -> None:
