@@ -139,7 +139,7 @@ class DeepSpeedEngine(Engine):
         """Collective: every rank writes its shards; rank 0 also writes the full model.safetensors."""
         self.ds.save_checkpoint(str(directory), tag=TAG, client_state={}, save_latest=False)
         state = self._full_state_dict()
-        if dist.discover().is_writer:
+        if state is not None:
             from safetensors.torch import save_model
 
             module = type(self.model)(self.model.config)
@@ -147,14 +147,36 @@ class DeepSpeedEngine(Engine):
             module.tie_weights()
             save_model(module, str(directory / "model.safetensors"))
 
-    def _full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Full fp32-or-training-dtype weights on CPU; at ZeRO-3 the partitions are gathered first."""
-        if self.stage == 3:
-            import deepspeed
+    @torch.no_grad()
+    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The full weights in the training dtype, on CPU, on rank 0 only (None on the other ranks).
 
-            with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
-                return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        At ZeRO-3 the parameters are gathered one module at a time -- every rank takes part in each all-gather
+        and frees it again, only rank 0 copies -- so no rank holds the whole gathered model and only rank 0 a
+        CPU copy (the layer-by-layer scheme of DeepSpeed's own `_zero3_consolidated_16bit_state_dict`). A tied
+        parameter is copied once (lm_head.weight is re-tied on load)."""
+        writer = dist.discover().is_writer
+        if self.stage != 3:
+            return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()} if writer else None
+        import deepspeed
+
+        state: dict[str, torch.Tensor] = {}
+        seen: set[int] = set()
+        for prefix, module in self.model.named_modules():
+            params = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+            if not params:
+                continue
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                if writer:
+                    for name, param in module.named_parameters(recurse=False):
+                        if id(param) not in seen:
+                            state[f"{prefix}.{name}" if prefix else name] = param.detach().cpu().clone()
+            seen.update(id(p) for p in params)
+        if writer:  # buffers are never partitioned
+            skip = {f"{prefix}.{name}" if prefix else name for prefix, module in self.model.named_modules()
+                    for name in module._non_persistent_buffers_set}
+            state.update({k: v.detach().cpu().clone() for k, v in self.model.named_buffers() if k not in skip})
+        return state if writer else None
 
     def load(self, directory: Path) -> None:
         if not (directory / TAG).is_dir():
