@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpt2dist import atomic
@@ -50,6 +51,9 @@ def load_checkpoint_model(step_dir: Path) -> GPT2LMHeadModel:
         raise UserError(f"checkpoint {step_dir}: model.safetensors does not cover the model (missing "
                         f"{len(missing)} tensors, e.g. {missing[:2]}; unexpected {list(unexpected)[:2]}): export "
                         "another checkpoint")
+    bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
+    if bad:  # written by a run that diverged before gpt2dist refused to save such weights
+        raise UserError(f"checkpoint {step_dir} holds NaN/inf weights ({bad[0]}, ...): export an earlier checkpoint")
     model.tie_weights()
     return model.eval()
 

@@ -150,3 +150,51 @@ def test_export_refuses_an_existing_file_as_target(tmp_path, trained):
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert out.stderr.count("error:") == 1 and f"export target {target} is a file" in out.stderr
     assert target.read_bytes() == b"not a folder"
+
+
+def test_export_refuses_nan_weights_and_eval_refuses_a_folder_missing_weights(tmp_path, trained):
+    """Siblings: a NaN checkpoint written before divergence was caught is not exported; an HF folder whose
+    weights do not cover the model is not evaluated with random tensors in their place."""
+    from safetensors.torch import load_file, save_file
+
+    from gpt2dist.evaluate import load_hf_model
+
+    run_dir, _ = copy_run(trained, tmp_path)
+    exported = export(run_dir, tmp_path / "export")
+    weights = load_file(exported / "model.safetensors")
+    del weights["transformer.h.0.mlp.c_fc.weight"]
+    save_file(weights, exported / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError, match="weights do not cover the model"):
+        load_hf_model(exported, "cpu")
+
+    step = run_dir / "checkpoints" / "step-00000004"
+    weights = load_file(step / "model.safetensors")
+    weights["transformer.ln_f.bias"][0] = float("nan")
+    save_file(weights, step / "model.safetensors")
+    resign(step, "model.safetensors")
+    with pytest.raises(UserError, match="holds NaN/inf weights"):
+        export(step, tmp_path / "export2")
+
+
+def test_a_changed_lr_holds_after_a_resume_not_only_for_the_first_step(tmp_path):
+    """reapply_schedule set the next step's LR from the new config, but LambdaLR's saved base LR brought the
+    old one back from the second resumed step on."""
+    from test_checkpoint import save, tiny_engine, train_steps
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from gpt2dist.config import RunConfig, TrainConfig
+    from gpt2dist.engines.schedule import lr_at
+    from gpt2dist.engines.torch_engine import TorchEngine
+
+    engine = tiny_engine()
+    train_steps(engine, 0, 3)
+    manager = CheckpointManager(tmp_path, keep_last=1)
+    step_dir = save(manager, engine, 3)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=1, n_head=2))
+    resumed = TorchEngine(model, RunConfig(train=TrainConfig(max_steps=10, warmup_steps=2, lr=5e-2, min_lr=5e-3)))
+    manager.load(step_dir, resumed)  # saved with train.lr=1e-2
+    lrs = []
+    for step in range(3, 6):
+        lrs.append(resumed.optimizer.param_groups[0]["lr"])
+        train_steps(resumed, step, step + 1)
+    assert lrs == pytest.approx([lr_at(s, resumed.cfg) for s in range(3, 6)])
