@@ -134,6 +134,24 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
         logger.close()
         raise Diverged(message)
 
+    def save_checkpoint(engine: Engine) -> None:
+        """A checkpoint is never written in a run of skipped non-finite steps (the weights that just gave NaN/inf
+        must not displace a good checkpoint), nor from NaN/inf weights (`ckpt.save` refuses them)."""
+        settle_nonfinite()
+        if guard.diverged_at is not None:
+            stop_diverged(guard.message(_name(ckpt.latest())))
+        if guard.streak:
+            logger.print(f"no checkpoint at step {step}: the last {guard.streak} step(s) were non-finite and "
+                         "skipped; the next one is written after a finite step", step=step)
+            return
+        try:
+            saved = ckpt.save(step, engine, train_state={"step": step, "tokens": tokens, "epoch": stream.epoch,
+                                                         "world_size": rank.world_size},
+                              cursor=stream.state_dict())
+        except Diverged as exc:
+            stop_diverged(str(exc))
+        logger.print(f"checkpoint {saved}", step=step)
+
     if rank.is_writer:
         write_status(run_dir, "running", step=step)
     last_loss, last_val = float("nan"), None
@@ -172,20 +190,7 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
             logger.log({"step": step, "val_loss": last_val, "val_ppl": float(np.exp(last_val))})
         stopping = stop.should_stop()  # a collective: every rank stops at this same step
         if stopping or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == tcfg.max_steps:
-            settle_nonfinite()
-            if guard.diverged_at is not None:
-                stop_diverged(guard.message(_name(ckpt.latest())))
-            if guard.streak:  # the weights that just gave NaN/inf must not displace a good checkpoint
-                logger.print(f"no checkpoint at step {step}: the last {guard.streak} step(s) were non-finite and "
-                             "skipped; the next one is written after a finite step", step=step)
-            else:
-                try:
-                    saved = ckpt.save(step, engine, train_state={"step": step, "tokens": tokens,
-                                                                 "epoch": stream.epoch, "world_size": rank.world_size},
-                                      cursor=stream.state_dict())
-                except Diverged as exc:  # the weights themselves are NaN/inf: refused, nothing written
-                    stop_diverged(str(exc))
-                logger.print(f"checkpoint {saved}", step=step)
+            save_checkpoint(engine)
         if stopping and step < tcfg.max_steps:
             logger.print(f"stopped by {stop.signal_name or 'another rank'} at step {step}: resume with the same "
                          "command", step=step)
