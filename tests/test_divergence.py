@@ -68,6 +68,22 @@ def test_torch_engine_applies_nothing_from_a_nonfinite_step_and_a_run_with_isola
     assert engine.weights_finite() and engine.scheduler.last_epoch == len(BATCHES)
 
 
+def test_a_checkpoint_of_nonfinite_weights_is_refused_and_prunes_nothing(tmp_path):
+    from test_checkpoint import save, tiny_engine
+
+    from gpt2dist.checkpoint import CheckpointManager
+    from gpt2dist.divergence import Diverged
+
+    manager, engine = CheckpointManager(tmp_path, keep_last=1), tiny_engine()
+    save(manager, engine, 1)
+    with torch.no_grad():
+        next(engine.model.parameters())[0, 0] = float("nan")
+    with pytest.raises(Diverged, match="step 2: the weights hold NaN/inf.*last good checkpoint is step-00000001"):
+        save(manager, engine, 2)
+    assert [p.name for p in manager.complete_steps()] == ["step-00000001"]
+    assert manager.latest_verified().name == "step-00000001" and not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
 def test_the_foreach_fallback_skips_too():
     param = torch.nn.Parameter(torch.ones(4))
     optimizer = torch.optim.AdamW([param], lr=0.1, foreach=True)
