@@ -131,13 +131,16 @@ def test_crafted_file_planted_in_an_existing_universal_folder_never_runs(tmp_pat
 
 def test_allow_list_names_exact_classes_not_all_of_deepspeed(tmp_path):
     """A class under deepspeed.* that does something when built -- TorchBackend opens a process group, here
-    with a file store that creates MARKER -- is refused by name, before the safe unpickler would call it."""
+    with a file store -- is refused by name, before the safe unpickler would call it. (Its shm op is marked
+    unbuildable first, as every gpt2dist rank does, so building one goes straight on.)"""
     marker = tmp_path / "PWNED"
     folder = tmp_path / "deepspeed"
     folder.mkdir()
     script = f"""
 import torch
 from deepspeed.comm.torch import TorchBackend
+from gpt2dist.dist import skip_cpu_shm_comm_op
+skip_cpu_shm_comm_op()
 
 class Builds:
     def __reduce__(self):
@@ -147,11 +150,12 @@ torch.save({{"optimizer_state_dict": Builds()}}, "{folder / 'mp_rank_00_model_st
 from pathlib import Path
 from gpt2dist.engines.pickle_gate import check_pickles
 print(check_pickles(Path("{folder}")))
+print("process group opened:", torch.distributed.is_initialized())
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "refusing to load" in out.stdout and "deepspeed.comm.torch.TorchBackend" in out.stdout, out.stdout
-    assert not marker.exists(), "the gate built a TorchBackend"
+    assert "process group opened: False" in out.stdout and not marker.exists(), "the gate built a TorchBackend"
 
 
 def test_legitimate_checkpoints_pass_the_gate(zero1_run, tmp_path):
