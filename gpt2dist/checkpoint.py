@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gpt2dist import atomic, dist
+from gpt2dist.divergence import Diverged, diverged_message
 from gpt2dist.engines.base import Engine
 from gpt2dist.errors import UserError
 
@@ -78,8 +79,9 @@ class CheckpointManager:
         """The step dir `latest` names if it is complete, else the newest complete one (with a warning)."""
         pointer = self.root / LATEST
         if pointer.is_file():
-            candidate = self.root / pointer.read_text(encoding="utf-8").strip()
-            if (candidate / MANIFEST).is_file():
+            name = pointer.read_text(encoding="utf-8", errors="replace").strip()  # a damaged pointer is no crash
+            candidate = self.root / name
+            if name.startswith("step-") and candidate.parent == self.root and (candidate / MANIFEST).is_file():
                 return candidate
             log.warning("checkpoint %s named by %s is incomplete; using the newest complete one", candidate, pointer)
         complete = self.complete_steps()
@@ -105,6 +107,7 @@ class CheckpointManager:
     # ---- saving ----
     def save(self, step: int, engine: Engine, *, train_state: dict[str, Any], cursor: dict[str, Any]) -> Path:
         """Write a complete step directory atomically; collective: every rank calls it with its own cursor.
+        Weights holding NaN/inf are never saved (Diverged): the good checkpoints stay, none is pruned.
 
         Rank 0 makes the temporary directory; every rank writes its engine shards, data cursor and RNG
         state into it; rank 0 then writes the metadata and the manifest (last), renames the directory
@@ -113,6 +116,10 @@ class CheckpointManager:
         """
         final = self.root / step_dir_name(step)
         tmp = self.root / f".tmp-{final.name}"
+        if not engine.weights_finite():  # a collective; refused before anything is written or pruned
+            previous = self.latest()
+            raise Diverged(diverged_message(step, f"the weights hold NaN/inf, so {final.name} was not written",
+                                            previous.name if previous else None))
         rng = rng_state()  # taken first and restored last: a save must not move any RNG (DeepSpeed's does)
         try:
             self._save(final, tmp, step, engine, train_state, cursor, rng)
@@ -169,13 +176,14 @@ class CheckpointManager:
 
     # ---- loading ----
     def verify(self, directory: Path) -> None:
-        """Check every file against the manifest (size and SHA-256) before trusting it."""
-        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-        for name, meta in manifest["files"].items():
+        """Check every file against the manifest (size and SHA-256) before trusting it. A manifest that cannot
+        be read (empty, truncated, not JSON, not the expected object) or that leaves out a file every checkpoint
+        has is the same as a corrupt file: UserError, so `latest_verified` falls back to the previous one."""
+        files = read_manifest(directory)
+        for name, meta in files.items():
             path = directory / name
             if not path.is_file() or path.stat().st_size != meta["bytes"] or atomic.file_sha256(path) != meta["sha256"]:
-                raise UserError(f"checkpoint {directory} is corrupt ({name} does not match its manifest): "
-                                "delete that step directory to resume from the previous one")
+                raise corrupt(directory, f"{name} does not match its manifest")
 
     def load(self, directory: Path, engine: Engine, *, world_size: int = 1,
              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -193,3 +201,28 @@ class CheckpointManager:
         rng_file = same if world_size == len(rng_files) else rng_files[self.rank % len(rng_files)]
         set_rng_state(torch.load(rng_file, weights_only=True))
         return train_state, cursors
+
+
+REQUIRED_FILES = ("model.safetensors", "config.json", "train_state.json")  # every engine, every version writes them
+
+
+def corrupt(directory: Path, why: str) -> UserError:
+    return UserError(f"checkpoint {directory} is corrupt ({why}): delete that step directory to resume from the "
+                     "previous one")
+
+
+def read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's {file: {"bytes", "sha256"}}, or a UserError saying what is wrong with it."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise corrupt(directory, f"{MANIFEST} is unreadable: {str(exc).splitlines()[0][:120]}") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+            isinstance(meta, dict) and isinstance(meta.get("bytes"), int) and isinstance(meta.get("sha256"), str)
+            and not Path(name).is_absolute() and ".." not in Path(name).parts for name, meta in files.items()):
+        raise corrupt(directory, f"{MANIFEST} is not a gpt2dist manifest")
+    missing = [name for name in REQUIRED_FILES if name not in files]
+    if missing:
+        raise corrupt(directory, f"{MANIFEST} does not list {', '.join(missing)}")
+    return files

@@ -92,6 +92,8 @@ class TrainConfig:
     eval_every: int = 100  # steps between evaluations; 0 disables
     eval_batches: int = 20  # micro batches per evaluation
     log_every: int = 10  # steps between log records
+    max_bad_steps: int = 5  # consecutive steps with a NaN/inf loss or grad norm skipped (no update) before the run
+    #                         stops as diverged (issue 12)
     resume: bool = True  # continue from the run dir's latest checkpoint when there is one
     compile: str = "auto"  # auto (on CUDA; off on CPU, where it measured no faster) | true | false; a
     #                        compilation failure falls back to eager with a warning
@@ -175,7 +177,8 @@ POSITIVE = ("train.max_steps", "data.block_size", "train.log_every", "train.eval
 POSITIVE_IF_SET = ("train.global_batch_size", "train.micro_batch_size", "train.grad_accum_steps")
 NON_NEGATIVE = ("train.fp16_initial_scale_power", "train.warmup_steps", "train.eval_every", "checkpoint.every",
                 "train.grad_clip",
-                "train.weight_decay", "data.min_line_chars", "train.min_lr", "model.dropout")
+                "train.weight_decay", "data.min_line_chars", "train.min_lr", "model.dropout",
+                "train.max_bad_steps")  # issue 12 (divergence)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

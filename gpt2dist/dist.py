@@ -169,6 +169,19 @@ def mean_over_ranks(value) -> float:
     return float(value)
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on any rank (one small all-reduce; the flag itself on one process)."""
+    if not is_initialized():
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def broadcast_object(obj, src: int = 0):
     if not is_initialized():
         return obj

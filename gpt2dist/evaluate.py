@@ -16,7 +16,7 @@ from gpt2dist.engines.device import resolve_device
 from gpt2dist.engines.loss import lm_loss
 from gpt2dist.errors import UserError
 from gpt2dist.export import PROVENANCE
-from gpt2dist.model import pretrained_config
+from gpt2dist.model import from_pretrained_complete, pretrained_config
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
 
 
@@ -24,7 +24,7 @@ def load_hf_model(model_dir: str | Path, device: str = "auto") -> tuple[GPT2LMHe
     """A local GPT-2 folder and its tokenizer, in eval mode on the chosen device."""
     pretrained_config(str(model_dir), key="--model")
     dev = resolve_device(device)
-    model = GPT2LMHeadModel.from_pretrained(str(model_dir), local_files_only=True).to(dev).eval()
+    model = from_pretrained_complete(model_dir).to(dev).eval()
     return model, load_tokenizer(model_dir), dev
 
 

@@ -105,10 +105,13 @@ class MetricsLogger:
             self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one record (JSON-safe: NaN/inf become null) and mirror its numbers to TensorBoard."""
+        """Append one record (JSON-safe: NaN/inf become null, and the record says `"nonfinite": true`) and mirror
+        its numbers to TensorBoard."""
         if not self.enabled:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        if any(clean[k] is None and record[k] is not None for k in record):
+            clean["nonfinite"] = True
         clean["time"] = round(time.time(), 3)
         self._jsonl.write(json.dumps(clean) + "\n")
         self._jsonl.flush()
@@ -151,6 +154,8 @@ def format_record(record: dict[str, Any]) -> str:
         if value is None:
             continue
         parts.append(fmt.format(_duration(value) if key == "eta_s" else value))
+    if record.get("nonfinite") and record.get("skipped"):
+        parts.append("non-finite: step skipped")
     return " | ".join(parts)
 
 

@@ -73,7 +73,19 @@ def load_pretrained(path: str, overrides: ModelConfig | None = None) -> GPT2LMHe
         kwargs["activation_function"] = FAST_GELU
     if overrides is not None and overrides.dropout is not None:
         kwargs.update({k: overrides.dropout for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")})
-    return GPT2LMHeadModel.from_pretrained(path, local_files_only=True, **kwargs)
+    return from_pretrained_complete(path, **kwargs)
+
+
+def from_pretrained_complete(path: str | Path, **kwargs) -> GPT2LMHeadModel:
+    """`from_pretrained` that refuses a folder whose weights do not cover the model: transformers would give
+    each missing tensor a fresh random value and only log it (the tied lm_head is not missing)."""
+    model, info = GPT2LMHeadModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True, **kwargs)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing or info.get("mismatched_keys"):
+        raise UserError(f"{path}: its weights do not cover the model ({len(missing)} tensors missing, e.g. "
+                        f"{missing[:2]}; {len(info.get('mismatched_keys') or [])} of another shape): use a "
+                        "complete model folder")
+    return model
 
 
 def count_parameters(model: GPT2LMHeadModel, *, non_embedding: bool = False) -> int:

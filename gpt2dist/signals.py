@@ -78,5 +78,6 @@ class StopRequest:
 
 
 def write_status(run_dir: Path, state: str, **fields) -> None:
-    """RUN_DIR/status.json: running | preempted | finished (atomic; read by the Slurm script)."""
+    """RUN_DIR/status.json: running | preempted | finished | diverged (atomic; read by the Slurm script, which
+    requeues only "preempted")."""
     atomic.write_json(Path(run_dir) / STATUS_FILE, {"state": state, "time": round(time.time(), 3), **fields})

@@ -11,7 +11,10 @@ import argparse
 import gc
 import logging
 import random
+import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +27,11 @@ from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_
 from gpt2dist.data.build import build_train_stream, build_val, eval_batches
 from gpt2dist.data.text import resolve_files
 from gpt2dist.data.trace import open_trace, write_trace
+from gpt2dist.divergence import EXIT_DIVERGED, Diverged, NonFiniteGuard
 from gpt2dist.engines.base import Engine
 from gpt2dist.engines.build import build_engine
 from gpt2dist.engines.device import check_precision, resolve_device
+from gpt2dist.engines.resume import resume_mode
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, count_parameters, flops_per_token
@@ -57,7 +62,7 @@ def train(cfg: RunConfig) -> dict[str, Any]:
         dist.init_process_group(rank, device.type, cfg.distributed.timeout_minutes, deepspeed=use_deepspeed)
     try:
         result = run_training(cfg, rank, plan, use_deepspeed, train_files, val_files)
-    except Preempted:  # every rank stops at the same step: leave together
+    except (Preempted, Diverged):  # every rank stops at the same step: leave together
         gc.collect()
         dist.shutdown()
         raise
@@ -73,7 +78,10 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                  train_files: list[Path], val_files: list[Path] | None) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep_last, rank=rank.rank, is_writer=rank.is_writer)
-    resume_from = dist.on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files))
+    # the checkpoint's engine must suit this run's before anything is written (a refusal leaves the run dir as is)
+    fits = partial(resume_mode, use_deepspeed=use_deepspeed, zero_stage=cfg.distributed.zero_stage,
+                   world_size=rank.world_size)
+    resume_from = dist.on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files, check_resume=fits))
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)  # every rank tokenizes with the saved files
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer)
@@ -108,6 +116,42 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     trace = open_trace(run_dir, rank.rank, step) if cfg.logging.trace_windows else None
 
     stop = StopRequest(run_dir / STOP_FILE if rank.is_writer else None)
+    guard = NonFiniteGuard(tcfg.max_bad_steps)  # a non-finite step is skipped; too many in a row stop the run
+
+    def settle_nonfinite(logged_step: int | None = None) -> list[int]:
+        """Read the engines' non-finite flags; log each skipped step (but `logged_step`, logged with its record)."""
+        bad = guard.settle()
+        for s in bad:
+            if s != logged_step:
+                logger.log({"step": s, "skipped": True, "nonfinite": True})
+        return bad
+
+    def stop_diverged(message: str) -> None:
+        last_good = ckpt.latest()
+        if rank.is_writer:
+            write_status(run_dir, "diverged", step=guard.diverged_at or step,
+                         last_good=last_good.name if last_good else None)
+        logger.close()
+        raise Diverged(message)
+
+    def save_checkpoint(engine: Engine) -> None:
+        """A checkpoint is never written in a run of skipped non-finite steps (the weights that just gave NaN/inf
+        must not displace a good checkpoint), nor from NaN/inf weights (`ckpt.save` refuses them)."""
+        settle_nonfinite()
+        if guard.diverged_at is not None:
+            stop_diverged(guard.message(_name(ckpt.latest())))
+        if guard.streak:
+            logger.print(f"no checkpoint at step {step}: the last {guard.streak} step(s) were non-finite and "
+                         "skipped; the next one is written after a finite step", step=step)
+            return
+        try:
+            saved = ckpt.save(step, engine, train_state={"step": step, "tokens": tokens, "epoch": stream.epoch,
+                                                         "world_size": rank.world_size},
+                              cursor=stream.state_dict())
+        except Diverged as exc:
+            stop_diverged(str(exc))
+        logger.print(f"checkpoint {saved}", step=step)
+
     if rank.is_writer:
         write_status(run_dir, "running", step=step)
     last_loss, last_val = float("nan"), None
@@ -128,24 +172,25 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
         step += 1
         tokens += tokens_per_step
         speed.add(tokens_per_step)
+        guard.record(step, result.nonfinite)
 
         if step % tcfg.log_every == 0 or step == tcfg.max_steps:
+            bad = settle_nonfinite(logged_step=step)
             last_loss = dist.mean_over_ranks(loss_sum / plan.accum)  # the only host sync of a step
             rate = speed.report()
             elapsed = time.perf_counter() - started
             logger.log({"step": step, "loss": last_loss, "lr": result.lr, "grad_norm": result.grad_norm,
                         "tokens": tokens, "tokens_per_s": rate, "mfu": mfu(rate, fpt, peak, rank.world_size),
-                        "epoch": stream.epoch, "skipped": result.skipped or None,
+                        "epoch": stream.epoch, "skipped": result.skipped or None, "nonfinite": step in bad or None,
                         "eta_s": elapsed / (step - first_step) * (tcfg.max_steps - step)})
+        if guard.diverged_at is not None:
+            stop_diverged(guard.message(_name(ckpt.latest())))
         if tcfg.eval_every and val_stream is not None and (step % tcfg.eval_every == 0 or step == tcfg.max_steps):
             last_val = evaluate(engine, val_stream, plan.micro, tcfg.eval_batches)
             logger.log({"step": step, "val_loss": last_val, "val_ppl": float(np.exp(last_val))})
         stopping = stop.should_stop()  # a collective: every rank stops at this same step
         if stopping or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == tcfg.max_steps:
-            saved = ckpt.save(step, engine, train_state={"step": step, "tokens": tokens, "epoch": stream.epoch,
-                                                         "world_size": rank.world_size},
-                              cursor=stream.state_dict())
-            logger.print(f"checkpoint {saved}", step=step)
+            save_checkpoint(engine)
         if stopping and step < tcfg.max_steps:
             logger.print(f"stopped by {stop.signal_name or 'another rank'} at step {step}: resume with the same "
                          "command", step=step)
@@ -164,14 +209,21 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     return {"step": step, "loss": last_loss, "val_loss": last_val, "tokens": tokens}
 
 
+def _name(path: Path | None) -> str | None:
+    return path.name if path is not None else None
+
+
 class Preempted(Exception):
     """Raised after the stop checkpoint; `main` turns it into exit code EXIT_PREEMPTED (requeue me)."""
 
 
 def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Path],
-                  val_files: list[Path] | None) -> Path | None:
-    """Rank 0: decide resume vs fresh, check the text, build the tokenizer, and only then write the run dir."""
+                  val_files: list[Path] | None, check_resume: Callable[[Path], Any] | None = None) -> Path | None:
+    """Rank 0: decide resume vs fresh, check the checkpoint suits this run's engine (`check_resume`) and the
+    text, build the tokenizer, and only then write the run dir."""
     resume_from = prepare_run_dir(cfg, ckpt)
+    if resume_from is not None and check_resume is not None:
+        check_resume(resume_from)
     check_utf8(cfg, resume_from, train_files, val_files)
     tokenizer = build_run_tokenizer(cfg, train_files)
     run_dir = Path(cfg.run_dir)
@@ -231,6 +283,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return run_or_exit(lambda: train(load_config(args.config, overrides)))
     except Preempted:
         raise SystemExit(EXIT_PREEMPTED) from None
+    except Diverged as exc:  # one line, from rank 0; never 75, so nothing requeues a diverged run
+        if dist.discover().is_writer:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_DIVERGED) from None
 
 
 if __name__ == "__main__":

@@ -15,14 +15,16 @@ from torch import nn
 
 
 class StepResult:
-    """What one optimizer step reports. grad_norm and skipped may be device tensors, read (a host-device sync)
-    only when the loop logs them -- every step's `float(norm)` would stall a GPU once per step."""
+    """What one optimizer step reports. grad_norm, skipped and nonfinite may be device tensors, read (a host-device
+    sync) only when the loop logs them -- every step's `float(norm)` would stall a GPU once per step."""
 
     def __init__(self, lr: float, grad_norm: torch.Tensor | float | None = None,
-                 skipped: torch.Tensor | bool = False) -> None:
+                 skipped: torch.Tensor | bool = False, nonfinite: torch.Tensor | bool = False) -> None:
         self.lr = lr
         self._grad_norm = grad_norm  # None when clipping is off
-        self._skipped = skipped  # fp16 overflow: the scaler skipped this update
+        self._skipped = skipped  # no update was applied (fp16 overflow, or a non-finite step)
+        # the loss or the gradient norm was NaN/inf: the engine applied no update (same value on every rank)
+        self.nonfinite = nonfinite
 
     @property
     def grad_norm(self) -> float | None:
@@ -59,6 +61,13 @@ class Engine(ABC):
     @abstractmethod
     def load(self, directory: Path) -> None:
         """Restore what `save` wrote."""
+
+    @torch.no_grad()
+    def weights_finite(self) -> bool:
+        """True when no weight is NaN/inf (a collective where the engine has several ranks). Checked before every
+        checkpoint: a non-finite model is never saved."""
+        flags = [torch.isfinite(p).all() for p in self.model.parameters()]
+        return bool(torch.stack(flags).all()) if flags else True
 
     @torch.no_grad()
     def eval_loss(self, batch: torch.Tensor) -> float:

@@ -54,6 +54,9 @@ class DeepSpeedEngine(Engine):
         self.model, self.wrapper = self.ds.module, self.ds
         self.device = self.ds.device
         self.stage = cfg.distributed.zero_stage
+        self._loss_bad: torch.Tensor | None = None  # any micro batch of this step had a non-finite loss
+        # only DeepSpeed's ZeRO/bf16/fp16 optimizers carry an overflow check (and an `overflow` attribute)
+        self._unguarded = not hasattr(self.ds.optimizer, "overflow")
         enable_tf32(self.device)
         # In-place nn.Module.compile (not torch.compile's wrapper): state_dict keys and DeepSpeed's hooks stay
         # as they are, and undoing it is dropping the compiled call (what nn.Module.compile set).
@@ -78,25 +81,68 @@ class DeepSpeedEngine(Engine):
     def backward(self, loss: torch.Tensor) -> None:
         # DeepSpeed divides by the accumulation steps itself and wants step() after every micro batch;
         # it only updates at the accumulation boundary, which `step` below is called at.
+        bad = ~torch.isfinite(loss.detach())
+        self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad
         at_boundary = self.ds.is_gradient_accumulation_boundary()
         self.ds.backward(loss)
         if not at_boundary:
             self.ds.step()
 
     def step(self, step: int) -> StepResult:
+        """One DeepSpeed step; a non-finite one applies no update on any rank.
+
+        DeepSpeed's ZeRO 1-3, bf16 and fp16 optimizers already skip a step whose all-reduced gradient norm is
+        NaN/inf (stage_1_and_2.py / stage3.py `step`: `is_invalid_grad_norm` -> overflow; BF16_Optimizer and
+        FP16_Optimizer likewise), the same decision on every rank. ZeRO-0 in fp32 steps the plain torch optimizer
+        with no such check (engine._take_model_step), so there the gradients -- already averaged over the ranks,
+        hence equal on all of them -- are checked here first."""
         lr = self.optimizer.param_groups[0]["lr"]
         skipped_before = self.ds.skipped_steps
-        self.ds.step()
+        loss_bad, self._loss_bad = self._loss_bad, None
+        if self._unguarded and not self._grads_finite():
+            self._step_without_update()
+            skipped = True
+        else:
+            self.ds.step()
+            skipped = self.ds.skipped_steps > skipped_before
+            if skipped:  # DeepSpeed holds its LR scheduler on a skipped step; gpt2dist's schedule counts every
+                self.scheduler.step()  # step, applied or not, as the torch engine does
+        nonfinite = skipped
+        if skipped and self.cfg.train.precision == "fp16":  # an overflow is normal in fp16; a NaN/inf loss is not
+            nonfinite = dist.any_rank(loss_bad is not None and bool(loss_bad.any()))
         norm = self.ds.get_global_grad_norm()  # read lazily: StepResult converts it only when logged
         grad_norm = norm if norm is not None and self.cfg.train.grad_clip > 0 else None
-        return StepResult(lr=lr, grad_norm=grad_norm, skipped=self.ds.skipped_steps > skipped_before)
+        return StepResult(lr=lr, grad_norm=grad_norm, skipped=skipped, nonfinite=nonfinite)
+
+    @torch.no_grad()
+    def _grads_finite(self) -> bool:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+
+    def _step_without_update(self) -> None:
+        """ds.step() with the optimizer's update left out: DeepSpeed still zeroes the gradients and advances its
+        step counters and the LR schedule, as after any step."""
+        optimizer = self.ds.optimizer
+        optimizer.step = lambda *args, **kwargs: None  # an instance attribute shadowing the method, for one call
+        try:
+            self.ds.step()
+        finally:
+            del optimizer.step
+
+    @torch.no_grad()
+    def weights_finite(self) -> bool:
+        """Every rank checks what it holds (at ZeRO-3 its partition of each parameter); all must be finite."""
+        params = list(self.model.parameters())
+        tensors = [getattr(p, "ds_tensor", p) for p in params] if self.stage == 3 else params
+        local = all(bool(torch.isfinite(t).all()) for t in tensors if t.numel())
+        return not dist.any_rank(not local)
 
     # ---- checkpoints ----
     def save(self, directory: Path) -> None:
         """Collective: every rank writes its shards; rank 0 also writes the full model.safetensors."""
         self.ds.save_checkpoint(str(directory), tag=TAG, client_state={}, save_latest=False)
         state = self._full_state_dict()
-        if dist.discover().is_writer:
+        if state is not None:
             from safetensors.torch import save_model
 
             module = type(self.model)(self.model.config)
@@ -104,24 +150,47 @@ class DeepSpeedEngine(Engine):
             module.tie_weights()
             save_model(module, str(directory / "model.safetensors"))
 
-    def _full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Full fp32-or-training-dtype weights on CPU; at ZeRO-3 the partitions are gathered first."""
-        if self.stage == 3:
-            import deepspeed
+    @torch.no_grad()
+    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The full weights in the training dtype, on CPU, on rank 0 only (None on the other ranks).
 
-            with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
-                return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        At ZeRO-3 the parameters are gathered one module at a time -- every rank takes part in each all-gather
+        and frees it again, only rank 0 copies -- so no rank holds the whole gathered model and only rank 0 a
+        CPU copy (the layer-by-layer scheme of DeepSpeed's own `_zero3_consolidated_16bit_state_dict`). A tied
+        parameter is copied once (lm_head.weight is re-tied on load)."""
+        writer = dist.discover().is_writer
+        if self.stage != 3:
+            return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()} if writer else None
+        import deepspeed
+
+        state: dict[str, torch.Tensor] = {}
+        seen: set[int] = set()
+        for prefix, module in self.model.named_modules():
+            params = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+            if not params:
+                continue
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                if writer:
+                    for name, param in module.named_parameters(recurse=False):
+                        if id(param) not in seen:
+                            state[f"{prefix}.{name}" if prefix else name] = param.detach().cpu().clone()
+            seen.update(id(p) for p in params)
+        if writer:  # buffers are never partitioned
+            skip = {f"{prefix}.{name}" if prefix else name for prefix, module in self.model.named_modules()
+                    for name in module._non_persistent_buffers_set}
+            state.update({k: v.detach().cpu().clone() for k, v in self.model.named_buffers() if k not in skip})
+        return state if writer else None
 
     def load(self, directory: Path) -> None:
         if not (directory / TAG).is_dir():
             raise UserError(f"checkpoint {directory} was written by the torch engine: resume it with "
                             "distributed.backend=torch on one rank, or start a new run_dir")
-        error = check_pickles(directory / TAG) if dist.discover().is_writer else None
+        load_dir = directory / UNIVERSAL if self.ds.load_universal_checkpoint() else directory
+        # every file DeepSpeed reads below (the shards, or the whole universal tree) passes the gate first
+        error = check_pickles(load_dir / TAG) if dist.discover().is_writer else None
         error = dist.broadcast_object(error)
         if error is not None:
             raise UserError(error)
-        load_dir = directory / UNIVERSAL if self.ds.load_universal_checkpoint() else directory
         path, _ = self.ds.load_checkpoint(str(load_dir), tag=TAG, load_optimizer_states=True,
                                           load_lr_scheduler_states=True)
         if path is None:

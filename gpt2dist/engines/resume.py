@@ -36,12 +36,20 @@ def ensure_universal(directory: Path) -> Path:
     """Convert STEP/deepspeed into STEP/universal once (rank 0; others wait at the caller's barrier).
 
     Runs DeepSpeed's own converter (`deepspeed.checkpoint.ds_to_universal`) in-process; written to a
-    temporary name and renamed, so an interrupted conversion is redone, never half-used.
+    temporary name and renamed, so an interrupted conversion is redone, never half-used. The converter
+    unpickles the shards with weights_only=False, so they pass the pickle gate first; an existing universal
+    folder is reused as it is (the engine gates it before loading).
     """
     target = directory / UNIVERSAL
     if (target / TAG).is_dir():
         return target
     from deepspeed.checkpoint.ds_to_universal import main as to_universal
+
+    from gpt2dist.engines.pickle_gate import check_pickles
+
+    error = check_pickles(directory / TAG)
+    if error is not None:
+        raise UserError(error)
 
     tmp = directory / (UNIVERSAL + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

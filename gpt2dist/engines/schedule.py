@@ -26,8 +26,12 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def reapply_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig) -> None:
     """After a resume, set the LR of the next step from the *current* config: the optimizer state holds the
-    LR of the old schedule, which is stale when train.max_steps (or the LR keys) changed between runs."""
+    LR of the old schedule, which is stale when train.max_steps (or the LR keys) changed between runs. The
+    scheduler's base LR is the current train.lr too: LambdaLR multiplies it by lr_at(step)/train.lr at every
+    later step, and its saved state restored the old one."""
     lr = lr_at(scheduler.last_epoch, cfg)
     for group in scheduler.optimizer.param_groups:
         group["lr"] = lr
+        group["initial_lr"] = cfg.lr
+    scheduler.base_lrs = [cfg.lr for _ in scheduler.optimizer.param_groups]
     scheduler._last_lr = [lr for _ in scheduler.optimizer.param_groups]

@@ -40,6 +40,7 @@ class TorchEngine(Engine):
             self.scaler = torch.amp.GradScaler("cuda", init_scale=2.0**tcfg.fp16_initial_scale_power,
                                                growth_interval=tcfg.fp16_loss_scale_window)
         self.optimizer = build_adamw(self.model, tcfg, fused=True)
+        self._loss_bad: torch.Tensor | None = None  # any micro batch of this step had a non-finite loss
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_at(step, tcfg) / tcfg.lr)
         self.forward_model = self.model
         if wants_compile(tcfg.compile, self.device):
@@ -62,6 +63,8 @@ class TorchEngine(Engine):
         return lm_loss(logits, targets)
 
     def backward(self, loss: torch.Tensor) -> None:
+        bad = ~torch.isfinite(loss.detach())  # on the device: no sync
+        self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad
         loss = loss / self.grad_accum_steps
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -69,23 +72,30 @@ class TorchEngine(Engine):
             loss.backward()
 
     def step(self, step: int) -> StepResult:
-        grad_norm = None
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        if self.cfg.grad_clip > 0:  # a tensor: clip_grad_norm_ itself does not sync (foreach norms, no .item())
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        # a tensor: clip_grad_norm_ itself does not sync (foreach norms, no .item()); the norm is taken without
+        # clipping too, since a non-finite one means this step must not be applied
+        norm = total_grad_norm(self.model, self.cfg.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
-        skipped: torch.Tensor | bool = False
+        loss_bad = self._loss_bad if self._loss_bad is not None else torch.zeros((), dtype=torch.bool,
+                                                                                   device=self.device)
+        self._loss_bad = None
         if self.scaler is not None:
+            # fp16: an inf gradient is an overflow the scaler skips and scales down (normal); a NaN/inf *loss*
+            # is divergence. Either way the scaler applies no update from non-finite gradients.
+            nonfinite = loss_bad
             scale = self.scaler._scale.clone()  # get_scale() would be a .item() sync per step
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            skipped = self.scaler._scale < scale
+            skipped = (self.scaler._scale < scale) | nonfinite
         else:
-            self.optimizer.step()
-        self.scheduler.step()
+            nonfinite = skipped = loss_bad | ~torch.isfinite(norm)
+            skip_update(self.optimizer, nonfinite)
+        self.scheduler.step()  # the schedule counts every step, applied or not (so does the DeepSpeed engine)
         self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(lr=lr, grad_norm=grad_norm, skipped=skipped)
+        return StepResult(lr=lr, grad_norm=norm if self.cfg.grad_clip > 0 else None, skipped=skipped,
+                          nonfinite=nonfinite)
 
     def save(self, directory: Path) -> None:
         from safetensors.torch import save_model
@@ -110,3 +120,29 @@ class TorchEngine(Engine):
         reapply_schedule(self.scheduler, self.cfg)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+
+
+def total_grad_norm(model: nn.Module, clip: float) -> torch.Tensor:
+    """The global gradient norm (a device tensor), clipping to `clip` when it is > 0."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if clip > 0:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+        return torch.nn.utils.get_total_norm([p.grad for p in params])
+    return torch.nn.utils.clip_grad_norm_(params, float("inf"))  # scales by 1.0: the norm alone
+
+
+def skip_update(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+    """optimizer.step(), or no update at all where `skip` (a device bool) is true -- as for an fp16 overflow.
+
+    The fused AdamW kernel takes the skip on the device (`found_inf`, what GradScaler passes it: parameters,
+    moments and step count stay as they were), so the host never waits for the GPU; the foreach fallback has no
+    such input and reads the flag (one sync per step, only where the fused kernel is missing)."""
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = skip.to(torch.float32)
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif not bool(skip):
+        optimizer.step()
