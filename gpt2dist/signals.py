@@ -78,5 +78,6 @@ class StopRequest:
 
 
 def write_status(run_dir: Path, state: str, **fields) -> None:
-    """RUN_DIR/status.json: running | preempted | finished (atomic; read by the Slurm script)."""
+    """RUN_DIR/status.json: running | preempted | finished (atomic; read by the Slurm script, which resets it to
+    `starting` before each attempt so that only this attempt's `preempted` requeues the job)."""
     atomic.write_json(Path(run_dir) / STATUS_FILE, {"state": state, "time": round(time.time(), 3), **fields})
