@@ -227,7 +227,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="gpt2dist train", description="Train GPT-2 from a YAML run config.")
     parser.add_argument("config", help="YAML run config (see examples/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
-    parser.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
+    parser.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must hold no checkpoint")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args(argv)  # the deepspeed launcher appends --local_rank=N
     if any(item.startswith("-") or "=" not in item for item in extra):
