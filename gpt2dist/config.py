@@ -121,7 +121,8 @@ class TrainConfig:
     beta2: float = ranged(0.95, FRACTION)
     grad_clip: float = ranged(1.0, GE0)  # max global grad norm; 0 disables
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with loss scaling)
-    fp16_initial_scale_power: int = ranged(16, Range(0, 64))  # fp16 loss scaling: initial 2**power
+    # fp16 loss scaling: initial scale 2**power (2**64 is far beyond any useful scale; fp32 holds up to 2**127)
+    fp16_initial_scale_power: int = ranged(16, Range(0, 64))
     fp16_loss_scale_window: int = ranged(1000, GT0)  # steps without overflow before the scale grows
     fp16_hysteresis: int = ranged(2, GT0)  # overflows tolerated before the scale shrinks (DeepSpeed)
     fp16_min_loss_scale: int = ranged(1, GT0)  # the scale never drops below this
