@@ -15,9 +15,20 @@ from gpt2dist.errors import run_or_exit
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    check_before_torch(args.config, [*args.overrides] + (["train.resume=false"] if args.no_resume else []))
     from gpt2dist.train import main as train_main
 
     train_main([args.config, *args.overrides] + (["--no-resume"] if args.no_resume else []))
+
+
+def check_before_torch(config: str, overrides: list[str]) -> None:
+    """The config and the cheap preflight checks, before `gpt2dist.train` imports torch and transformers (5-15 s):
+    most mistakes then fail in well under a second. train() runs the same checks again on every rank."""
+    from gpt2dist.config import load_config
+    from gpt2dist.dist import discover
+    from gpt2dist.preflight import cheap_checks, raise_for_problems
+
+    raise_for_problems(cheap_checks(load_config(config, overrides), discover().world_size))
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -138,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train (or resume) from a YAML run config")
     p.add_argument("config", help="YAML run config (see examples/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
-    p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
+    p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must hold no checkpoint")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("prepare", help="tokenize the config's data once into packed shards (for data.format=packed)")
@@ -179,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML run config")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. distributed.zero_stage=2")
     p.add_argument("--nproc", type=int, required=True, help="number of local ranks (GPUs, or CPU processes)")
-    p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
+    p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must hold no checkpoint")
     p.add_argument("--module", default="gpt2dist.train", choices=["gpt2dist.train", "gpt2dist.commbench"],
                    help="per-rank entry point: training (default) or bench-comm (writes ./bench-comm.json)")
     p.set_defaults(func=cmd_launch)

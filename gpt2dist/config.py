@@ -6,8 +6,10 @@ mistake is caught here, named by its dotted key, before any expensive work start
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,8 +18,41 @@ from typing import Any
 
 import yaml
 
-from gpt2dist import atomic
+from gpt2dist import atomic, strict_yaml
 from gpt2dist.errors import UserError
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of one numeric key (None = unbounded; `*_open` excludes the bound itself)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
+        below = self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo}"
+        if self.lo is None:
+            return f"{'<' if self.hi_open else '<='} {self.hi}"
+        return f"in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+
+
+GT0, GE0, FRACTION = Range(0, lo_open=True), Range(0), Range(0, 1, hi_open=True)
+
+
+def ranged(default: Any, allowed: Range) -> Any:
+    """A numeric field and its range, side by side: the one table `validate` checks (RANGES collects it)."""
+    return field(default=default, metadata={"range": allowed})
+
 
 # GPT-2 sizes from the paper / Hugging Face model cards; `tiny` makes every test run in seconds on CPU.
 MODEL_PRESETS: dict[str, dict[str, int]] = {
@@ -33,11 +68,11 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
 class ModelConfig:
     preset: str = "tiny"  # one of MODEL_PRESETS; ignored when `pretrained` is set
     pretrained: str | None = None  # local Hugging Face folder to fine-tune (config.json + weights)
-    n_layer: int | None = None  # per-field overrides of the preset
-    n_embd: int | None = None
-    n_head: int | None = None
-    n_positions: int | None = None
-    dropout: float | None = None  # sets resid/embd/attn dropout together (preset default 0.0)
+    n_layer: int | None = ranged(None, GT0)  # per-field overrides of the preset
+    n_embd: int | None = ranged(None, GT0)
+    n_head: int | None = ranged(None, GT0)
+    n_positions: int | None = ranged(None, GT0)
+    dropout: float | None = ranged(None, FRACTION)  # resid/embd/attn dropout together (preset: 0.0)
     activation_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
 
 
@@ -45,55 +80,57 @@ class ModelConfig:
 class TokenizerConfig:
     kind: str = "char"  # pretrained | bpe | char
     path: str | None = None  # kind=pretrained: a local tokenizer folder (default: model.pretrained)
-    vocab_size: int = 4096  # kind=bpe: size of the trained byte-level BPE vocabulary
+    vocab_size: int = ranged(4096, GT0)  # kind=bpe: size of the trained byte-level BPE vocabulary
 
 
 @dataclass
 class DataConfig:
     train: list[str] = field(default_factory=list)  # files or globs: .txt, .jsonl, .json, .parquet
     val: list[str] = field(default_factory=list)  # validation files; or use val_fraction
-    val_fraction: float = 0.0  # hold out this fraction of training documents (by content hash)
+    val_fraction: float = ranged(0.0, FRACTION)  # hold out this fraction of training documents (by content hash)
     text_field: str = "text"  # the column holding text in .jsonl / .parquet
-    block_size: int = 128  # tokens per training sequence (windows are block_size + 1 long)
+    block_size: int = ranged(128, GT0)  # tokens per training sequence (windows are block_size + 1 long)
     sample_by: str = "paragraph"  # .txt documents: line | paragraph (blank-line separated) | document (file)
     encoding_errors: str = "strict"  # strict: invalid UTF-8 is an error naming file+offset; replace: U+FFFD
     strip_control: bool = True  # drop control characters other than newline and tab
     collapse_whitespace: bool = False  # runs of spaces/tabs become one space
-    min_line_chars: int = 0  # drop lines shorter than this (after stripping)
+    min_line_chars: int = ranged(0, GE0)  # drop lines shorter than this (after stripping)
     ascii_only: bool = False  # drop non-ASCII characters
-    num_workers: int = 1  # format=stream: 1 = read+tokenize+pack in a DataLoader worker process, 0 = in-process
-    prefetch_factor: int = 2  # format=stream: micro batches the worker prepares ahead of the training loop
+    # format=stream: 1 = read+tokenize+pack in a DataLoader worker process, 0 = in-process
+    num_workers: int = ranged(1, Range(0, 1))
+    prefetch_factor: int = ranged(2, GT0)  # format=stream: micro batches the worker prepares ahead of the training loop
     format: str = "stream"  # stream: tokenize while training | packed: read `gpt2dist prepare`'s token shards
     packed_dir: str | None = None  # where `gpt2dist prepare` writes / format=packed reads shards (default RUN_DIR/data)
-    weights: list[float] = field(default_factory=list)  # mixing weights, one per data.train entry
+    weights: list[float] = field(default_factory=list, metadata={"range": GE0})  # mixing weights, one per data.train
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000  # optimizer steps
+    max_steps: int = ranged(1000, GT0)  # optimizer steps
     # The batch triple: give any two of these (per rank: micro; all ranks: global) and the third is derived
     # for the world size, global = micro x accum x data-parallel ranks. Unset: micro 8, accum 1.
-    global_batch_size: int | None = None  # sequences per optimizer step, all ranks together
-    micro_batch_size: int | None = None  # sequences per forward pass on one rank
-    grad_accum_steps: int | None = None  # micro batches per optimizer step
-    lr: float = 6e-4  # peak learning rate
-    min_lr: float = 6e-5  # floor of the cosine schedule
-    warmup_steps: int = 100  # linear warm-up steps
+    global_batch_size: int | None = ranged(None, GT0)  # sequences per optimizer step, all ranks together
+    micro_batch_size: int | None = ranged(None, GT0)  # sequences per forward pass on one rank
+    grad_accum_steps: int | None = ranged(None, GT0)  # micro batches per optimizer step
+    lr: float = ranged(6e-4, GT0)  # peak learning rate (the schedule divides by it)
+    min_lr: float = ranged(6e-5, GE0)  # floor of the cosine schedule
+    warmup_steps: int = ranged(100, GE0)  # linear warm-up steps
     schedule: str = "cosine"  # cosine | constant (after warm-up)
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    weight_decay: float = ranged(0.1, GE0)
+    beta1: float = ranged(0.9, FRACTION)  # AdamW wants 0 <= beta < 1 (torch.optim.AdamW)
+    beta2: float = ranged(0.95, FRACTION)
+    grad_clip: float = ranged(1.0, GE0)  # max global grad norm; 0 disables
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with loss scaling)
-    fp16_initial_scale_power: int = 16  # fp16 dynamic loss scaling: initial scale 2**power
-    fp16_loss_scale_window: int = 1000  # steps without overflow before the scale grows
-    fp16_hysteresis: int = 2  # overflows tolerated before the scale shrinks (DeepSpeed)
-    fp16_min_loss_scale: int = 1  # the scale never drops below this
-    eval_every: int = 100  # steps between evaluations; 0 disables
-    eval_batches: int = 20  # micro batches per evaluation
-    log_every: int = 10  # steps between log records
-    max_bad_steps: int = 5  # consecutive steps with a NaN/inf loss or grad norm skipped (no update) before the run
-    #                         stops as diverged (issue 12)
+    # fp16 loss scaling: initial scale 2**power (2**64 is far beyond any useful scale; fp32 holds up to 2**127)
+    fp16_initial_scale_power: int = ranged(16, Range(0, 64))
+    fp16_loss_scale_window: int = ranged(1000, GT0)  # steps without overflow before the scale grows
+    fp16_hysteresis: int = ranged(2, GT0)  # overflows tolerated before the scale shrinks (DeepSpeed)
+    fp16_min_loss_scale: int = ranged(1, GT0)  # the scale never drops below this
+    eval_every: int = ranged(100, GE0)  # steps between evaluations; 0 disables
+    eval_batches: int = ranged(20, GT0)  # micro batches per evaluation
+    log_every: int = ranged(10, GT0)  # steps between log records
+    max_bad_steps: int = ranged(5, GE0)  # consecutive steps with a NaN/inf loss or grad norm skipped (no update)
+    #                                      before the run stops as diverged
     resume: bool = True  # continue from the run dir's latest checkpoint when there is one
     compile: str = "auto"  # auto (on CUDA; off on CPU, where it measured no faster) | true | false; a
     #                        compilation failure falls back to eager with a warning
@@ -102,8 +139,8 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
-    every: int = 100  # steps between checkpoints (and one at the end); 0 = only at the end
-    keep_last: int = 3  # complete checkpoints kept; older ones are deleted after a new one is complete
+    every: int = ranged(100, GE0)  # steps between checkpoints (and one at the end); 0 = only at the end
+    keep_last: int = ranged(3, GT0)  # complete checkpoints kept; older ones are deleted after a new one is complete
 
 
 @dataclass
@@ -116,24 +153,24 @@ class LoggingConfig:
 @dataclass
 class DistributedConfig:
     backend: str = "auto"  # auto (DeepSpeed when world size > 1 or zero_stage > 0) | torch | deepspeed
-    zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3
+    zero_stage: int = ranged(0, Range(0, 3))  # DeepSpeed ZeRO stage 0-3
     offload_optimizer: str = "none"  # none | cpu (ZeRO stage >= 1)
     offload_param: str = "none"  # none | cpu (ZeRO stage 3 only)
     overlap_comm: bool = True  # overlap gradient reduction with backward
     contiguous_gradients: bool = True  # copy gradients into one buffer as they are produced (less fragmentation)
-    reduce_bucket_size: int = 500_000_000  # elements per gradient reduce bucket
-    allgather_bucket_size: int = 500_000_000  # elements per all-gather bucket (stages 1-2)
-    stage3_prefetch_bucket_size: int = 50_000_000  # elements prefetched ahead of use (stage 3)
-    stage3_param_persistence_threshold: int = 100_000  # params smaller than this stay unpartitioned (stage 3)
-    stage3_max_live_parameters: int = 1_000_000_000  # cap on gathered parameters alive at once (stage 3)
-    stage3_max_reuse_distance: int = 1_000_000_000  # keep a gathered param if reused within this many (stage 3)
-    timeout_minutes: int = 30  # collective timeout before a hung rank fails the job
+    reduce_bucket_size: int = ranged(500_000_000, GT0)  # elements per gradient reduce bucket
+    allgather_bucket_size: int = ranged(500_000_000, GT0)  # elements per all-gather bucket (stages 1-2)
+    stage3_prefetch_bucket_size: int = ranged(50_000_000, GT0)  # elements prefetched ahead of use (stage 3)
+    stage3_param_persistence_threshold: int = ranged(100_000, GE0)  # smaller params stay unpartitioned (stage 3)
+    stage3_max_live_parameters: int = ranged(1_000_000_000, GT0)  # cap on gathered parameters alive at once (stage 3)
+    stage3_max_reuse_distance: int = ranged(1_000_000_000, GE0)  # keep a gathered param reused within this (stage 3)
+    timeout_minutes: int = ranged(30, GT0)  # collective timeout before a hung rank fails the job
 
 
 @dataclass
 class RunConfig:
     run_dir: str = "runs/default"  # checkpoints, metrics, tokenizer and the resolved config go here
-    seed: int = 1234
+    seed: int = ranged(1234, Range(0, 2**64 - 1))  # torch.manual_seed takes 64-bit seeds
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -169,16 +206,21 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "distributed.offload_optimizer": ("none", "cpu"),
     "distributed.offload_param": ("none", "cpu"),
 }
-POSITIVE = ("train.max_steps", "data.block_size", "train.log_every", "train.eval_batches", "checkpoint.keep_last",
-            "tokenizer.vocab_size", "train.fp16_loss_scale_window", "distributed.reduce_bucket_size",
-            "distributed.allgather_bucket_size", "distributed.stage3_prefetch_bucket_size",
-            "distributed.timeout_minutes", "train.fp16_min_loss_scale", "train.fp16_hysteresis",
-            "data.prefetch_factor")
-POSITIVE_IF_SET = ("train.global_batch_size", "train.micro_batch_size", "train.grad_accum_steps")
-NON_NEGATIVE = ("train.fp16_initial_scale_power", "train.warmup_steps", "train.eval_every", "checkpoint.every",
-                "train.grad_clip",
-                "train.weight_decay", "data.min_line_chars", "train.min_lr", "model.dropout",
-                "train.max_bad_steps")  # issue 12 (divergence)
+
+
+def _ranges(cls: type, prefix: str = "") -> dict[str, Range]:
+    """Dotted key -> Range, read from the fields' metadata (every int/float key has one: tests/test_config.py)."""
+    out: dict[str, Range] = {}
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(_ranges(hint, f"{prefix}{f.name}."))
+        elif "range" in f.metadata:
+            out[prefix + f.name] = f.metadata["range"]
+    return out
+
+
+RANGES: dict[str, Range] = _ranges(RunConfig)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -189,7 +231,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         if not path.is_file():
             raise UserError(f"config file {path} not found: pass the path of a YAML run config")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = strict_yaml.safe_load(path.read_text(encoding="utf-8"), f"config file {path}") or {}
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem_mark", None)
             line = f" line {where.line + 1}" if where is not None else ""
@@ -209,7 +251,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     if not sep or not key or any(not part for part in key.split(".")):
         raise UserError(f"override {item!r} must look like key.sub=value (e.g. train.max_steps=400)")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = strict_yaml.safe_load(text, f"override {item!r}", f"{key}.") if text.strip() else ""
     except yaml.YAMLError:
         value = text
     node = raw
@@ -275,13 +317,16 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             except ValueError:
                 pass
     elif hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 6e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 6e-4 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is not None and not math.isfinite(number):  # .nan/.inf would poison every later comparison
+            raise UserError(f"config key {key} must be a finite number, got {value!r}")
+        if number is not None:
+            return number
     elif hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -302,21 +347,11 @@ def validate(cfg: RunConfig) -> None:
         value = get_key(cfg, key)
         if value not in allowed:
             raise UserError(f"config key {key}={value!r} is not one of {', '.join(map(str, allowed))}")
-    for key in POSITIVE:
-        if get_key(cfg, key) <= 0:
-            raise UserError(f"config key {key} must be > 0, got {get_key(cfg, key)}")
-    for key in POSITIVE_IF_SET:
+    for key, allowed in RANGES.items():
         value = get_key(cfg, key)
-        if value is not None and value <= 0:
-            raise UserError(f"config key {key} must be > 0, got {value}")
-    for key in NON_NEGATIVE:
-        value = get_key(cfg, key)
-        if value is not None and value < 0:
-            raise UserError(f"config key {key} must be >= 0, got {value}")
-    if not 0.0 <= cfg.data.val_fraction < 1.0:
-        raise UserError(f"config key data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
-    if cfg.model.dropout is not None and cfg.model.dropout >= 1.0:
-        raise UserError(f"config key model.dropout must be < 1, got {cfg.model.dropout}")
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None and item not in allowed:
+                raise UserError(f"config key {key} must be {allowed}, got {value}")
     if not cfg.data.train:
         raise UserError("config key data.train is empty: list the training files or globs")
     check_weights(cfg.data)

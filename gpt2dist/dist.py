@@ -19,6 +19,11 @@ from typing import TypeVar
 from gpt2dist.errors import UserError
 
 DEFAULT_PORT = 29500
+# A Slurm job's rendezvous port: JOB_PORT_BASE + job id % JOB_PORT_SPAN, i.e. 15000-24999 -- unprivileged, below
+# Linux's ephemeral range (32768-60999, /proc/sys/net/ipv4/ip_local_port_range), so an outgoing connection never
+# holds it, and clear of torch's 29500. Jobs sharing a node collide only when their ids differ by a multiple of
+# 10000. slurm/header.sbatch computes the same number in bash; MASTER_PORT in the environment overrides both.
+JOB_PORT_BASE, JOB_PORT_SPAN = 15000, 10000
 T = TypeVar("T")
 
 
@@ -99,7 +104,12 @@ def export_env(info: DistInfo) -> None:
     env["MASTER_ADDR"] = master_address(info, env)
     if not env.get("MASTER_PORT"):
         job = env.get("SLURM_JOB_ID")  # different jobs sharing a node should not collide on one port
-        env["MASTER_PORT"] = str(DEFAULT_PORT + int(job) % 1000 if job and job.isdigit() else DEFAULT_PORT)
+        env["MASTER_PORT"] = str(job_port(int(job)) if job and job.isdigit() else DEFAULT_PORT)
+
+
+def job_port(job_id: int) -> int:
+    """The rendezvous port of Slurm job `job_id` (the same formula as slurm/header.sbatch)."""
+    return JOB_PORT_BASE + job_id % JOB_PORT_SPAN
 
 
 def free_port() -> int:

@@ -5,6 +5,7 @@ Called on rank 0 only (the decision is broadcast), so ranks never race on what t
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -17,6 +18,8 @@ from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import RunConfig, to_dict
 from gpt2dist.data.text import FORMATS, find_invalid_utf8, iter_documents
 from gpt2dist.errors import UserError
+from gpt2dist.runlock import LOCK_FILE
+from gpt2dist.signals import STATUS_FILE, STOP_FILE
 from gpt2dist.tokenizer import build_tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 RESUME_MUST_MATCH = ("model", "tokenizer", "data.block_size", "data.train", "data.sample_by", "data.val_fraction",
                      "data.format", "data.weights")
 TOKENIZER_DIR = "tokenizer"
+LAUNCH_FILES = (LOCK_FILE, STATUS_FILE, STOP_FILE)  # what a launcher (the Slurm script) may put in a new run dir
 
 
 def prepare_run_dir(cfg: RunConfig, ckpt: CheckpointManager) -> Path | None:
@@ -36,9 +40,13 @@ def prepare_run_dir(cfg: RunConfig, ckpt: CheckpointManager) -> Path | None:
         return latest
     if not run_dir.exists() or not _run_entries(cfg):
         return None
-    if cfg.train.resume and (run_dir / "config.yaml").is_file():
-        check_resume_compatible(cfg, run_dir)
-        log.warning("run dir %s has no complete checkpoint yet: starting from step 0", run_dir)
+    if (run_dir / "config.yaml").is_file() and latest is None:  # a gpt2dist run that never finished a checkpoint
+        if cfg.train.resume:
+            check_resume_compatible(cfg, run_dir)
+            log.warning("run dir %s has no complete checkpoint yet: starting from step 0", run_dir)
+        else:  # --no-resume: a fresh start, as asked; there is no checkpoint to lose or to stay compatible with
+            log.warning("run dir %s holds a gpt2dist run without a complete checkpoint: --no-resume starts it afresh "
+                        "(its config.yaml is replaced)", run_dir)
         return None
     if latest is not None:
         raise UserError(f"run_dir {run_dir} already holds checkpoints (latest {latest.name}): drop --no-resume "
@@ -51,7 +59,7 @@ def _run_entries(cfg: RunConfig) -> list[Path]:
     from gpt2dist.data.manifest import packed_root
 
     prepared = packed_root(cfg).resolve()
-    return [p for p in Path(cfg.run_dir).iterdir() if p.resolve() != prepared]
+    return [p for p in Path(cfg.run_dir).iterdir() if p.resolve() != prepared and p.name not in LAUNCH_FILES]
 
 
 def check_resume_compatible(cfg: RunConfig, run_dir: Path) -> None:
@@ -90,15 +98,22 @@ def check_utf8(cfg: RunConfig, resume_from: Path | None, train_files: list[Path]
                         "data.encoding_errors=replace")
 
 
-def build_run_tokenizer(cfg: RunConfig, train_files: list[Path]):
-    """The run's saved tokenizer when it exists (resume), else a new one built from the config."""
+def build_run_tokenizer(cfg: RunConfig, train_files: list[Path], resume_from: Path | None = None):
+    """The run's saved tokenizer when a checkpoint depends on it (resume) or when it was built from this same data
+    and settings; else a new one built from the config (before step 0 nothing is lost by rebuilding)."""
     folder = Path(cfg.run_dir) / TOKENIZER_DIR
     if cfg.data.format == "packed":  # the tokenizer that made the shards, and no other
         from gpt2dist.data.packed import packed_tokenizer
 
         return packed_tokenizer(cfg, folder)
     if (folder / "tokenizer_config.json").is_file():
-        return load_tokenizer(folder)
+        if resume_from is not None:  # the checkpoint's embeddings are indexed by this tokenizer's ids
+            return load_tokenizer(folder)
+        stale = stale_reason(folder, tokenizer_source(cfg, train_files))
+        if stale is None:
+            return load_tokenizer(folder)
+        log.warning("run dir %s: rebuilding %s/ (%s); there is no checkpoint yet, so nothing is lost",
+                    cfg.run_dir, TOKENIZER_DIR, stale)
     tcfg = cfg.tokenizer
     texts = None
     if tcfg.kind != "pretrained":
@@ -108,11 +123,66 @@ def build_run_tokenizer(cfg: RunConfig, train_files: list[Path]):
                            texts=texts)
 
 
-def save_tokenizer(tokenizer, folder: Path) -> None:
-    """Save once (temporary name, then rename); an existing folder is the run's own and stays as it is."""
-    if folder.is_dir():
+def save_tokenizer(tokenizer, folder: Path, source: dict[str, Any] | None = None) -> None:
+    """Publish the tokenizer (temporary name, then rename) with `source`, the record of what built it.
+
+    An existing folder stays as it is when no source is given (a resumed run's tokenizer) or when it records
+    this same source; otherwise (build_run_tokenizer rebuilt it) it is replaced."""
+    if folder.is_dir() and (source is None or stale_reason(folder, source) is None):
         return
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save_pretrained(str(tmp))
+    if source is not None:
+        atomic.write_json(tmp / SOURCE_FILE, source, indent=1)
     atomic.publish_dir(tmp, folder)
+
+
+# ---- what built the run's tokenizer (issue 12, item 8): reuse a saved tokenizer only for the same inputs ----
+SOURCE_FILE = "gpt2dist-source.json"  # inside tokenizer/, so it is published together with the tokenizer
+TEXT_KEYS = ("text_field", "sample_by", "encoding_errors", "strip_control", "collapse_whitespace", "min_line_chars",
+             "ascii_only")  # the DataConfig keys that change which text the tokenizer is built from
+
+
+def tokenizer_source(cfg: RunConfig, train_files: list) -> dict[str, Any]:
+    """What a fresh run builds its tokenizer from: the tokenizer keys, the text settings and the files it reads
+    (path, size, mtime -- no hashing: a changed file means a rebuild, which costs nothing before step 0)."""
+    tcfg, data = cfg.tokenizer, cfg.data
+    if tcfg.kind == "pretrained":
+        folder = Path(tcfg.path or cfg.model.pretrained or "")
+        files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        return {"kind": "pretrained", "path": str(folder.resolve()), "files": [_file_stamp(p) for p in files]}
+    source: dict[str, Any] = {"kind": tcfg.kind, "text": {key: getattr(data, key) for key in TEXT_KEYS},
+                              "val_fraction": data.val_fraction if not data.val else 0.0,
+                              "files": [_file_stamp(f) for f in train_files]}
+    if tcfg.kind == "bpe":
+        source["vocab_size"] = tcfg.vocab_size
+    return source
+
+
+def _file_stamp(file) -> list:
+    if isinstance(file, Path):
+        stat = file.stat()
+        return [str(file.resolve()), stat.st_size, stat.st_mtime_ns]
+    return [str(file), getattr(file, "size", None), None]  # a URL: its listed size
+
+
+def stale_reason(folder: Path, source: dict[str, Any]) -> str | None:
+    """None when `folder` records `source`; else why it cannot be reused, in words for the log."""
+    try:
+        saved = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{SOURCE_FILE} is missing or unreadable, so what built it is unknown"
+    if saved == source:
+        return None
+    if saved.get("kind") != source["kind"] or saved.get("vocab_size") != source.get("vocab_size"):
+        return "the tokenizer settings changed"
+    if saved.get("text") != source.get("text") or saved.get("val_fraction") != source.get("val_fraction"):
+        return "the data.* text settings changed"
+    old = {f[0]: f for f in saved.get("files", [])}
+    for stamp in source["files"]:
+        if stamp[0] not in old:
+            return f"{stamp[0]} is new"
+        if old[stamp[0]] != stamp:
+            return f"{stamp[0]} changed (size or modification time)"
+    return "files were removed from the data"

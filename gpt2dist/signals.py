@@ -79,5 +79,5 @@ class StopRequest:
 
 def write_status(run_dir: Path, state: str, **fields) -> None:
     """RUN_DIR/status.json: running | preempted | finished | diverged (atomic; read by the Slurm script, which
-    requeues only "preempted")."""
+    resets it to `starting` before each attempt so that only this attempt's `preempted` requeues the job)."""
     atomic.write_json(Path(run_dir) / STATUS_FILE, {"state": state, "time": round(time.time(), 3), **fields})

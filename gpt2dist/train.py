@@ -36,7 +36,15 @@ from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, count_parameters, flops_per_token
 from gpt2dist.preflight import cheap_checks, raise_for_problems
-from gpt2dist.rundir import TOKENIZER_DIR, build_run_tokenizer, check_utf8, prepare_run_dir, save_tokenizer
+from gpt2dist.rundir import (
+    TOKENIZER_DIR,
+    build_run_tokenizer,
+    check_utf8,
+    prepare_run_dir,
+    save_tokenizer,
+    tokenizer_source,
+)
+from gpt2dist.runlock import RunLock
 from gpt2dist.signals import EXIT_PREEMPTED, STOP_FILE, StopRequest, write_status
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
 
@@ -60,28 +68,30 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     raise_for_problems(cheap_checks(cfg, rank.world_size), warn=log.warning if rank.is_writer else None)
     if use_deepspeed or rank.world_size > 1:
         dist.init_process_group(rank, device.type, cfg.distributed.timeout_minutes, deepspeed=use_deepspeed)
-    try:
-        result = run_training(cfg, rank, plan, use_deepspeed, train_files, val_files)
-    except (Preempted, Diverged):  # every rank stops at the same step: leave together
+    with RunLock(cfg.run_dir, enabled=rank.is_writer) as lock:  # rank 0 holds the run dir until the run ends
+        try:
+            result = run_training(cfg, rank, plan, use_deepspeed, train_files, val_files, lock)
+        except (Preempted, Diverged):  # every rank stops at the same step: leave together
+            gc.collect()
+            dist.shutdown()
+            raise
+        except BaseException:  # a barrier here could wait forever on a rank stuck elsewhere
+            dist.shutdown(clean=False)
+            raise
         gc.collect()
         dist.shutdown()
-        raise
-    except BaseException:  # a barrier here could wait forever on a rank stuck elsewhere
-        dist.shutdown(clean=False)
-        raise
-    gc.collect()
-    dist.shutdown()
     return result
 
 
 def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deepspeed: bool,
-                 train_files: list[Path], val_files: list[Path] | None) -> dict[str, Any]:
+                 train_files: list[Path], val_files: list[Path] | None, lock: RunLock) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep_last, rank=rank.rank, is_writer=rank.is_writer)
     # the checkpoint's engine must suit this run's before anything is written (a refusal leaves the run dir as is)
     fits = partial(resume_mode, use_deepspeed=use_deepspeed, zero_stage=cfg.distributed.zero_stage,
                    world_size=rank.world_size)
-    resume_from = dist.on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files, check_resume=fits))
+    resume_from = dist.on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files, lock,
+                                                             check_resume=fits))
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)  # every rank tokenizes with the saved files
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer)
@@ -218,18 +228,23 @@ class Preempted(Exception):
 
 
 def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Path],
-                  val_files: list[Path] | None, check_resume: Callable[[Path], Any] | None = None) -> Path | None:
-    """Rank 0: decide resume vs fresh, check the checkpoint suits this run's engine (`check_resume`) and the
-    text, build the tokenizer, and only then write the run dir."""
+                  val_files: list[Path] | None, lock: RunLock | None = None,
+                  check_resume: Callable[[Path], Any] | None = None) -> Path | None:
+    """Rank 0: lock, decide resume vs fresh, check the checkpoint suits this run's engine (`check_resume`) and
+    the text, build the tokenizer, and only then write the run dir."""
+    lock = lock or RunLock(cfg.run_dir, enabled=False)
+    lock.acquire_existing()  # a run dir another run holds is refused before anything in it is read
     resume_from = prepare_run_dir(cfg, ckpt)
     if resume_from is not None and check_resume is not None:
         check_resume(resume_from)
     check_utf8(cfg, resume_from, train_files, val_files)
-    tokenizer = build_run_tokenizer(cfg, train_files)
+    tokenizer = build_run_tokenizer(cfg, train_files, resume_from)
+    source = tokenizer_source(cfg, train_files) if resume_from is None and cfg.data.format != "packed" else None
     run_dir = Path(cfg.run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_tokenizer(tokenizer, run_dir / TOKENIZER_DIR)
+        lock.acquire()  # before the first write (a run that started meanwhile holds it: refused here)
+        save_tokenizer(tokenizer, run_dir / TOKENIZER_DIR, source)
         save_config(cfg, run_dir / "config.yaml")
     except OSError as exc:  # a read-only or full file system: say so in one line
         raise UserError(f"cannot write to run_dir {run_dir} ({exc.strerror or exc}): check that it is writable "
@@ -266,7 +281,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="gpt2dist train", description="Train GPT-2 from a YAML run config.")
     parser.add_argument("config", help="YAML run config (see examples/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
-    parser.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
+    parser.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must hold no checkpoint")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args(argv)  # the deepspeed launcher appends --local_rank=N
     if any(item.startswith("-") or "=" not in item for item in extra):

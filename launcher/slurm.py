@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -59,11 +60,15 @@ def ranks_per_node(opts: SlurmOptions) -> int:
 
 
 def check_options(opts: SlurmOptions) -> None:
+    for what, value in (("--job-name", opts.job_name), ("--partition", opts.partition), ("--account", opts.account),
+                        ("--log", opts.output), ("--time", opts.time), *(("override", o) for o in opts.overrides)):
+        if value is not None:
+            one_line(what, value)
     if opts.launcher not in LAUNCHERS:
         raise UserError(f"--launcher {opts.launcher!r} is not one of {', '.join(LAUNCHERS)}")
     if opts.nodes < 1 or opts.gpus_per_node < 0 or ranks_per_node(opts) < 1:
         raise UserError("--nodes and --nproc-per-node must be >= 1 and --gpus-per-node >= 0")
-    if not TIME_RE.match(opts.time):
+    if not TIME_RE.fullmatch(opts.time):
         raise UserError(f"--time {opts.time!r} is not a Slurm time (e.g. 24:00:00 or 2-00:00:00)")
     if opts.grace < 1 or opts.max_restarts < 0:
         raise UserError("--signal-grace must be >= 1 s and --max-restarts >= 0")
@@ -71,19 +76,24 @@ def check_options(opts: SlurmOptions) -> None:
 
 def render(config_path: str, opts: SlurmOptions, *, python: str | None = None, workdir: str | None = None) -> str:
     """The batch script text for `config_path` (+ overrides); python/workdir default to this process's."""
+    one_line("the config path", config_path)
     check_options(opts)
     cfg: RunConfig = load_config(config_path, opts.overrides)
     nproc = ranks_per_node(opts)
     world = opts.nodes * nproc
     batch_plan(cfg.train, world)  # the batch triple must fit nodes x ranks now, not after the queue
     uses_deepspeed(cfg, world)  # backend=torch cannot run several ranks
+    check_devices(cfg, opts)
     workdir = workdir or os.getcwd()
+    python = python or sys.executable
+    for what, value in (("config key run_dir", cfg.run_dir), ("the working directory", workdir),
+                        ("the Python interpreter path", python)):
+        one_line(what, value)
     if opts.check:  # a config that cannot run fails here, not after hours in the queue
         from gpt2dist.preflight import cheap_checks, raise_for_problems
 
         raise_for_problems(cheap_checks(cfg, world, base_dir=workdir),
                            warn=lambda message: print(f"warning: {message}", file=sys.stderr))
-    python = python or sys.executable
     config_abs = os.path.join(workdir, config_path) if not os.path.isabs(config_path) else config_path
     run_dir = cfg.run_dir if os.path.isabs(cfg.run_dir) else os.path.join(workdir, cfg.run_dir)
     per_node_tasks = nproc if opts.launcher == "srun" else 1
@@ -102,7 +112,7 @@ def render(config_path: str, opts: SlurmOptions, *, python: str | None = None, w
         "partition_line": f"#SBATCH --partition={_sbatch_value(opts.partition)}\n" if opts.partition else "",
         "account_line": f"#SBATCH --account={_sbatch_value(opts.account)}\n" if opts.account else "",
         "workdir": _sbatch_value(workdir),
-        "output": _sbatch_value(opts.output or os.path.join(workdir, "slurm-logs", "%x-%j.out")),
+        "output": _sbatch_value(log_path(opts, workdir)),
         "grace": str(opts.grace),
         "python": shlex.quote(python),
         "config": shlex.quote(config_abs),
@@ -127,11 +137,53 @@ def _fill(text: str, values: dict[str, str]) -> str:
 
 
 def _sbatch_value(value: str) -> str:
-    """#SBATCH lines are parsed by sbatch, not a shell: it accepts double quotes around a value with spaces
-    (checked on Slurm 22.05), and nothing can escape a double quote or a newline there, so those are refused."""
-    if any(c in value for c in "\n\r\"") or value != value.strip():
-        raise UserError(f"{value!r} cannot go into an #SBATCH line: avoid double quotes, newlines and edge spaces")
-    return f'"{value}"' if any(c.isspace() for c in value) else value
+    """A value for an #SBATCH line, which sbatch parses itself, not a shell (src/sbatch/opt.c, _get_argument):
+    a backslash escapes the next character, single or double quotes group, an unquoted # starts a comment, and
+    $ or backticks mean nothing. So \\ " ' # are backslash-escaped and a value with blanks is double-quoted.
+    Control characters never get here (one_line refused them): a newline would end the line."""
+    escaped = re.sub(r"""([\\"'#])""", r"\\\1", value)
+    return f'"{escaped}"' if any(c.isspace() for c in value) else escaped
+
+
+def log_path(opts: SlurmOptions, workdir: str) -> str:
+    """The --output value. Slurm expands %-patterns there (%j, %x; %% is a literal %), and a backslash anywhere
+    turns the patterns off and is itself dropped (`man sbatch`, filename pattern; seen on Slurm 22.05)."""
+    if opts.output:
+        what, value, fix, path = "--log", opts.output, "use a path without one", opts.output
+    else:
+        what, value, fix = "the working directory", workdir, "give --log"
+        path = os.path.join(workdir.replace("%", "%%"), "slurm-logs", "%x-%j.out")
+    if "\\" in path:
+        raise UserError(f"{what} {value!r} contains a backslash, which Slurm drops from output paths (and then "
+                        f"ignores %j): {fix}")
+    return path
+
+
+CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
+
+
+def one_line(what: str, value: str) -> str:
+    """Refuse a value that would not stay on its line of the batch script: a newline there ends an #SBATCH line
+    (or the comment that names the config) and starts a shell command, and sbatch stops reading #SBATCH lines at
+    the first command line. Shell quoting (shlex.quote) or #SBATCH escaping handles every other character."""
+    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        name = CONTROL_NAMES.get(bad, f"control character U+{ord(bad):04X}")
+        raise UserError(f"{what} {value!r} contains {name}, which would break the batch script's lines: "
+                        "remove it (rename the file or folder if it is in a path)")
+    return value
+
+
+def check_devices(cfg: RunConfig, opts: SlurmOptions) -> None:
+    """CPU-only nodes (--gpus-per-node 0) cannot run what needs CUDA; refused here, not after the queue."""
+    if opts.gpus_per_node:
+        return
+    if cfg.train.precision == "fp16":
+        raise UserError("train.precision=fp16 needs CUDA GPUs but --gpus-per-node 0 asks for CPU ranks: use "
+                        "train.precision=bf16 or fp32 on CPU nodes, or request GPUs with --gpus-per-node")
+    if cfg.train.device == "cuda":
+        raise UserError("train.device=cuda but --gpus-per-node 0 asks for CPU ranks: use train.device=cpu (or auto), "
+                        "or request GPUs with --gpus-per-node")
 
 
 def write_script(text: str, path: str) -> Path:

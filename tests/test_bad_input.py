@@ -2,8 +2,9 @@
 file, print no traceback, and write nothing -- in particular no run dir -- before the error.
 
 Each case runs `python -m gpt2dist.cli ...` (or `python -m gpt2dist.train ...`) in its own copy of a tiny workspace.
-Every subprocess imports torch and transformers (~4-5 s of CPU), so a module fixture starts the selected cases
-concurrently and each parametrized test checks its own result.
+Most cases fail in about a second, before torch is imported (`gpt2dist train` checks the config and the cheap
+preflight first); the few that need the trainer's own checks import torch and transformers (~5 s of CPU). A
+module fixture starts the selected cases concurrently and each parametrized test checks its own result.
 """
 
 from __future__ import annotations
@@ -113,18 +114,70 @@ def not_a_run_dir(root: Path) -> None:
     (root / "not_a_run" / "readme.txt").write_text("just a folder\n", encoding="utf-8")
 
 
+def duplicate_section_yaml(root: Path) -> None:
+    (root / "dup.yaml").write_text(BASE_YAML + "train:\n  max_steps: 5\n", encoding="utf-8")
+
+
+def duplicate_nested_key_yaml(root: Path) -> None:
+    (root / "dupkey.yaml").write_text(BASE_YAML.replace("  max_steps: 2\n", "  max_steps: 2\n  lr: 1.0e-3\n"
+                                                        "  max_steps: 3\n"), encoding="utf-8")
+
+
+def invalid_yaml(root: Path) -> None:
+    (root / "broken.yaml").write_text("train: [unclosed\n", encoding="utf-8")
+
+
+NEWLINE_CONFIG = "run\ntouch PWNED\n#.yaml"  # a file name that would become a shell line in the script
+
+
+def newline_named_config(root: Path) -> None:
+    (root / NEWLINE_CONFIG).write_text(BASE_YAML, encoding="utf-8")
+
+
+def newline_run_dir_yaml(root: Path) -> None:
+    (root / "nl.yaml").write_text(BASE_YAML.replace(f"run_dir: {RUN_DIR}", 'run_dir: "run\\ntouch PWNED"'),
+                                  encoding="utf-8")
+
+
+HOLD_LOCK = """
+import sys, time
+from gpt2dist.runlock import RunLock
+lock = RunLock(sys.argv[1]); lock.acquire(); print("held", flush=True); time.sleep(600)
+"""
+
+
+def run_dir_in_use(root: Path) -> Callable[[], None]:
+    """Another gpt2dist run's rank 0 holding the run dir (its config and tokenizer written, as a real run's are)."""
+    (root / RUN_DIR).mkdir()
+    (root / RUN_DIR / "config.yaml").write_text(BASE_YAML, encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(root / RUN_DIR)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+
+    def release() -> None:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+    return release
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
     args: tuple[str, ...]  # after `python -m MODULE`
     expect: tuple[str, ...]  # substrings of the one error line
-    setup: Callable[[Path], None] | None = None
+    setup: Callable[[Path], Callable[[], None] | None] | None = None  # may return a cleanup, run after the case
     module: str = "gpt2dist.cli"
     bug: str | None = None  # a known bug (the error comes too late): the case is xfail(strict)
 
 
 def train(*args: str) -> tuple[str, ...]:
     return ("train", "base.yaml", *args)
+
+
+def slurm(*args: str, config: str = "base.yaml") -> tuple[str, ...]:
+    """`gpt2dist slurm` for 1 CPU node x 1 rank; the cases add one bad value."""
+    return ("slurm", config, "--gpus-per-node", "0", "--nproc-per-node", "1", *args)
 
 
 CASES = [
@@ -199,6 +252,54 @@ CASES = [
     Case("export-not-a-run-dir", ("export", "not_a_run", "exported"), ("not_a_run", "neither a run dir"),
          not_a_run_dir),
     Case("generate-top-p-1.5", ("generate", "--model", "M", "--top-p", "1.5"), ("--top-p",)),
+    # ---- issue 12: one range per numeric key, finite floats (item 9) ----
+    Case("lr-nan", train("train.lr=.nan"), ("config key train.lr", "finite number", "nan")),
+    Case("lr-inf", train("train.lr=inf"), ("config key train.lr", "finite number")),
+    Case("lr-0", train("train.lr=0"), ("config key train.lr must be > 0",)),
+    Case("beta1-1.5", train("train.beta1=1.5"), ("config key train.beta1 must be in [0, 1)", "1.5")),
+    Case("beta2-negative", train("train.beta2=-3"), ("config key train.beta2 must be in [0, 1)", "-3")),
+    Case("n-layer-0", train("model.n_layer=0"), ("config key model.n_layer must be > 0",)),
+    Case("n-head-0", train("model.n_head=0"), ("config key model.n_head must be > 0",)),
+    Case("dropout-nan", train("model.dropout=.nan"), ("config key model.dropout", "finite number")),
+    Case("weights-nan", train("data.weights=[.nan]"), ("config key data.weights", "finite number")),
+    Case("seed-negative", train("seed=-1"), ("config key seed must be in [0, ",)),
+    Case("fp16-scale-power-200", train("train.fp16_initial_scale_power=200"),
+         ("config key train.fp16_initial_scale_power must be in [0, 64]",)),
+    Case("grad-clip-negative", train("train.grad_clip=-1"), ("config key train.grad_clip must be >= 0",)),
+    Case("keep-last-0", train("checkpoint.keep_last=0"), ("config key checkpoint.keep_last must be > 0",)),
+    Case("vocab-size-0", train("tokenizer.vocab_size=0"), ("config key tokenizer.vocab_size must be > 0",)),
+    Case("timeout-minutes-0", train("distributed.timeout_minutes=0"), ("distributed.timeout_minutes must be > 0",)),
+    # ---- a key given twice in YAML (item 10), and other broken config files ----
+    Case("yaml-duplicate-section", ("train", "dup.yaml"), ("dup.yaml", "key train appears twice (lines 10 and 22)"),
+         duplicate_section_yaml),
+    Case("yaml-duplicate-nested-key", ("train", "dupkey.yaml"),
+         ("dupkey.yaml", "key train.max_steps appears twice (lines 11 and 13)"), duplicate_nested_key_yaml),
+    Case("override-duplicate-key", train("model={n_layer: 1, n_layer: 2}"), ("key model.n_layer appears twice",)),
+    Case("config-invalid-yaml", ("train", "broken.yaml"), ("broken.yaml", "not valid YAML"), invalid_yaml),
+    Case("slurm-config-duplicate-section", ("slurm", "dup.yaml", "--gpus-per-node", "0", "--nproc-per-node", "1"),
+         ("dup.yaml", "appears twice"), duplicate_section_yaml),
+    # ---- values rendered into a Slurm script (item 2) and CPU nodes (item 13) ----
+    Case("slurm-newline-in-config-path", slurm(config=NEWLINE_CONFIG), ("the config path", "contains a newline"),
+         newline_named_config),
+    Case("slurm-newline-in-override", slurm("data.text_field=a\ntouch PWNED"), ("override", "contains a newline")),
+    Case("slurm-newline-in-job-name", slurm("--job-name", "x\ntouch PWNED"), ("--job-name", "contains a newline")),
+    Case("slurm-cr-in-partition", slurm("--partition", "gpu\r"), ("--partition", "contains a carriage return")),
+    Case("slurm-tab-in-account", slurm("--account", "a\tb"), ("--account", "contains a tab")),
+    Case("slurm-escape-in-log", slurm("--log", "logs/\x1b[2J%j.out"), ("--log", "control character U+001B")),
+    Case("slurm-newline-in-time", slurm("--time", "24:00:00\n"), ("--time", "contains a newline")),
+    Case("slurm-newline-in-run-dir", slurm(config="nl.yaml"), ("config key run_dir", "contains a newline"),
+         newline_run_dir_yaml),
+    Case("slurm-newline-with-output-file", slurm("--job-name", "x\ny", "-o", "job.sbatch"), ("--job-name",)),
+    Case("slurm-backslash-in-log", slurm("--log", "logs\\x-%j.out"), ("--log", "backslash")),
+    Case("slurm-fp16-on-cpu-nodes", slurm("train.precision=fp16", "train.device=auto"),
+         ("train.precision=fp16 needs CUDA GPUs", "--gpus-per-node 0")),
+    Case("slurm-cuda-device-on-cpu-nodes", slurm("train.device=cuda"), ("train.device=cuda", "--gpus-per-node 0")),
+    # ---- the run dir (item 6) and other entry points ----
+    Case("run-dir-in-use", train(), (f"run_dir {RUN_DIR} is in use by another gpt2dist run", "pid "), run_dir_in_use),
+    Case("launch-config-missing", ("launch", "nope.yaml", "--nproc", "1"), ("nope.yaml", "not found")),
+    Case("ds-config-world-size-0", ("ds-config", "base.yaml", "--world-size", "0"), ("--world-size",)),
+    Case("doctor-nodes-0", ("doctor", "base.yaml", "--nodes", "0"), ("--nodes",)),
+    Case("plot-not-a-run-dir", ("plot", "not_a_run"), ("not_a_run", "metrics.jsonl"), not_a_run_dir),
 ]
 
 
@@ -206,23 +307,32 @@ class WorkspaceWritten(AssertionError):
     """The command wrote files (a run dir, an export) although it failed on its input."""
 
 
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under root -> its bytes (None for a directory)."""
-    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+def snapshot(root: Path) -> dict[str, tuple | None]:
+    """Every path under root -> (size, mtime_ns, bytes) of a file, None for a directory: a file created, removed,
+    rewritten (even with the same bytes) or touched shows up."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes()))
+            for p in sorted(root.rglob("*"))}
 
 
 @dataclass
 class Outcome:
     proc: subprocess.CompletedProcess
-    before: dict[str, bytes | None]
-    after: dict[str, bytes | None]
+    before: dict[str, tuple | None]
+    after: dict[str, tuple | None]
     cwd: Path
 
 
 def run_case(case: Case, root: Path) -> Outcome:
     write_workspace(root)
-    if case.setup is not None:
-        case.setup(root)
+    cleanup = case.setup(root) if case.setup is not None else None
+    try:
+        return run_prepared(case, root)
+    finally:
+        if cleanup is not None:
+            cleanup()
+
+
+def run_prepared(case: Case, root: Path) -> Outcome:
     before = snapshot(root)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
@@ -272,7 +382,7 @@ def test_bad_input(case: Case, outcomes: dict[str, Outcome]):
 
     if outcome.after != outcome.before:
         changed = sorted(k for k in outcome.before.keys() | outcome.after.keys()
-                         if outcome.before.get(k, b"") != outcome.after.get(k, b""))
+                         if outcome.before.get(k, ()) != outcome.after.get(k, ()))
         run_dir_note = (f"run dir {RUN_DIR!r} created although it did not exist"
                         if RUN_DIR not in outcome.before and RUN_DIR in outcome.after else "")
         raise WorkspaceWritten(f"the failed command changed {changed} in {outcome.cwd} {run_dir_note}\n{shown}")

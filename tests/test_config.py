@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from gpt2dist.config import MODEL_PRESETS, RunConfig, load_config, save_config
+from gpt2dist.config import MODEL_PRESETS, RANGES, RunConfig, get_key, load_config, save_config
 from gpt2dist.demo import DEMO_YAML
 from gpt2dist.errors import UserError
 
@@ -266,6 +268,105 @@ def test_choices(override, key):
 )
 def test_ranges(override, key):
     assert key in user_error(override)
+
+
+# ---- one range per numeric key (issue 12, item 9) ----
+
+def numeric_keys(cls=RunConfig, prefix: str = "") -> dict[str, type]:
+    """Every int/float key of the config (X | None and list[X] included) -> int or float, from the dataclasses."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(numeric_keys(hint, f"{prefix}{f.name}."))
+            continue
+        inner = {a for a in typing.get_args(hint) if a is not type(None)} or {hint}
+        inner = {typing.get_args(a)[0] if typing.get_origin(a) is list else a for a in inner}
+        if inner & {int, float}:
+            out[prefix + f.name] = float if float in inner else int
+    return out
+
+
+def test_every_numeric_key_has_a_range():
+    keys = numeric_keys()
+    assert len(keys) >= 40 and "train.lr" in keys and "data.weights" in keys and "seed" in keys
+    missing = sorted(set(keys) - set(RANGES))
+    assert not missing, f"numeric config keys without a range (add metadata beside the field): {missing}"
+    for key in keys:  # the defaults are inside their own ranges
+        value = get_key(RunConfig(), key)
+        assert all(v in RANGES[key] for v in (value if isinstance(value, list) else [value]) if v is not None), key
+
+
+@pytest.mark.parametrize("key", sorted(k for k, t in numeric_keys().items() if t is float))
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "nan", "inf"])
+def test_every_float_key_refuses_nan_and_inf(key, value):
+    override = f"{key}=[{value}]" if key == "data.weights" else f"{key}={value}"
+    message = user_error(override, *(["data.train=[a.txt]"] if key == "data.weights" else []))
+    assert f"config key {key} must be a finite number" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [  # the values issue 12 found accepted (or crashing: n_head=0 divided by zero, lr=0 in the schedule)
+        ("train.lr=.nan", "config key train.lr must be a finite number, got nan"),
+        ("train.beta1=1.5", "config key train.beta1 must be in [0, 1), got 1.5"),
+        ("train.beta2=-3", "config key train.beta2 must be in [0, 1), got -3.0"),
+        ("model.n_layer=0", "config key model.n_layer must be > 0, got 0"),
+        ("model.n_head=0", "config key model.n_head must be > 0, got 0"),
+        ("train.lr=0", "config key train.lr must be > 0, got 0.0"),
+        ("seed=-1", "config key seed must be in [0, 18446744073709551615], got -1"),
+        ("train.fp16_initial_scale_power=200", "config key train.fp16_initial_scale_power must be in [0, 64]"),
+        ("distributed.timeout_minutes=0", "config key distributed.timeout_minutes must be > 0"),
+        ("distributed.stage3_max_reuse_distance=-1", "config key distributed.stage3_max_reuse_distance must be >= 0"),
+        ("train.weight_decay=-0.1", "config key train.weight_decay must be >= 0"),
+        ("data.weights=[1, -1]", "config key data.weights must be >= 0, got [1.0, -1.0]"),
+    ],
+)
+def test_issue_values_are_refused(override, expected):
+    extra = ["data.train=[a.txt,b.txt]"] if override.startswith("data.weights") else []
+    assert expected in user_error(override, *extra)
+
+
+@pytest.mark.parametrize("override", ["train.beta1=0", "train.beta2=0.999999", "model.dropout=0", "train.grad_clip=0",
+                                      "train.min_lr=0", "train.fp16_initial_scale_power=0", "seed=0",
+                                      "checkpoint.every=0", "distributed.zero_stage=3", "data.num_workers=0"])
+def test_range_edges_that_are_allowed(override):
+    key, value = override.split("=")
+    assert get_key(cfg_with(override), key) == float(value)
+
+
+# ---- a key given twice in one YAML mapping (issue 12, item 10) ----
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("train:\n  lr: 1e-3\ndata:\n  train: [a.txt]\ntrain:\n  max_steps: 5\n",
+         "key train appears twice (lines 1 and 5)"),
+        ("data:\n  train: [a.txt]\ntrain:\n  lr: 1e-3\n  max_steps: 4\n  lr: 2e-3\n",
+         "key train.lr appears twice (lines 4 and 6)"),
+        ("data: {train: [a.txt], block_size: 64, block_size: 32}\n", "key data.block_size appears twice"),
+        ("seed: 1\nseed: 2\ndata: {train: [a.txt]}\n", "key seed appears twice (lines 1 and 2)"),
+    ],
+    ids=["two-sections", "nested-key", "flow-mapping", "top-level-value"],
+)
+def test_duplicate_yaml_keys_are_refused(tmp_path, text, expected):
+    path = write_yaml(tmp_path / "run.yaml", text)
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    assert f"config file {path}: {expected}" in str(info.value) and "keep one" in str(info.value)
+
+
+def test_duplicate_key_in_an_override_value():
+    message = user_error("model={n_layer: 1, n_layer: 2}")
+    assert message.startswith("override 'model={n_layer: 1, n_layer: 2}': key model.n_layer appears twice")
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path):
+    """YAML's merge key (`<<`) exists to be overridden: that is not a duplicate."""
+    path = write_yaml(tmp_path / "run.yaml", "data: {train: [a.txt]}\n"
+                      "train:\n  <<: {lr: 1.0e-3, max_steps: 7}\n  lr: 2.0e-3\n")
+    cfg = load_config(path)
+    assert cfg.train.lr == 2e-3 and cfg.train.max_steps == 7
 
 
 def test_empty_train_list():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from gpt2dist.dist import DistInfo, discover
+from gpt2dist.dist import DistInfo, discover, export_env, job_port
 from gpt2dist.errors import UserError
 
 
@@ -33,3 +35,19 @@ def test_discover(env, expected):
 def test_bad_launcher_environment_is_a_user_error(env):
     with pytest.raises(UserError):
         discover(env)
+
+
+def test_slurm_jobs_get_distinct_ports_in_a_documented_range(monkeypatch):
+    """Jobs sharing a node must not collide on MASTER_PORT: 29500 + id % 1000 gave jobs 1234 and 2234 one port."""
+    ports = [job_port(job) for job in range(100_000, 110_000)]
+    assert len(set(ports)) == 10_000 and min(ports) == 15000 and max(ports) == 24999  # below the ephemeral range
+    assert job_port(1234) != job_port(2234)
+    for var in ("MASTER_PORT", "MASTER_ADDR", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("SLURM_JOB_ID", "2234")
+    export_env(DistInfo(0, 2, 0, "slurm"))
+    assert os.environ["MASTER_PORT"] == str(job_port(2234)) == "17234"
+    monkeypatch.setenv("MASTER_PORT", "23456")  # the environment overrides it
+    export_env(DistInfo(0, 2, 0, "slurm"))
+    assert os.environ["MASTER_PORT"] == "23456"

@@ -4,18 +4,22 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from gpt2dist.launcher.slurm import SlurmOptions, render
 from helpers import read_metrics, tiny_config, write_yaml
 from ranks import run_ranks
 
+from gpt2dist.dist import job_port
 from gpt2dist.errors import UserError
 
 GOLDEN = Path(__file__).parent / "golden" / "slurm"
@@ -207,3 +211,170 @@ def test_cli_submit_prints_the_job_id_and_the_job_runs(cluster, tmp_path, story_
     assert job_id.isdigit(), out.stdout
     assert wait_for(cluster, job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}) == "COMPLETED"
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-00000004"
+
+
+# ---------------------------------------------------------------- what goes into the script (issue 12, item 2)
+CONTROL = {"newline": "\n", "carriage-return": "\r", "tab": "\t", "escape": "\x1b", "line-separator": "\u2028"}
+RENDERED = ("config", "override", "job_name", "partition", "account", "log", "time", "run_dir", "workdir", "python")
+
+
+@pytest.mark.parametrize("char", CONTROL.values(), ids=CONTROL.keys())
+@pytest.mark.parametrize("where", RENDERED)
+def test_control_characters_are_refused_in_every_rendered_value(golden_config, where, char):
+    """A newline in any rendered value would end its line: in the #SBATCH block it starts a shell command, and
+    sbatch ignores every #SBATCH line after it. Refused in one line naming the value, before anything is written."""
+    bad = f"x{char}touch PWNED"
+    config, opts, kwargs = str(golden_config), SlurmOptions(gpus_per_node=0, nproc_per_node=1, check=False), {}
+    if where == "config":
+        config = bad
+    elif where == "override":
+        opts.overrides = [f"data.text_field={bad}"]
+    elif where in ("job_name", "partition", "account", "time"):
+        setattr(opts, where, bad)
+    elif where == "log":
+        opts.output = bad
+    elif where == "run_dir":
+        config = str(write_yaml(golden_config.parent / "bad.yaml", {**yaml.safe_load(golden_config.read_text()),
+                                                                     "run_dir": bad}))
+    else:
+        kwargs[where] = bad
+    with pytest.raises(UserError) as info:
+        render(config, opts, **{"python": "/opt/venv/bin/python", "workdir": "/work/my project", **kwargs})
+    message = str(info.value)
+    assert repr(bad)[1:-1] in message and "would break the batch script's lines" in message
+    assert {"newline": "a newline", "tab": "a tab"}.get(next(k for k, v in CONTROL.items() if v == char), "") in message
+    assert not (golden_config.parent / "PWNED").exists()
+
+
+HOSTILE = "a $(touch PWNED) `touch PWNED` 'single' \"double\" #hash %pct"
+FAKE_PYTHON = """#!{python}
+import json, os, sys
+with open(os.environ["FAKE_PY_OUT"], "w") as out:
+    json.dump({{"argv": sys.argv[1:], "cwd": os.getcwd(), "job_name": os.environ.get("SLURM_JOB_NAME")}}, out)
+"""
+
+
+def hostile_job(tmp_path: Path) -> tuple[Path, Path, Path, list[str], str]:
+    """A job whose work dir, config path, run dir, interpreter path, job name and an override all hold spaces,
+    $(...), backticks, both quotes, # and %: (script, workdir, run_dir, expected argv, job name)."""
+    workdir = tmp_path / f"work {HOSTILE}"
+    workdir.mkdir()
+    (workdir / "slurm-logs").mkdir()
+    cfg = tiny_config(Path(f"runs/run {HOSTILE}"), ["train.txt"])
+    config = write_yaml(workdir / f"run {HOSTILE}.yaml", cfg)
+    python = workdir / f"python {HOSTILE}"
+    python.write_text(FAKE_PYTHON.format(python=sys.executable))
+    python.chmod(0o755)
+    name = f"job {HOSTILE} \\back"
+    overrides = ["data.text_field=it's a \"field\" $(touch PWNED) `touch PWNED`", "train.max_steps=7"]
+    opts = SlurmOptions(gpus_per_node=0, nproc_per_node=1, time="00:05:00", job_name=name, overrides=overrides,
+                        check=False)
+    text = render(str(config), opts, python=str(python), workdir=str(workdir))
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+    lines = text.splitlines()
+    first_command = next(i for i, line in enumerate(lines) if line and not line.startswith("#"))
+    sbatch_lines = [i for i, line in enumerate(lines) if line.startswith("#SBATCH")]
+    assert len(sbatch_lines) == 10 and max(sbatch_lines) < first_command  # sbatch reads all of them
+    escaped = "a $(touch PWNED) `touch PWNED` \\'single\\' \\\"double\\\" \\#hash %pct"  # \ before ' " # \
+    assert f'#SBATCH --job-name="job {escaped} \\\\back"' in lines
+    script = workdir / "job.sbatch"
+    script.write_text(text)
+    argv = ["-m", "gpt2dist.train", str(config), *overrides]
+    return script, workdir, workdir / cfg["run_dir"], argv, name
+
+
+def test_hostile_values_keep_their_meaning_in_bash(tmp_path):
+    """Run the rendered script with bash (srun and scontrol faked): every value reaches the interpreter as one
+    intact argument and nothing in them runs."""
+    script, workdir, run_dir, argv, _ = hostile_job(tmp_path)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
+    (fake_bin / "scontrol").write_text("#!/bin/bash\necho node1\n")
+    for tool in fake_bin.iterdir():
+        tool.chmod(0o755)
+    record = tmp_path / "argv.json"
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+           "SLURM_JOB_NODELIST": "node1", "SLURM_NNODES": "1", "FAKE_PY_OUT": str(record)}
+    proc = subprocess.run(["bash", str(script)], cwd=workdir, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = json.loads(record.read_text())
+    assert got["argv"] == argv
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "starting"  # RUN_DIR, quoted right
+    assert not [p for p in tmp_path.rglob("*") if p.name == "PWNED"]
+
+
+@pytest.mark.slow
+def test_hostile_values_arrive_intact_on_slurm(cluster, tmp_path):
+    """The same script submitted to the real Slurm: sbatch's own parser reads the #SBATCH values (job name,
+    --chdir, --output) intact, and the interpreter gets the same arguments."""
+    script, workdir, run_dir, argv, name = hostile_job(tmp_path)
+    record = tmp_path / "argv.json"
+    out = subprocess.run(["sbatch", "--parsable", str(script)], env={**cluster, "FAKE_PY_OUT": str(record)},
+                         capture_output=True, text=True, check=True)
+    job_id = out.stdout.strip().split(";")[0]
+    state = wait_for(cluster, job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"}, timeout=120)
+    log = workdir / "slurm-logs" / f"{name}-{job_id}.out"  # %x-%j.out, and the literal % of the work dir kept
+    assert log.is_file(), sorted(p.name for p in (workdir / "slurm-logs").iterdir())
+    assert state == "COMPLETED", log.read_text()[-3000:]
+    got = json.loads(record.read_text())
+    assert got == {"argv": argv, "cwd": str(workdir), "job_name": name}
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "starting"
+    assert not [p for p in tmp_path.rglob("*") if p.name == "PWNED"]
+
+
+def test_backslash_in_an_output_path_is_refused(golden_config):
+    """Slurm drops a backslash from an output path and stops expanding %j (seen on 22.05)."""
+    opts = SlurmOptions(gpus_per_node=0, nproc_per_node=1, check=False)
+    with pytest.raises(UserError, match=r"the working directory '/work/a\\\\b' contains a backslash.*give --log"):
+        render(str(golden_config), opts, python="/p", workdir="/work/a\\b")
+    with pytest.raises(UserError, match="--log"):
+        render(str(golden_config), dataclasses.replace(opts, output="/logs/a\\b-%j.out"), python="/p", workdir="/w")
+
+
+# ---------------------------------------------------------------- CPU nodes (issue 12, item 13)
+@pytest.mark.parametrize(("override", "expected"), [("train.precision=fp16", "train.precision=fp16 needs CUDA GPUs"),
+                                                    ("train.device=cuda", "train.device=cuda but --gpus-per-node 0")])
+def test_cuda_only_settings_are_refused_on_cpu_nodes(golden_config, override, expected):
+    opts = SlurmOptions(gpus_per_node=0, nproc_per_node=2, overrides=[override], check=False)
+    with pytest.raises(UserError, match=expected):
+        render(str(golden_config), opts)
+    render(str(golden_config), dataclasses.replace(opts, gpus_per_node=2, nproc_per_node=None))  # fine on GPUs
+
+
+# ---------------------------------------------------------------- the rendezvous port (issue 12, lower)
+def test_the_scripts_master_port_is_dist_job_port(golden_config):
+    text = render_variant("srun-cpu-2x2", golden_config)
+    line = next(line for line in text.splitlines() if line.startswith("export MASTER_PORT="))
+    for job in (1, 1234, 2234, 9999, 10000, 67043327):
+        out = subprocess.run(["bash", "-c", f"unset MASTER_PORT; {line}; echo $MASTER_PORT"], text=True,
+                             capture_output=True, check=True, env={"SLURM_JOB_ID": str(job), "PATH": "/usr/bin:/bin"})
+        assert int(out.stdout) == job_port(job)
+    out = subprocess.run(["bash", "-c", f"{line}; echo $MASTER_PORT"], text=True, capture_output=True, check=True,
+                         env={"SLURM_JOB_ID": "7", "MASTER_PORT": "23456", "PATH": os.environ["PATH"]})
+    assert out.stdout.strip() == "23456"  # the submitting environment overrides it
+
+
+# ---------------------------------------------------------------- a failed requeue (issue 12, item 5)
+@pytest.mark.slow
+def test_a_requeued_attempt_that_fails_at_start_is_not_requeued_again(cluster, tmp_path, story_corpus):
+    """Attempt 0 is preempted (status.json: preempted) and requeued; attempt 1 fails at start-up (its config
+    became invalid). The footer must not read attempt 0's stale status: the job ends FAILED after attempt 1."""
+    opts = SlurmOptions(nodes=1, gpus_per_node=0, nproc_per_node=1, time="00:10:00", max_restarts=3)
+    script, run_dir, log_dir = job_script(tmp_path, story_corpus, "job", opts, max_steps=100000, log_every=1)
+    config = tmp_path / "job.yaml"
+    job_id = submit(cluster, script)
+    wait_for(cluster, job_id, {"RUNNING"})
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "latest").is_file():
+        assert time.monotonic() < deadline, "the job never wrote a checkpoint"
+        time.sleep(0.2)
+    config.write_text(config.read_text() + "\nnot_a_key: 1\n")  # the next start fails in one line (exit 2)
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], env=cluster, check=True)
+    state = wait_for(cluster, job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}, timeout=300)
+    log = (log_dir / f"slurm-{job_id}.out").read_text()
+    assert state == "FAILED", log[-5000:]
+    assert job_field(cluster, job_id, "Restarts") == "1", log[-5000:]
+    assert log.count("requeueing job") == 1 and "restart 1" in log and "restart 2" not in log, log[-5000:]
+    assert "run state: preempted" in log and "run state: starting" in log
