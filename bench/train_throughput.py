@@ -15,6 +15,13 @@ the step `--window` later (gpt2dist: its own metrics.jsonl `tokens_per_s`; Train
     python bench/train_throughput.py --preset tiny
     python bench/train_throughput.py --preset 10m --repeats 2
     python bench/train_throughput.py --preset 10m --precision bf16 --compile true
+    python bench/train_throughput.py --preset issue13 --nanogpt /path/to/nanoGPT --corpus long --repeats 2
+
+With `--nanogpt DIR` (a nanoGPT checkout, never vendored; bench/nanogpt_baseline.py) the default trainers are
+gpt2dist streaming ("gpt2dist"), gpt2dist on prepared data ("packed", data.format=packed) and nanoGPT's train.py
+on the same tokens; `--trainers` picks any of gpt2dist, packed, nanogpt, hf_trainer. `--corpus long` trains on
+the same stories as a few documents of hundreds of kB each (data.sample_by=document) instead of ~350-character
+ones.
 """
 
 from __future__ import annotations
@@ -47,7 +54,10 @@ PRESETS: dict[str, dict[str, int]] = {
             "warmup": 20},
     "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12, "block_size": 1024, "micro": 16, "steps": 80, "window": 10,
              "warmup": 30},  # GPT-2 124M at T=1024: the GPU bench (bench/gpu.sh)
+    "issue13": {"n_layer": 4, "n_embd": 256, "n_head": 4, "block_size": 256, "micro": 8, "steps": 60, "window": 10,
+                "warmup": 10},  # the shape issue 13 compared against nanoGPT (with --tokenizer bpe --vocab 4096)
 }
+TRAINERS = ("gpt2dist", "packed", "nanogpt", "hf_trainer")
 
 
 @dataclass
@@ -72,6 +82,8 @@ class Spec:
     tokenizer: str = "char"  # char | bpe (bpe: vocab_size below, as GPT-2's 50257 on a big enough corpus)
     vocab: int = 50257
     overrides: list[str] = field(default_factory=list)  # extra gpt2dist config overrides (a.b=value)
+    corpus: str = "short"  # short: ~350-character documents | long: `long_docs` documents (sample_by=document)
+    long_docs: int = 2
 
 
 @dataclass
@@ -101,13 +113,13 @@ def windows_from_steps(step_ends: list[float], tokens_per_step: int, window: int
 
 
 # ------------------------------------------------------------------------------------------------- gpt2dist
-def gpt2dist_config(spec: Spec, train_file: Path, run_dir: Path) -> dict[str, Any]:
+def gpt2dist_config(spec: Spec, corpus, run_dir: Path) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir), "seed": spec.seed,
         "model": {"preset": "tiny", "n_layer": spec.n_layer, "n_embd": spec.n_embd, "n_head": spec.n_head,
                   "n_positions": max(spec.block_size, 256), "dropout": 0.0},
         "tokenizer": {"kind": spec.tokenizer, "vocab_size": spec.vocab},
-        "data": {"train": [str(train_file)], "block_size": spec.block_size},
+        "data": {"train": corpus.patterns, "sample_by": corpus.sample_by, "block_size": spec.block_size},
         "train": {"max_steps": spec.steps, "micro_batch_size": spec.micro, "grad_accum_steps": spec.accum,
                   "lr": spec.lr, "min_lr": spec.lr / 10, "warmup_steps": 10, "precision": spec.precision,
                   "compile": spec.compile, "log_every": spec.window, "eval_every": 0, "device": "auto"},
@@ -117,7 +129,12 @@ def gpt2dist_config(spec: Spec, train_file: Path, run_dir: Path) -> dict[str, An
     }
 
 
-def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path) -> Result:
+def run_packed(spec: Spec, corpus, workdir: Path) -> Result:
+    """gpt2dist on prepared data (data.format=packed), the same run otherwise."""
+    return run_gpt2dist(spec, corpus, workdir, ["data.format=packed"], name="packed")
+
+
+def run_gpt2dist(spec: Spec, corpus, workdir: Path, extra: list[str] = (), name: str = "gpt2dist") -> Result:
     """Train in this process through gpt2dist's own entry point; tokens/s comes from its metrics.jsonl."""
     import yaml
 
@@ -127,8 +144,8 @@ def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path) -> Result:
 
     run_dir = Path(tempfile.mkdtemp(prefix="gpt2dist-", dir=workdir))
     cfg_file = run_dir.with_suffix(".yaml")
-    cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, train_file, run_dir)), encoding="utf-8")
-    cfg = load_config(cfg_file, spec.overrides)
+    cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, corpus, run_dir)), encoding="utf-8")
+    cfg = load_config(cfg_file, [*spec.overrides, *extra])
     if cfg.data.format == "packed":  # --set data.format=packed: tokenize up front, as TextDataset does
         from gpt2dist.data.prepare import prepare
 
@@ -136,7 +153,7 @@ def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path) -> Result:
     started = time.perf_counter()
     with engine_timers() as marks, contextlib.redirect_stdout(io.StringIO()):  # log lines: the JSONL has them
         out = train(cfg)
-    result = Result("gpt2dist", final_loss=out["loss"], setup_s=marks[0][0] - started if marks else 0.0)
+    result = Result(name, final_loss=out["loss"], setup_s=marks[0][0] - started if marks else 0.0)
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if record.get("tokens_per_s") is not None and record["step"] - spec.window >= spec.warmup:
@@ -207,7 +224,7 @@ class BlockDataset:
         return self.examples[i]
 
 
-def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path) -> Result:
+def run_hf_trainer(spec: Spec, corpus, workdir: Path) -> Result:
     """The baseline: transformers.Trainer with default arguments except those that make the run comparable."""
     import torch
     from transformers import (
@@ -224,6 +241,7 @@ def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path) -> Result:
 
     hf_logging.set_verbosity_error()
     started = time.perf_counter()
+    train_file = corpus.text_file  # the whole text in one file, as TextDataset reads it
     text = train_file.read_text(encoding="utf-8")
     tokenizer = train_char([text]) if spec.tokenizer == "char" else train_bpe(text.split("\n\n"), spec.vocab)
     tokenizer.pad_token = tokenizer.eos_token  # the usual GPT-2 recipe: the collator needs a pad token
@@ -260,6 +278,35 @@ def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path) -> Result:
                     vocab=len(tokenizer))
     del trainer, model
     return result
+
+
+# ------------------------------------------------------------------------------------------------- nanoGPT
+def nanogpt_runner(nanogpt: Path, threads: int | None):
+    """A runner for nanoGPT's train.py on the tokens the gpt2dist run trains on (written once per corpus)."""
+    from bench.nanogpt_baseline import run_nanogpt, write_nanogpt_data
+
+    data: dict[str, tuple[Path, int]] = {}
+
+    def run(spec: Spec, corpus, workdir: Path) -> Result:
+        import yaml
+
+        from gpt2dist.config import load_config
+
+        if corpus.name not in data:
+            scratch = workdir / f"nanogpt-{corpus.name}"
+            scratch.mkdir(exist_ok=True)
+            (scratch / "run.yaml").write_text(yaml.safe_dump(gpt2dist_config(spec, corpus, scratch / "run")))
+            cfg = load_config(scratch / "run.yaml", spec.overrides)
+            vocab, _ = write_nanogpt_data(cfg, scratch / "data")
+            data[corpus.name] = (scratch / "data", vocab)
+        folder, vocab = data[corpus.name]
+        cuda = _cuda()
+        ends, loss, setup = run_nanogpt(nanogpt, spec, folder, workdir, threads, "cuda" if cuda else "cpu",
+                                        spec.compile == "true" or (spec.compile == "auto" and cuda))
+        return Result("nanogpt", windows_from_steps(ends, tokens_per_step(spec), spec.window, spec.warmup),
+                      final_loss=loss, setup_s=setup, vocab=vocab)
+
+    return run
 
 
 # ------------------------------------------------------------------------------------------------- reporting
@@ -321,7 +368,8 @@ def report(spec: Spec, results: dict[str, Result]) -> str:
              f"model: {spec.n_layer} layers x {spec.n_embd} wide, T={spec.block_size}, micro {spec.micro} x accum "
              f"{spec.accum}, {spec.precision}, {spec.steps} steps, windows of {spec.window} after {spec.warmup} "
              f"warm-up steps; gpt2dist train.compile={spec.compile}, "
-             f"{'torch engine' if spec.zero is None else f'DeepSpeed ZeRO-{spec.zero}'}, {spec.tokenizer} tokenizer"
+             f"{'torch engine' if spec.zero is None else f'DeepSpeed ZeRO-{spec.zero}'}, {spec.tokenizer} tokenizer, "
+             f"{spec.corpus} documents" + (f" ({spec.long_docs} of them)" if spec.corpus == "long" else "")
              + (f", gpt2dist {' '.join(spec.overrides)}" if spec.overrides else ""),
              f"{'trainer':<12} {'median tok/s':>13} {'windows (tok/s)':<50} {'MFU':>6} {'TFLOP/s':>8} "
              f"{'setup s':>8} {'last loss':>9} {'overhead':>8}"]
@@ -332,9 +380,9 @@ def report(spec: Spec, results: dict[str, Result]) -> str:
                      f"{'n/a' if util is None else f'{util:.1%}':>6} {res.median * fpt / 1e12:>8.3f} "
                      f"{res.setup_s:>8.1f} {res.final_loss if res.final_loss is not None else float('nan'):>9.4f} "
                      f"{f'{statistics.median(res.overhead):.1%}' if res.overhead else 'n/a':>8}")
-    if "gpt2dist" in results and "hf_trainer" in results:
-        ratio = results["gpt2dist"].median / results["hf_trainer"].median
-        lines.append(f"ratio gpt2dist / hf_trainer: {ratio:.2f}x")
+    for a, b in (("gpt2dist", "hf_trainer"), ("gpt2dist", "packed"), ("gpt2dist", "nanogpt"), ("packed", "nanogpt")):
+        if a in results and b in results:
+            lines.append(f"ratio {a} / {b}: {results[a].median / results[b].median:.2f}x")
     return "\n".join(lines)
 
 
@@ -346,7 +394,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Spec, argparse.Namespace]
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"override the preset's {key}")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="both trainers")
     parser.add_argument("--compile", choices=["auto", "true", "false"], default="auto", help="gpt2dist only")
-    parser.add_argument("--only", choices=["gpt2dist", "hf_trainer"], default=None)
+    parser.add_argument("--only", choices=TRAINERS, default=None, help="run one trainer")
+    parser.add_argument("--trainers", default=None, help=f"comma-separated, of {', '.join(TRAINERS)} (default: "
+                        "gpt2dist,hf_trainer; with --nanogpt: gpt2dist,packed,nanogpt)")
+    parser.add_argument("--nanogpt", type=Path, default=None, metavar="DIR", help="a nanoGPT checkout (its train.py)")
+    parser.add_argument("--corpus", choices=["short", "long"], default="short", help="document length (see above)")
+    parser.add_argument("--long-docs", type=int, default=2, help="documents in the long corpus")
     parser.add_argument("--zero", type=int, choices=[0, 1, 2, 3], default=None,
                         help="gpt2dist on its DeepSpeed engine at this ZeRO stage (default: the torch engine)")
     parser.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="both trainers")
@@ -362,9 +415,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[Spec, argparse.Namespace]
     values.update({k: v for k in ("n_layer", "n_embd", "n_head", "block_size", "micro", "steps", "window",
                                   "warmup", "accum", "stories") if (v := getattr(args, k)) is not None})
     spec = Spec(**values, precision=args.precision, compile=args.compile, zero=args.zero, tokenizer=args.tokenizer,
-                vocab=args.vocab, overrides=args.overrides)
+                vocab=args.vocab, overrides=args.overrides, corpus=args.corpus, long_docs=args.long_docs)
     if spec.steps - spec.warmup < spec.window:
         parser.error(f"--steps {spec.steps} leaves no full window of {spec.window} after --warmup {spec.warmup}")
+    default = "gpt2dist,packed,nanogpt" if args.nanogpt else "gpt2dist,hf_trainer"
+    args.trainers = [args.only] if args.only else (args.trainers or default).split(",")
+    if unknown := set(args.trainers) - set(TRAINERS):
+        parser.error(f"--trainers: unknown {sorted(unknown)}; choose from {', '.join(TRAINERS)}")
+    if "nanogpt" in args.trainers and not (args.nanogpt and (args.nanogpt / "train.py").is_file()):
+        parser.error("the nanogpt trainer needs --nanogpt DIR, a nanoGPT checkout holding train.py")
     return spec, args
 
 
@@ -372,27 +431,29 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
     spec, args = parse_args(argv)
     import torch
 
-    from gpt2dist.demo_corpus import write_demo_corpus
+    from bench.nanogpt_baseline import write_corpus
     from gpt2dist.train import setup_logging
 
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = [args.only] if args.only else ["gpt2dist", "hf_trainer"]
-    runners = {"gpt2dist": run_gpt2dist, "hf_trainer": run_hf_trainer}
+    names = args.trainers
+    runners = {"gpt2dist": run_gpt2dist, "packed": run_packed, "hf_trainer": run_hf_trainer}
+    if args.nanogpt:
+        runners["nanogpt"] = nanogpt_runner(args.nanogpt.resolve(), args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-", dir=args.workdir) as tmp:
         workdir = Path(tmp)
-        train_file, _ = write_demo_corpus(workdir / "corpus", train_stories=spec.stories, val_stories=10,
-                                          seed=spec.seed)
+        corpus = write_corpus(spec.corpus, workdir / "corpus", spec.stories, spec.seed, spec.long_docs)
         results = {name: Result(name) for name in names}
         for repeat in range(args.repeats):
             order = names if repeat % 2 == 0 else names[::-1]  # alternate who runs first
             for name in order:
                 gc.collect()
-                res = runners[name](spec, train_file, workdir)
+                res = runners[name](spec, corpus, workdir)
                 results[name].windows += res.windows
                 results[name].overhead += res.overhead
                 results[name].final_loss, results[name].setup_s = res.final_loss, res.setup_s
+                results[name].vocab = res.vocab
     print(report(spec, results), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"spec": asdict(spec), "results": {
