@@ -184,6 +184,25 @@ def test_world_size_changes_inside_long_documents_read_every_piece_once(tmp_path
     assert max(len(json.dumps(c)) for c in cursors) < 2000
 
 
+def test_the_worker_path_gives_the_same_windows_with_a_small_cursor(tmp_path):
+    """The DataLoader worker runs the same stream (O(window) cuts): its batches equal the in-process ones, and the
+    cursor that travels with every batch is a few hundred bytes, not the buffered document."""
+    from gpt2dist.data.build import make_train_stream
+    from gpt2dist.data.prefetch import PrefetchedStream
+
+    files = write_docs(tmp_path, [story_text(120_000, seed=8)])
+    inproc = TextStream(files, DataConfig(block_size=63, sample_by="document"), Chars(None))
+    expected = [inproc.next_batch(4)[0].tolist() for _ in range(30)]
+    worker = make_train_stream(files, DataConfig(block_size=63, sample_by="document", num_workers=1), Chars(None))
+    assert isinstance(worker, PrefetchedStream)
+    got = []
+    for _ in range(30):
+        got.append(worker.next_batch(4)[0].tolist())
+        assert len(json.dumps(worker.state_dict())) < 1000
+    worker.close()
+    assert got == expected
+
+
 # ------------------------------------------------------------------------------------------------- version 2
 def as_version2(state: dict, stream: TextStream) -> dict:
     """The cursor the code before version 3 wrote at this point: the same position, the buffer as token ids."""
