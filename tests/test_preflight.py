@@ -65,6 +65,18 @@ def test_one_long_document_is_shared_by_every_rank(tmp_path):
     assert "1 rows (documents) for 8 ranks: ranks 5-7 would get none" in err and "data.format=packed" in err
 
 
+def test_long_parquet_rows_are_counted_in_pieces(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "long.parquet"
+    pq.write_table(pa.table({"text": [long_document(200_000), "a short one"]}), path)
+    cfg = load_config(None, [f"data.train=[{path}]", f"run_dir={tmp_path / 'run'}", "train.micro_batch_size=1"])
+    findings = preflight.cheap_checks(cfg, 3)
+    assert not messages(findings, "error"), findings
+    assert any("2 rows in 5 pieces" in m for m in messages(findings, "ok")), findings
+
+
 def test_a_tokenizer_that_cannot_split_documents_names_packed(tmp_path):
     from tokenizers import pre_tokenizers
 

@@ -29,10 +29,11 @@ def rows_per_file(files: list[DataFile], sample_by: str) -> list[int] | None:
     return None if units is None else [len(rows) for rows in units]
 
 
-def units_per_row(files: list[DataFile], sample_by: str, piece_chars: int | None) -> list[list[int]] | None:
+def units_per_row(files: list[DataFile], sample_by: str, piece_chars: int | None,
+                  text_field: str = "text") -> list[list[int]] | None:
     """Per file, per row: how many sharding units (pieces, sharding.py) the row is -- 1, or more for a row over
-    `piece_chars` characters (counted on the raw text: cleaning only shortens it, so this is an upper bound).
-    None when counting costs too much."""
+    `piece_chars` characters (counted on the raw text: cleaning only shortens it, so this is an upper bound;
+    parquet rows are counted as 1 unless the file is small). None when counting costs too much."""
     small = sum(file_size(f) for f in files) <= COUNT_ROWS_LIMIT
     out = []
     for path in files:
@@ -41,7 +42,12 @@ def units_per_row(files: list[DataFile], sample_by: str, piece_chars: int | None
             import pyarrow.parquet as pq
 
             with open_binary(path) as fh:
-                out.append([1] * pq.ParquetFile(fh).metadata.num_rows)  # the footer only (long rows not counted)
+                meta = pq.ParquetFile(fh).metadata  # the footer only
+                if piece_chars is None or not small or text_field not in meta.schema.names:
+                    out.append([1] * meta.num_rows)
+                    continue
+                texts = pq.read_table(fh, columns=[text_field]).column(text_field).to_pylist()
+            out.append([_units(str(t or "").encode(), piece_chars) for t in texts])
             continue
         if not small or suffix == ".json" or isinstance(path, RemoteFile):
             return None
@@ -111,7 +117,7 @@ def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int, label: s
         return "ok", (f"{where}: file sharding, {len(files) // world_size}+ files per rank, shares "
                       f"{memory.fmt_bytes(min(shares))}-{memory.fmt_bytes(max(shares))}")
     piece_chars = stream_piece_chars(cfg)
-    units = units_per_row(files, cfg.data.sample_by, piece_chars)
+    units = units_per_row(files, cfg.data.sample_by, piece_chars, cfg.data.text_field)
     if units is None:
         why = "remote files" if any(isinstance(f, RemoteFile) for f in files) else \
             f"above {memory.fmt_bytes(COUNT_ROWS_LIMIT)}"
