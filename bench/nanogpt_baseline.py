@@ -91,10 +91,12 @@ def nanogpt_command(nanogpt: Path, spec, data: Path, out_dir: Path, device: str,
 
 
 def run_nanogpt(nanogpt: Path, spec, data: Path, workdir: Path, threads: int | None, device: str,
-                compile_model: bool) -> tuple[list[float], float | None, float]:
+                compile_model: bool) -> tuple[list[float], list[float], float | None, float]:
     """Run nanoGPT's train.py (cwd: the checkout, which its `exec(open('configurator.py'))` needs); returns the
-    step end times (seconds, cumulative from its per-iteration times), the last loss and the setup seconds (start
-    to the end of iteration 0)."""
+    step end times (seconds, cumulative from its per-iteration times), its CPU seconds as each iteration's line
+    arrives, the last loss and the setup seconds (start to the end of iteration 0)."""
+    from bench.train_throughput import process_cpu
+
     out_dir = workdir / f"nanogpt-out-{time.monotonic_ns()}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if threads:
@@ -102,15 +104,16 @@ def run_nanogpt(nanogpt: Path, spec, data: Path, workdir: Path, threads: int | N
     started = time.perf_counter()
     proc = subprocess.Popen(nanogpt_command(nanogpt, spec, data, out_dir, device, compile_model), cwd=nanogpt,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ends, last_loss, setup, total, tail = [], None, 0.0, 0.0, []
+    ends, cpu, last_loss, setup, total, tail = [], [], None, 0.0, 0.0, []
     for line in proc.stdout:
         tail = (tail + [line])[-20:]
         if match := ITER_LINE.match(line):
             total += float(match.group(3)) / 1000
             ends.append(total)
+            cpu.append(process_cpu(proc.pid))
             last_loss = float(match.group(2))
             if len(ends) == 1:
                 setup = time.perf_counter() - started
     if proc.wait() != 0 or len(ends) != spec.steps:
         raise SystemExit(f"nanoGPT exited {proc.returncode} after {len(ends)} iterations:\n{''.join(tail)}")
-    return ends, last_loss, setup
+    return ends, cpu, last_loss, setup

@@ -12,6 +12,11 @@ the step `--window` later (gpt2dist: its own metrics.jsonl `tokens_per_s`; Train
 `on_step_end`), so data loading, logging and the optimizer are inside the window. The first `--warmup` steps
 (allocator warm-up, torch.compile) are excluded; the median of the remaining windows is reported.
 
+`cpu tok/s` is the same windows divided by the CPU time the training process spent in them (all its threads;
+a DataLoader worker's CPU time is reported apart, as `worker` = its share of the trainer's): on a machine
+shared with other jobs, wall-clock windows swing with their load, CPU seconds much less, and with the
+trainer's threads on cores of their own it is what wall tokens/s would be (a worker runs on another core).
+
     python bench/train_throughput.py --preset tiny
     python bench/train_throughput.py --preset 10m --repeats 2
     python bench/train_throughput.py --preset 10m --precision bf16 --compile true
@@ -94,10 +99,46 @@ class Result:
     setup_s: float = 0.0  # wall clock from the start to the end of the first step (build, compile, data)
     overhead: list[float] = field(default_factory=list)  # per window: share of time outside fwd/bwd/step
     vocab: int = 0  # the trained model's vocabulary (for FLOPs per token)
+    cpu_windows: list[float] = field(default_factory=list)  # tokens per CPU-second of the training process
+    worker: list[float] = field(default_factory=list)  # per window: a data worker's CPU / the trainer's CPU
 
     @property
     def median(self) -> float:
         return statistics.median(self.windows) if self.windows else float("nan")
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_windows) if self.cpu_windows else float("nan")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used, from /proc/PID/stat; 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's live children (gpt2dist's DataLoader worker)."""
+    me, total = str(os.getpid()), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == me:
+                total += process_cpu(int(stat.parent.name))
+        except OSError:
+            continue
+    return total
+
+
+def worker_shares(marks: list[tuple[float, ...]], window: int, warmup: int) -> list[float]:
+    """Per window after the warm-up: the data worker's CPU seconds over the trainer's (marks: (.., cpu, worker))."""
+    shares = []
+    for start in range(max(warmup, 1), len(marks) - window + 1, window):
+        a, b = marks[start - 1], marks[start + window - 1]
+        shares.append((b[3] - a[3]) / max(b[2] - a[2], 1e-9))
+    return shares
 
 
 def windows_from_steps(step_ends: list[float], tokens_per_step: int, window: int, warmup: int) -> list[float]:
@@ -159,6 +200,8 @@ def run_gpt2dist(spec: Spec, corpus, workdir: Path, extra: list[str] = (), name:
         if record.get("tokens_per_s") is not None and record["step"] - spec.window >= spec.warmup:
             result.windows.append(record["tokens_per_s"])  # a window that started after the warm-up
     result.overhead = overhead_windows(marks, spec.window, spec.warmup)
+    result.cpu_windows = windows_from_steps([m[2] for m in marks], tokens_per_step(spec), spec.window, spec.warmup)
+    result.worker = worker_shares(marks, spec.window, spec.warmup)
     result.vocab = len(load_tokenizer(run_dir / "tokenizer"))
     return result
 
@@ -167,11 +210,12 @@ def run_gpt2dist(spec: Spec, corpus, workdir: Path, extra: list[str] = (), name:
 def engine_timers():
     """Time TorchEngine.forward_loss/backward/step (CPU ops are synchronous, so wall clock is compute).
 
-    Yields a list that fills with (end of step i, seconds spent inside the three calls so far) per step:
-    everything else in the loop -- data, logging, the stop check -- is loop overhead."""
+    Yields a list that fills with (end of step i, seconds spent inside the three calls so far, this process's CPU
+    seconds, its children's) per step: everything else in the loop -- data, logging, the stop check -- is loop
+    overhead."""
     from gpt2dist.engines.torch_engine import TorchEngine
 
-    marks: list[tuple[float, float]] = []
+    marks: list[tuple[float, float, float, float]] = []
     spent = [0.0]
     originals = {name: getattr(TorchEngine, name) for name in ("forward_loss", "backward", "step")}
 
@@ -184,7 +228,7 @@ def engine_timers():
                 t1 = time.perf_counter()
                 spent[0] += t1 - t0
                 if name == "step":
-                    marks.append((t1, spent[0]))
+                    marks.append((t1, spent[0], time.process_time(), children_cpu()))
         return wrapper
 
     for name, fn in originals.items():
@@ -196,11 +240,11 @@ def engine_timers():
             setattr(TorchEngine, name, fn)
 
 
-def overhead_windows(marks: list[tuple[float, float]], window: int, warmup: int) -> list[float]:
+def overhead_windows(marks: list[tuple[float, ...]], window: int, warmup: int) -> list[float]:
     """Per window after the warm-up: the share of wall clock spent outside forward/backward/step."""
     shares = []
     for start in range(max(warmup, 1), len(marks) - window + 1, window):
-        (t0, c0), (t1, c1) = marks[start - 1], marks[start + window - 1]
+        (t0, c0, *_), (t1, c1, *_) = marks[start - 1], marks[start + window - 1]
         shares.append(1.0 - (c1 - c0) / max(t1 - t0, 1e-9))
     return shares
 
@@ -252,11 +296,13 @@ def run_hf_trainer(spec: Spec, corpus, workdir: Path) -> Result:
                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id))
     step_ends: list[float] = []
+    step_cpu: list[float] = []
     losses: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             step_ends.append(time.perf_counter())
+            step_cpu.append(time.process_time())
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
@@ -275,7 +321,8 @@ def run_hf_trainer(spec: Spec, corpus, workdir: Path) -> Result:
         trainer.train()
     result = Result("hf_trainer", windows_from_steps(step_ends, tokens_per_step(spec), spec.window, spec.warmup),
                     final_loss=losses[-1] if losses else None, setup_s=step_ends[0] - started,
-                    vocab=len(tokenizer))
+                    vocab=len(tokenizer),
+                    cpu_windows=windows_from_steps(step_cpu, tokens_per_step(spec), spec.window, spec.warmup))
     del trainer, model
     return result
 
@@ -301,10 +348,11 @@ def nanogpt_runner(nanogpt: Path, threads: int | None):
             data[corpus.name] = (scratch / "data", vocab)
         folder, vocab = data[corpus.name]
         cuda = _cuda()
-        ends, loss, setup = run_nanogpt(nanogpt, spec, folder, workdir, threads, "cuda" if cuda else "cpu",
-                                        spec.compile == "true" or (spec.compile == "auto" and cuda))
+        ends, cpu, loss, setup = run_nanogpt(nanogpt, spec, folder, workdir, threads, "cuda" if cuda else "cpu",
+                                             spec.compile == "true" or (spec.compile == "auto" and cuda))
         return Result("nanogpt", windows_from_steps(ends, tokens_per_step(spec), spec.window, spec.warmup),
-                      final_loss=loss, setup_s=setup, vocab=vocab)
+                      final_loss=loss, setup_s=setup, vocab=vocab,
+                      cpu_windows=windows_from_steps(cpu, tokens_per_step(spec), spec.window, spec.warmup))
 
     return run
 
@@ -372,17 +420,19 @@ def report(spec: Spec, results: dict[str, Result]) -> str:
              f"{spec.corpus} documents" + (f" ({spec.long_docs} of them)" if spec.corpus == "long" else "")
              + (f", gpt2dist {' '.join(spec.overrides)}" if spec.overrides else ""),
              f"{'trainer':<12} {'median tok/s':>13} {'windows (tok/s)':<50} {'MFU':>6} {'TFLOP/s':>8} "
-             f"{'setup s':>8} {'last loss':>9} {'overhead':>8}"]
+             f"{'setup s':>8} {'last loss':>9} {'overhead':>8} {'cpu tok/s':>10} {'worker':>7}"]
     for res in results.values():
         fpt, util = utilization(spec, res)
         shown = ", ".join(f"{w:,.0f}" for w in res.windows[:6]) + (" ..." if len(res.windows) > 6 else "")
         lines.append(f"{res.name:<12} {res.median:>13,.0f} {shown:<50} "
                      f"{'n/a' if util is None else f'{util:.1%}':>6} {res.median * fpt / 1e12:>8.3f} "
                      f"{res.setup_s:>8.1f} {res.final_loss if res.final_loss is not None else float('nan'):>9.4f} "
-                     f"{f'{statistics.median(res.overhead):.1%}' if res.overhead else 'n/a':>8}")
+                     f"{f'{statistics.median(res.overhead):.1%}' if res.overhead else 'n/a':>8} "
+                     f"{res.cpu_median:>10,.0f} {f'{statistics.median(res.worker):.1%}' if res.worker else 'n/a':>7}")
     for a, b in (("gpt2dist", "hf_trainer"), ("gpt2dist", "packed"), ("gpt2dist", "nanogpt"), ("packed", "nanogpt")):
         if a in results and b in results:
-            lines.append(f"ratio {a} / {b}: {results[a].median / results[b].median:.2f}x")
+            lines.append(f"ratio {a} / {b}: {results[a].median / results[b].median:.2f}x "
+                         f"(per CPU-second: {results[a].cpu_median / results[b].cpu_median:.2f}x)")
     return "\n".join(lines)
 
 
@@ -454,6 +504,8 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
                 results[name].overhead += res.overhead
                 results[name].final_loss, results[name].setup_s = res.final_loss, res.setup_s
                 results[name].vocab = res.vocab
+                results[name].cpu_windows += res.cpu_windows
+                results[name].worker += res.worker
     print(report(spec, results), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"spec": asdict(spec), "results": {
