@@ -26,11 +26,12 @@ import torch
 
 from gpt2dist.config import RunConfig, load_config
 from gpt2dist.data.packed import open_train
+from gpt2dist.data.pieces import DocumentEncoder
 from gpt2dist.data.prepare import prepare
 from gpt2dist.data.stream import TextStream
 from gpt2dist.data.text import resolve_files
 from gpt2dist.demo_corpus import write_demo_corpus
-from gpt2dist.tokenizer import encode_documents, load_tokenizer
+from gpt2dist.tokenizer import load_tokenizer
 
 
 def gpt2_step_tokens_per_s(block_size: int, micro: int, steps: int) -> float:
@@ -139,9 +140,7 @@ def main() -> None:
         cfg = config(tmp, train, args.block_size, tmp / "packed-1")
         tokenizer = load_tokenizer(tmp / "packed-1" / "tokenizer")
 
-        def encode(docs):
-            return encode_documents(tokenizer, docs)
-
+        encode = DocumentEncoder(tokenizer)
         rate, _ = streaming_tokens_per_s(cfg, encode, args.seconds)
         print(f"(a) streaming TextStream, in-process: {rate:12,.0f} tokens/s = {rate / gpt2:,.0f}x gpt2 step")
         for micro in (8, 32):

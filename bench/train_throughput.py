@@ -12,15 +12,21 @@ the step `--window` later (gpt2dist: its own metrics.jsonl `tokens_per_s`; Train
 `on_step_end`), so data loading, logging and the optimizer are inside the window. The first `--warmup` steps
 (allocator warm-up, torch.compile) are excluded; the median of the remaining windows is reported.
 
+`cpu tok/s` is the same windows divided by the CPU time the training process spent in them (all its threads;
+a DataLoader worker's CPU time is reported apart, as `worker` = its share of the trainer's): on a machine
+shared with other jobs, wall-clock windows swing with their load, CPU seconds much less, and with the
+trainer's threads on cores of their own it is what wall tokens/s would be (a worker runs on another core).
+
     python bench/train_throughput.py --preset tiny
     python bench/train_throughput.py --preset 10m --repeats 2
     python bench/train_throughput.py --preset 10m --precision bf16 --compile true
-    python bench/train_throughput.py --preset gpt2 --precision bf16 --tokenizer bpe --pad-vocab  # GPT-2 124M
+    python bench/train_throughput.py --preset issue13 --nanogpt /path/to/nanoGPT --corpus long --repeats 2
 
-With `--tokenizer bpe` one byte-level BPE is trained per invocation and both trainers use it. The bundled story
-corpus has a small vocabulary (~1,060 merges for 20,000 stories, not 50,257): `--pad-vocab` fills the vocabulary
-with never-produced entries up to `--vocab`, so the model has GPT-2's exact shapes (50,257 x 768 embedding and
-output layer, 124.4M parameters) and FLOPs. On a GPU the peak memory each trainer allocated is reported too.
+With `--nanogpt DIR` (a nanoGPT checkout, never vendored; bench/nanogpt_baseline.py) the default trainers are
+gpt2dist streaming ("gpt2dist"), gpt2dist on prepared data ("packed", data.format=packed) and nanoGPT's train.py
+on the same tokens; `--trainers` picks any of gpt2dist, packed, nanogpt, hf_trainer. `--corpus long` trains on
+the same stories as a few documents of hundreds of kB each (data.sample_by=document) instead of ~350-character
+ones.
 """
 
 from __future__ import annotations
@@ -52,8 +58,11 @@ PRESETS: dict[str, dict[str, int]] = {
     "10m": {"n_layer": 6, "n_embd": 384, "n_head": 6, "block_size": 256, "micro": 8, "steps": 70, "window": 10,
             "warmup": 20},
     "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12, "block_size": 1024, "micro": 16, "steps": 80, "window": 10,
-             "warmup": 30},  # GPT-2 124M at T=1024: the GPU bench (bench/gpu/run.sh)
+             "warmup": 30},  # GPT-2 124M at T=1024: the GPU bench (bench/gpu.sh)
+    "issue13": {"n_layer": 4, "n_embd": 256, "n_head": 4, "block_size": 256, "micro": 8, "steps": 60, "window": 10,
+                "warmup": 10},  # the shape issue 13 compared against nanoGPT (with --tokenizer bpe --vocab 4096)
 }
+TRAINERS = ("gpt2dist", "packed", "nanogpt", "hf_trainer")
 
 
 @dataclass
@@ -77,9 +86,9 @@ class Spec:
     zero: int | None = None  # None: gpt2dist's torch engine; 0-3: its DeepSpeed engine at that ZeRO stage
     tokenizer: str = "char"  # char | bpe (bpe: vocab_size below, as GPT-2's 50257 on a big enough corpus)
     vocab: int = 50257
-    pad_vocab: bool = False  # bpe: fill the vocabulary up to `vocab` with unused entries (GPT-2's exact shapes)
-    prepare_workers: int = 1  # data.format=packed: tokenizer processes for the prepare step
     overrides: list[str] = field(default_factory=list)  # extra gpt2dist config overrides (a.b=value)
+    corpus: str = "short"  # short: ~350-character documents | long: `long_docs` documents (sample_by=document)
+    long_docs: int = 2
 
 
 @dataclass
@@ -90,12 +99,46 @@ class Result:
     setup_s: float = 0.0  # wall clock from the start to the end of the first step (build, compile, data)
     overhead: list[float] = field(default_factory=list)  # per window: share of time outside fwd/bwd/step
     vocab: int = 0  # the trained model's vocabulary (for FLOPs per token)
-    peak_mem_gib: float | None = None  # torch.cuda.max_memory_allocated over the run (None on CPU)
-    peak_reserved_gib: float | None = None  # the caching allocator's peak reservation (what nvidia-smi sees)
+    cpu_windows: list[float] = field(default_factory=list)  # tokens per CPU-second of the training process
+    worker: list[float] = field(default_factory=list)  # per window: a data worker's CPU / the trainer's CPU
 
     @property
     def median(self) -> float:
         return statistics.median(self.windows) if self.windows else float("nan")
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_windows) if self.cpu_windows else float("nan")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used, from /proc/PID/stat; 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's live children (gpt2dist's DataLoader worker)."""
+    me, total = str(os.getpid()), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == me:
+                total += process_cpu(int(stat.parent.name))
+        except OSError:
+            continue
+    return total
+
+
+def worker_shares(marks: list[tuple[float, ...]], window: int, warmup: int) -> list[float]:
+    """Per window after the warm-up: the data worker's CPU seconds over the trainer's (marks: (.., cpu, worker))."""
+    shares = []
+    for start in range(max(warmup, 1), len(marks) - window + 1, window):
+        a, b = marks[start - 1], marks[start + window - 1]
+        shares.append((b[3] - a[3]) / max(b[2] - a[2], 1e-9))
+    return shares
 
 
 def windows_from_steps(step_ends: list[float], tokens_per_step: int, window: int, warmup: int) -> list[float]:
@@ -111,15 +154,13 @@ def windows_from_steps(step_ends: list[float], tokens_per_step: int, window: int
 
 
 # ------------------------------------------------------------------------------------------------- gpt2dist
-def gpt2dist_config(spec: Spec, train_file: Path, run_dir: Path, tokenizer_dir: Path | None = None) -> dict[str, Any]:
-    tokenizer = ({"kind": "pretrained", "path": str(tokenizer_dir)} if tokenizer_dir is not None
-                 else {"kind": spec.tokenizer, "vocab_size": spec.vocab})
+def gpt2dist_config(spec: Spec, corpus, run_dir: Path) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir), "seed": spec.seed,
         "model": {"preset": "tiny", "n_layer": spec.n_layer, "n_embd": spec.n_embd, "n_head": spec.n_head,
                   "n_positions": max(spec.block_size, 256), "dropout": 0.0},
-        "tokenizer": tokenizer,
-        "data": {"train": [str(train_file)], "block_size": spec.block_size},
+        "tokenizer": {"kind": spec.tokenizer, "vocab_size": spec.vocab},
+        "data": {"train": corpus.patterns, "sample_by": corpus.sample_by, "block_size": spec.block_size},
         "train": {"max_steps": spec.steps, "micro_batch_size": spec.micro, "grad_accum_steps": spec.accum,
                   "lr": spec.lr, "min_lr": spec.lr / 10, "warmup_steps": 10, "precision": spec.precision,
                   "compile": spec.compile, "log_every": spec.window, "eval_every": 0, "device": "auto"},
@@ -129,7 +170,12 @@ def gpt2dist_config(spec: Spec, train_file: Path, run_dir: Path, tokenizer_dir: 
     }
 
 
-def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path, tokenizer_dir: Path | None = None) -> Result:
+def run_packed(spec: Spec, corpus, workdir: Path) -> Result:
+    """gpt2dist on prepared data (data.format=packed), the same run otherwise."""
+    return run_gpt2dist(spec, corpus, workdir, ["data.format=packed"], name="packed")
+
+
+def run_gpt2dist(spec: Spec, corpus, workdir: Path, extra: list[str] = (), name: str = "gpt2dist") -> Result:
     """Train in this process through gpt2dist's own entry point; tokens/s comes from its metrics.jsonl."""
     import yaml
 
@@ -139,25 +185,23 @@ def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path, tokenizer_dir: Pat
 
     run_dir = Path(tempfile.mkdtemp(prefix="gpt2dist-", dir=workdir))
     cfg_file = run_dir.with_suffix(".yaml")
-    cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, train_file, run_dir, tokenizer_dir)), encoding="utf-8")
-    cfg = load_config(cfg_file, spec.overrides)
+    cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, corpus, run_dir)), encoding="utf-8")
+    cfg = load_config(cfg_file, [*spec.overrides, *extra])
     if cfg.data.format == "packed":  # --set data.format=packed: tokenize up front, as TextDataset does
         from gpt2dist.data.prepare import prepare
 
-        prepare(cfg, workers=spec.prepare_workers, progress=False)
+        prepare(cfg, workers=1, progress=False)
     started = time.perf_counter()
     with engine_timers() as marks, contextlib.redirect_stdout(io.StringIO()):  # log lines: the JSONL has them
         out = train(cfg)
-    result = Result("gpt2dist", final_loss=out["loss"], setup_s=marks[0][0] - started if marks else 0.0)
+    result = Result(name, final_loss=out["loss"], setup_s=marks[0][0] - started if marks else 0.0)
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if record.get("tokens_per_s") is not None and record["step"] - spec.window >= spec.warmup:
             result.windows.append(record["tokens_per_s"])  # a window that started after the warm-up
-    import torch
-
-    # On a GPU the engine calls return before their kernels finish (the loop syncs once per logged step), so the
-    # time outside them is mostly waiting for the GPU, not loop overhead: measured on CPU only.
-    result.overhead = [] if torch.cuda.is_available() else overhead_windows(marks, spec.window, spec.warmup)
+    result.overhead = overhead_windows(marks, spec.window, spec.warmup)
+    result.cpu_windows = windows_from_steps([m[2] for m in marks], tokens_per_step(spec), spec.window, spec.warmup)
+    result.worker = worker_shares(marks, spec.window, spec.warmup)
     result.vocab = len(load_tokenizer(run_dir / "tokenizer"))
     return result
 
@@ -166,11 +210,12 @@ def run_gpt2dist(spec: Spec, train_file: Path, workdir: Path, tokenizer_dir: Pat
 def engine_timers():
     """Time TorchEngine.forward_loss/backward/step (CPU ops are synchronous, so wall clock is compute).
 
-    Yields a list that fills with (end of step i, seconds spent inside the three calls so far) per step:
-    everything else in the loop -- data, logging, the stop check -- is loop overhead."""
+    Yields a list that fills with (end of step i, seconds spent inside the three calls so far, this process's CPU
+    seconds, its children's) per step: everything else in the loop -- data, logging, the stop check -- is loop
+    overhead."""
     from gpt2dist.engines.torch_engine import TorchEngine
 
-    marks: list[tuple[float, float]] = []
+    marks: list[tuple[float, float, float, float]] = []
     spent = [0.0]
     originals = {name: getattr(TorchEngine, name) for name in ("forward_loss", "backward", "step")}
 
@@ -183,7 +228,7 @@ def engine_timers():
                 t1 = time.perf_counter()
                 spent[0] += t1 - t0
                 if name == "step":
-                    marks.append((t1, spent[0]))
+                    marks.append((t1, spent[0], time.process_time(), children_cpu()))
         return wrapper
 
     for name, fn in originals.items():
@@ -195,11 +240,11 @@ def engine_timers():
             setattr(TorchEngine, name, fn)
 
 
-def overhead_windows(marks: list[tuple[float, float]], window: int, warmup: int) -> list[float]:
+def overhead_windows(marks: list[tuple[float, ...]], window: int, warmup: int) -> list[float]:
     """Per window after the warm-up: the share of wall clock spent outside forward/backward/step."""
     shares = []
     for start in range(max(warmup, 1), len(marks) - window + 1, window):
-        (t0, c0), (t1, c1) = marks[start - 1], marks[start + window - 1]
+        (t0, c0, *_), (t1, c1, *_) = marks[start - 1], marks[start + window - 1]
         shares.append(1.0 - (c1 - c0) / max(t1 - t0, 1e-9))
     return shares
 
@@ -223,7 +268,7 @@ class BlockDataset:
         return self.examples[i]
 
 
-def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path, tokenizer_dir: Path | None = None) -> Result:
+def run_hf_trainer(spec: Spec, corpus, workdir: Path) -> Result:
     """The baseline: transformers.Trainer with default arguments except those that make the run comparable."""
     import torch
     from transformers import (
@@ -236,12 +281,13 @@ def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path, tokenizer_dir: P
     )
     from transformers.utils import logging as hf_logging
 
-    from gpt2dist.tokenizer import load_tokenizer, train_char
+    from gpt2dist.tokenizer import train_bpe, train_char
 
     hf_logging.set_verbosity_error()
     started = time.perf_counter()
+    train_file = corpus.text_file  # the whole text in one file, as TextDataset reads it
     text = train_file.read_text(encoding="utf-8")
-    tokenizer = train_char([text]) if tokenizer_dir is None else load_tokenizer(tokenizer_dir)
+    tokenizer = train_char([text]) if spec.tokenizer == "char" else train_bpe(text.split("\n\n"), spec.vocab)
     tokenizer.pad_token = tokenizer.eos_token  # the usual GPT-2 recipe: the collator needs a pad token
     dataset = BlockDataset(tokenizer, train_file, spec.block_size)
     torch.manual_seed(spec.seed)
@@ -250,11 +296,13 @@ def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path, tokenizer_dir: P
                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id))
     step_ends: list[float] = []
+    step_cpu: list[float] = []
     losses: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             step_ends.append(time.perf_counter())
+            step_cpu.append(time.process_time())
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
@@ -273,49 +321,40 @@ def run_hf_trainer(spec: Spec, train_file: Path, workdir: Path, tokenizer_dir: P
         trainer.train()
     result = Result("hf_trainer", windows_from_steps(step_ends, tokens_per_step(spec), spec.window, spec.warmup),
                     final_loss=losses[-1] if losses else None, setup_s=step_ends[0] - started,
-                    vocab=len(tokenizer))
+                    vocab=len(tokenizer),
+                    cpu_windows=windows_from_steps(step_cpu, tokens_per_step(spec), spec.window, spec.warmup))
     del trainer, model
     return result
 
 
-def bench_tokenizer(spec: Spec, train_file: Path, folder: Path) -> Path:
-    """One byte-level BPE for both trainers (trained once per invocation), padded to spec.vocab if asked.
+# ------------------------------------------------------------------------------------------------- nanoGPT
+def nanogpt_runner(nanogpt: Path, threads: int | None):
+    """A runner for nanoGPT's train.py on the tokens the gpt2dist run trains on (written once per corpus)."""
+    from bench.nanogpt_baseline import run_nanogpt, write_nanogpt_data
 
-    Padding adds plain vocabulary entries that no merge produces -- not "added tokens", which the tokenizer would
-    search every text for -- so encoding is unchanged and only the embedding and output layer grow."""
-    import json as _json
+    data: dict[str, tuple[Path, int]] = {}
 
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
+    def run(spec: Spec, corpus, workdir: Path) -> Result:
+        import yaml
 
-    from gpt2dist.tokenizer import EOS, train_bpe
+        from gpt2dist.config import load_config
 
-    tokenizer = train_bpe(train_file.read_text(encoding="utf-8").split("\n\n"), spec.vocab)
-    if spec.pad_vocab and len(tokenizer) < spec.vocab:
-        data = _json.loads(tokenizer.backend_tokenizer.to_str())
-        vocab = data["model"]["vocab"]
-        next_id = max([*vocab.values(), *(t["id"] for t in data["added_tokens"])]) + 1
-        for i in range(next_id, spec.vocab):
-            vocab[f"<|unused{i}|>"] = i
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_json.dumps(data)), eos_token=EOS,
-                                            bos_token=EOS)
-    tokenizer.save_pretrained(str(folder))
-    return folder
+        if corpus.name not in data:
+            scratch = workdir / f"nanogpt-{corpus.name}"
+            scratch.mkdir(exist_ok=True)
+            (scratch / "run.yaml").write_text(yaml.safe_dump(gpt2dist_config(spec, corpus, scratch / "run")))
+            cfg = load_config(scratch / "run.yaml", spec.overrides)
+            vocab, _ = write_nanogpt_data(cfg, scratch / "data")
+            data[corpus.name] = (scratch / "data", vocab)
+        folder, vocab = data[corpus.name]
+        cuda = _cuda()
+        ends, cpu, loss, setup = run_nanogpt(nanogpt, spec, folder, workdir, threads, "cuda" if cuda else "cpu",
+                                             spec.compile == "true" or (spec.compile == "auto" and cuda))
+        return Result("nanogpt", windows_from_steps(ends, tokens_per_step(spec), spec.window, spec.warmup),
+                      final_loss=loss, setup_s=setup, vocab=vocab,
+                      cpu_windows=windows_from_steps(cpu, tokens_per_step(spec), spec.window, spec.warmup))
 
-
-@contextlib.contextmanager
-def peak_memory(result_box: list[Result]):
-    """Peak CUDA memory of the run inside the block, written into the Result it yields (a no-op on CPU)."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    yield
-    if cuda and result_box:
-        result_box[0].peak_mem_gib = torch.cuda.max_memory_allocated() / 2**30
-        result_box[0].peak_reserved_gib = torch.cuda.max_memory_reserved() / 2**30
+    return run
 
 
 # ------------------------------------------------------------------------------------------------- reporting
@@ -377,10 +416,11 @@ def report(spec: Spec, results: dict[str, Result]) -> str:
              f"model: {spec.n_layer} layers x {spec.n_embd} wide, T={spec.block_size}, micro {spec.micro} x accum "
              f"{spec.accum}, {spec.precision}, {spec.steps} steps, windows of {spec.window} after {spec.warmup} "
              f"warm-up steps; gpt2dist train.compile={spec.compile}, "
-             f"{'torch engine' if spec.zero is None else f'DeepSpeed ZeRO-{spec.zero}'}, {spec.tokenizer} tokenizer"
+             f"{'torch engine' if spec.zero is None else f'DeepSpeed ZeRO-{spec.zero}'}, {spec.tokenizer} tokenizer, "
+             f"{spec.corpus} documents" + (f" ({spec.long_docs} of them)" if spec.corpus == "long" else "")
              + (f", gpt2dist {' '.join(spec.overrides)}" if spec.overrides else ""),
              f"{'trainer':<12} {'median tok/s':>13} {'windows (tok/s)':<50} {'MFU':>6} {'TFLOP/s':>8} "
-             f"{'setup s':>8} {'last loss':>9} {'overhead':>8} {'peak GiB':>8}"]
+             f"{'setup s':>8} {'last loss':>9} {'overhead':>8} {'cpu tok/s':>10} {'worker':>7}"]
     for res in results.values():
         fpt, util = utilization(spec, res)
         shown = ", ".join(f"{w:,.0f}" for w in res.windows[:6]) + (" ..." if len(res.windows) > 6 else "")
@@ -388,10 +428,11 @@ def report(spec: Spec, results: dict[str, Result]) -> str:
                      f"{'n/a' if util is None else f'{util:.1%}':>6} {res.median * fpt / 1e12:>8.3f} "
                      f"{res.setup_s:>8.1f} {res.final_loss if res.final_loss is not None else float('nan'):>9.4f} "
                      f"{f'{statistics.median(res.overhead):.1%}' if res.overhead else 'n/a':>8} "
-                     f"{'n/a' if res.peak_mem_gib is None else f'{res.peak_mem_gib:.1f}':>8}")
-    if "gpt2dist" in results and "hf_trainer" in results:
-        ratio = results["gpt2dist"].median / results["hf_trainer"].median
-        lines.append(f"ratio gpt2dist / hf_trainer: {ratio:.2f}x")
+                     f"{res.cpu_median:>10,.0f} {f'{statistics.median(res.worker):.1%}' if res.worker else 'n/a':>7}")
+    for a, b in (("gpt2dist", "hf_trainer"), ("gpt2dist", "packed"), ("gpt2dist", "nanogpt"), ("packed", "nanogpt")):
+        if a in results and b in results:
+            lines.append(f"ratio {a} / {b}: {results[a].median / results[b].median:.2f}x "
+                         f"(per CPU-second: {results[a].cpu_median / results[b].cpu_median:.2f}x)")
     return "\n".join(lines)
 
 
@@ -403,15 +444,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[Spec, argparse.Namespace]
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"override the preset's {key}")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="both trainers")
     parser.add_argument("--compile", choices=["auto", "true", "false"], default="auto", help="gpt2dist only")
-    parser.add_argument("--only", choices=["gpt2dist", "hf_trainer"], default=None)
+    parser.add_argument("--only", choices=TRAINERS, default=None, help="run one trainer")
+    parser.add_argument("--trainers", default=None, help=f"comma-separated, of {', '.join(TRAINERS)} (default: "
+                        "gpt2dist,hf_trainer; with --nanogpt: gpt2dist,packed,nanogpt)")
+    parser.add_argument("--nanogpt", type=Path, default=None, metavar="DIR", help="a nanoGPT checkout (its train.py)")
+    parser.add_argument("--corpus", choices=["short", "long"], default="short", help="document length (see above)")
+    parser.add_argument("--long-docs", type=int, default=2, help="documents in the long corpus")
     parser.add_argument("--zero", type=int, choices=[0, 1, 2, 3], default=None,
                         help="gpt2dist on its DeepSpeed engine at this ZeRO stage (default: the torch engine)")
     parser.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="both trainers")
     parser.add_argument("--vocab", type=int, default=50257, help="bpe vocabulary size")
-    parser.add_argument("--pad-vocab", action="store_true",
-                        help="bpe: pad the vocabulary to --vocab with unused entries (GPT-2's exact shapes)")
-    parser.add_argument("--prepare-workers", type=int, default=1,
-                        help="--set data.format=packed: tokenizer processes of the prepare step (default 1)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a gpt2dist config override, e.g. --set data.num_workers=0 (repeatable)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two trainers this many times")
@@ -423,12 +465,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[Spec, argparse.Namespace]
     values.update({k: v for k in ("n_layer", "n_embd", "n_head", "block_size", "micro", "steps", "window",
                                   "warmup", "accum", "stories") if (v := getattr(args, k)) is not None})
     spec = Spec(**values, precision=args.precision, compile=args.compile, zero=args.zero, tokenizer=args.tokenizer,
-                vocab=args.vocab, pad_vocab=args.pad_vocab, prepare_workers=args.prepare_workers,
-                overrides=args.overrides)
-    if spec.pad_vocab and spec.tokenizer != "bpe":
-        parser.error("--pad-vocab needs --tokenizer bpe")
+                vocab=args.vocab, overrides=args.overrides, corpus=args.corpus, long_docs=args.long_docs)
     if spec.steps - spec.warmup < spec.window:
         parser.error(f"--steps {spec.steps} leaves no full window of {spec.window} after --warmup {spec.warmup}")
+    default = "gpt2dist,packed,nanogpt" if args.nanogpt else "gpt2dist,hf_trainer"
+    args.trainers = [args.only] if args.only else (args.trainers or default).split(",")
+    if unknown := set(args.trainers) - set(TRAINERS):
+        parser.error(f"--trainers: unknown {sorted(unknown)}; choose from {', '.join(TRAINERS)}")
+    if "nanogpt" in args.trainers and not (args.nanogpt and (args.nanogpt / "train.py").is_file()):
+        parser.error("the nanogpt trainer needs --nanogpt DIR, a nanoGPT checkout holding train.py")
     return spec, args
 
 
@@ -436,48 +481,39 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
     spec, args = parse_args(argv)
     import torch
 
-    from gpt2dist.demo_corpus import write_demo_corpus
+    from bench.nanogpt_baseline import write_corpus
     from gpt2dist.train import setup_logging
 
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = [args.only] if args.only else ["gpt2dist", "hf_trainer"]
-    runners = {"gpt2dist": run_gpt2dist, "hf_trainer": run_hf_trainer}
+    names = args.trainers
+    runners = {"gpt2dist": run_gpt2dist, "packed": run_packed, "hf_trainer": run_hf_trainer}
+    if args.nanogpt:
+        runners["nanogpt"] = nanogpt_runner(args.nanogpt.resolve(), args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-", dir=args.workdir) as tmp:
         workdir = Path(tmp)
-        train_file, _ = write_demo_corpus(workdir / "corpus", train_stories=spec.stories, val_stories=10,
-                                          seed=spec.seed)
-        tokenizer_dir = bench_tokenizer(spec, train_file, workdir / "tokenizer") if spec.tokenizer == "bpe" else None
+        corpus = write_corpus(spec.corpus, workdir / "corpus", spec.stories, spec.seed, spec.long_docs)
         results = {name: Result(name) for name in names}
         for repeat in range(args.repeats):
             order = names if repeat % 2 == 0 else names[::-1]  # alternate who runs first
             for name in order:
                 gc.collect()
-                box: list[Result] = []
-                with peak_memory(box):
-                    box.append(runners[name](spec, train_file, workdir, tokenizer_dir))
-                res = box[0]
+                res = runners[name](spec, corpus, workdir)
                 results[name].windows += res.windows
                 results[name].overhead += res.overhead
                 results[name].final_loss, results[name].setup_s = res.final_loss, res.setup_s
                 results[name].vocab = res.vocab
-                results[name].peak_mem_gib = max(filter(None, [results[name].peak_mem_gib, res.peak_mem_gib]),
-                                                 default=None)
-                results[name].peak_reserved_gib = max(
-                    filter(None, [results[name].peak_reserved_gib, res.peak_reserved_gib]), default=None)
+                results[name].cpu_windows += res.cpu_windows
+                results[name].worker += res.worker
     print(report(spec, results), flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"spec": asdict(spec), "device": device_label(), "torch": torch.__version__,
-                                         "commit": git_commit(), "results": {
+        args.json.write_text(json.dumps({"spec": asdict(spec), "results": {
             k: {**asdict(v), "median": v.median, "flops_per_token": utilization(spec, v)[0],
                 "mfu": utilization(spec, v)[1]} for k, v in results.items()}}, indent=1), encoding="utf-8")
     return results
 
 
 if __name__ == "__main__":
-    import importlib.util
-
-    if importlib.util.find_spec("gpt2dist") is None:  # a checkout without `pip install -e .`: use its source tree
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     main()

@@ -10,6 +10,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from gpt2dist.config import DataConfig
+from gpt2dist.data.pieces import DocumentEncoder
 from gpt2dist.data.stream import TextStream
 from gpt2dist.data.text import resolve_files
 from gpt2dist.engines.device import resolve_device
@@ -17,7 +18,7 @@ from gpt2dist.engines.loss import lm_loss
 from gpt2dist.errors import UserError
 from gpt2dist.export import PROVENANCE
 from gpt2dist.model import from_pretrained_complete, pretrained_config
-from gpt2dist.tokenizer import encode_documents, load_tokenizer
+from gpt2dist.tokenizer import load_tokenizer
 
 
 def load_hf_model(model_dir: str | Path, device: str = "auto") -> tuple[GPT2LMHeadModel, object, torch.device]:
@@ -48,7 +49,7 @@ def evaluate_files(model_dir: str | Path, patterns: list[str], *, block_size: in
         raise UserError(f"--block-size {block} exceeds the model's n_positions={model.config.n_positions}")
     files = resolve_files(patterns, "--data")
     cfg = DataConfig(train=[str(f) for f in files], block_size=block, text_field=text_field)
-    stream = TextStream(files, cfg, lambda docs: encode_documents(tokenizer, docs), repeat=False)
+    stream = TextStream(files, cfg, DocumentEncoder(tokenizer), repeat=False)
     total, n_tokens, n_batches = 0.0, 0, 0
     while max_batches is None or n_batches < max_batches:
         windows = [w.tokens for _, w in zip(range(batch_size), stream, strict=False)]

@@ -25,6 +25,7 @@ from gpt2dist import dist
 from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
 from gpt2dist.data.build import build_train_stream, build_val, eval_batches
+from gpt2dist.data.pieces import DocumentEncoder
 from gpt2dist.data.text import resolve_files
 from gpt2dist.data.trace import open_trace, write_trace
 from gpt2dist.divergence import EXIT_DIVERGED, Diverged, NonFiniteGuard
@@ -46,7 +47,7 @@ from gpt2dist.rundir import (
 )
 from gpt2dist.runlock import RunLock
 from gpt2dist.signals import EXIT_PREEMPTED, STOP_FILE, StopRequest, write_status
-from gpt2dist.tokenizer import encode_documents, load_tokenizer
+from gpt2dist.tokenizer import load_tokenizer
 
 log = logging.getLogger("gpt2dist")
 
@@ -100,9 +101,7 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                           model.config.n_embd, cfg.data.block_size)
     engine = build_engine(cfg, model, plan, rank, use_deepspeed=use_deepspeed, resume_from=resume_from)
 
-    def encode(docs: list[str]) -> list[list[int]]:
-        return encode_documents(tokenizer, docs)
-
+    encode = DocumentEncoder(tokenizer)  # ids + EOS per document; long documents in exact pieces (data/pieces.py)
     stream = build_train_stream(cfg, rank=rank.rank, world_size=rank.world_size, micro=plan.micro, accum=plan.accum,
                                 encode=encode, train_files=train_files, pin_memory=engine.device.type == "cuda")
     val_stream = build_val(cfg, encode=encode, train_files=train_files, val_files=val_files)

@@ -65,17 +65,54 @@ def run_ranks(launcher: str, config: Path, overrides: list[str] = (), nproc: int
     return proc
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants alive now (from /proc: parent of each process)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def alive(pid: int) -> bool:
+    """Running or sleeping (a zombie has released its memory and waits only for its reaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def assert_none_survive(pids: list[int], within: float = 5.0) -> None:
+    """Every process of a killed run must be gone within seconds: a DataLoader worker orphaned by a SIGKILLed
+    trainer used to live on (parent 1, ~350 MB) until someone killed it by hand."""
+    deadline = time.monotonic() + within
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    names = {p: Path(f"/proc/{p}/comm").read_text().strip() for p in left if alive(p)}
+    assert not left, f"processes of the killed run still alive {within} s later: {names}"
+
+
 def kill_after_checkpoint(launcher: str, config: Path, run_dir: Path, step: int, overrides: list[str] = (),
                           nproc: int = 2, timeout: float = 300) -> None:
-    """Start a run and SIGKILL its whole process group once checkpoint `step` is complete (a preemption)."""
+    """Start a run and SIGKILL its whole process group once checkpoint `step` is complete (a preemption); every
+    process of the run must then be gone."""
     cmd = rank_command(launcher, config, list(overrides), nproc)
     proc = subprocess.Popen(cmd, env=rank_env(launcher), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     latest = run_dir / "checkpoints" / "latest"
     deadline = time.monotonic() + timeout
+    tree: list[int] = []
     try:
         while time.monotonic() < deadline:
             if latest.is_file() and latest.read_text().strip() == f"step-{step:08d}":
+                tree = process_tree(proc.pid)
                 os.killpg(proc.pid, signal.SIGKILL)
                 break
             if proc.poll() is not None:
@@ -86,6 +123,7 @@ def kill_after_checkpoint(launcher: str, config: Path, run_dir: Path, step: int,
             raise AssertionError(f"checkpoint {step} never appeared")
     finally:
         proc.wait(timeout=60)
+    assert_none_survive(tree)
 
 
 def read_trace_docs(run_dir: Path) -> list[tuple[int, str]]:

@@ -96,3 +96,52 @@ def test_bench_runs_both_trainers(tmp_path):
         assert len(results[name]["windows"]) == 2 and results[name]["median"] > 0
         assert results[name]["mfu"] is None  # CPU: no peak, no MFU
     assert len(results["gpt2dist"]["overhead"]) == 2
+
+
+def test_corpora_and_nanogpt_data_are_the_tokens_gpt2dist_trains_on(tmp_path):
+    """The long corpus is the short one's stories as a few one-document files; nanoGPT's train.bin is exactly
+    the token stream of a one-rank gpt2dist pass (same tokenizer, documents, EOS, order)."""
+    import numpy as np
+
+    from bench.nanogpt_baseline import ITER_LINE, nanogpt_command, write_corpus, write_nanogpt_data
+    from gpt2dist.config import load_config
+
+    short = write_corpus("short", tmp_path / "c", stories=60, seed=2)
+    long = write_corpus("long", tmp_path / "c", stories=60, seed=2, long_docs=3)
+    parts = sorted((tmp_path / "c" / "long").glob("*.txt"))
+    assert len(parts) == 3 and long.sample_by == "document" and short.sample_by == "paragraph"
+    stories = short.text_file.read_text().strip().split("\n\n")
+    assert "\n".join(p.read_text().strip() for p in parts) == "\n".join(stories)
+
+    spec, _ = bench.parse_args(["--preset", "tiny", "--block-size", "16", "--tokenizer", "bpe", "--vocab", "300"])
+    cfg_file = tmp_path / "run.yaml"
+    import yaml
+
+    cfg_file.write_text(yaml.safe_dump(bench.gpt2dist_config(spec, long, tmp_path / "run")))
+    cfg = load_config(cfg_file)
+    vocab, n = write_nanogpt_data(cfg, tmp_path / "nano")
+    ids = np.fromfile(tmp_path / "nano" / "train.bin", dtype=np.uint16)
+    from gpt2dist.data.pieces import DocumentEncoder
+    from gpt2dist.rundir import build_run_tokenizer
+
+    tok = build_run_tokenizer(cfg, parts)
+    expected = [t for text in (p.read_text() for p in parts) for t in tok(text)["input_ids"] + [tok.eos_token_id]]
+    assert ids.tolist() == expected and n == len(expected) and vocab == len(tok)
+    assert DocumentEncoder(tok).piece_chars is not None
+    command = nanogpt_command(Path("/nano"), spec, tmp_path / "nano", tmp_path / "out", "cpu", False)
+    assert "--batch_size=8" in command and "--block_size=16" in command and "--compile=False" in command
+    assert ITER_LINE.match("iter 12: loss 3.2777, time 1234.56ms, mfu -100.00%").groups() == ("12", "3.2777",
+                                                                                            "1234.56")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("NANOGPT_DIR"), reason="set NANOGPT_DIR to a nanoGPT checkout")
+def test_bench_runs_nanogpt_beside_gpt2dist(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--n-layer", "1",
+                           "--n-embd", "32", "--n-head", "2", "--block-size", "32", "--micro", "2", "--steps", "12",
+                           "--warmup", "4", "--window", "4", "--stories", "200", "--threads", "1", "--corpus", "long",
+                           "--nanogpt", os.environ["NANOGPT_DIR"]], capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for ratio in ("gpt2dist / packed", "gpt2dist / nanogpt", "packed / nanogpt"):
+        assert f"ratio {ratio}:" in proc.stdout

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import read_metrics, run_cli, tiny_config, write_yaml
+from ranks import assert_none_survive, process_tree
 
 from gpt2dist.checkpoint import CheckpointManager
 
@@ -58,8 +59,10 @@ def kill_at_random(config: Path, run_dir: Path, rng: random.Random, inside_save:
                 break
             time.sleep(0.002)
     assert proc.poll() is None, "the run ended before the fault could be injected"
-    proc.send_signal(signal.SIGKILL)
+    tree = process_tree(proc.pid)  # the trainer and its DataLoader worker, once started
+    proc.send_signal(signal.SIGKILL)  # the trainer alone, as the OOM killer does
     proc.wait(timeout=30)
+    assert_none_survive(tree)
 
 
 def trial(tmp_path: Path, corpus, reference: dict[int, dict], seed: int) -> None:
@@ -84,6 +87,31 @@ def trial(tmp_path: Path, corpus, reference: dict[int, dict], seed: int) -> None
                                   for s in range(TRIALS)])
 def test_sigkill_anywhere_then_resume(tmp_path, story_corpus, reference, seed):
     trial(tmp_path, story_corpus, reference, seed)
+
+
+@pytest.mark.slow
+def test_a_sigkilled_trainer_takes_its_data_worker_with_it(tmp_path, story_corpus):
+    """SIGKILL the training process alone (not its group), as the OOM killer or a user's `kill -9 PID` does: its
+    streaming DataLoader worker (`pt_data_worker`) must die with it instead of living on with parent 1."""
+    config = fault_config(tmp_path, story_corpus, "run")
+    # Batches of 16 x 513 token ids, 8 prefetched: more than a pipe holds (64 KiB), so at the kill the worker has
+    # results queued that nobody will read -- the state in which orphaned workers were found blocked.
+    proc = subprocess.Popen([sys.executable, "-m", "gpt2dist.train", str(config), "train.max_steps=100000",
+                             "data.num_workers=1", "data.prefetch_factor=8", "data.block_size=512",
+                             "model.n_positions=512", "train.micro_batch_size=16"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    try:
+        while not (metrics.is_file() and metrics.read_text().count('"loss"') >= 3):
+            assert proc.poll() is None, "the run ended early"
+            time.sleep(0.01)
+        tree = process_tree(proc.pid)
+        names = {Path(f"/proc/{p}/comm").read_text().strip() for p in tree[1:]}
+        assert "pt_data_worker" in names, f"the run has no DataLoader worker to test: {names}"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert_none_survive(tree, within=5.0)
 
 
 def mount_tmpfs(mount: Path, size: str) -> Path:

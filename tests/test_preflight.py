@@ -46,6 +46,50 @@ def test_a_rank_without_rows_is_an_error(tmp_path):
     cfg = cfg_with(tmp_path, "train.micro_batch_size=1", data="one\n\ntwo\n\nthree\n\nfour\n")
     (err,) = messages(preflight.cheap_checks(cfg, 6), "error")
     assert "4 rows (documents) for 6 ranks: ranks 4-5 would get none" in err
+    assert "data.format=packed" in err, "the message names what works"
+
+
+def long_document(chars: int) -> str:
+    from gpt2dist.demo_corpus import generate_stories
+
+    return " ".join(s.replace("\n", " ") for s in generate_stories(chars // 250, seed=2))[:chars]
+
+
+def test_one_long_document_is_shared_by_every_rank(tmp_path):
+    """A corpus of one document (a single .txt read with sample_by=document) is dealt to ranks in pieces."""
+    cfg = cfg_with(tmp_path, "train.micro_batch_size=1", "data.sample_by=document", data=long_document(300_000))
+    findings = preflight.cheap_checks(cfg, 4)
+    assert not messages(findings, "error"), findings
+    assert any("1 rows in 5 pieces -> ~1 per rank" in m for m in messages(findings, "ok")), findings
+    (err,) = messages(preflight.cheap_checks(cfg, 8), "error")  # 5 pieces cannot feed 8 ranks
+    assert "1 rows (documents) for 8 ranks: ranks 5-7 would get none" in err and "data.format=packed" in err
+
+
+def test_long_parquet_rows_are_counted_in_pieces(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "long.parquet"
+    pq.write_table(pa.table({"text": [long_document(200_000), "a short one"]}), path)
+    cfg = load_config(None, [f"data.train=[{path}]", f"run_dir={tmp_path / 'run'}", "train.micro_batch_size=1"])
+    findings = preflight.cheap_checks(cfg, 3)
+    assert not messages(findings, "error"), findings
+    assert any("2 rows in 5 pieces" in m for m in messages(findings, "ok")), findings
+
+
+def test_a_tokenizer_that_cannot_split_documents_names_packed(tmp_path):
+    from tokenizers import pre_tokenizers
+
+    from gpt2dist.tokenizer import train_bpe
+
+    tok = train_bpe(["some text to learn from"] * 20, 300)
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.save_pretrained(tmp_path / "tok")
+    cfg = cfg_with(tmp_path, "train.micro_batch_size=1", "data.sample_by=document", "tokenizer.kind=pretrained",
+                   f"tokenizer.path={tmp_path / 'tok'}", data=long_document(300_000))
+    errors = [e for e in messages(preflight.cheap_checks(cfg, 2), "error") if "would get none" in e]
+    assert len(errors) == 1 and "cannot split long documents exactly" in errors[0]
+    assert "data.format=packed" in errors[0]
 
 
 def test_file_sharding_flags_a_rank_whose_files_are_empty(tmp_path):

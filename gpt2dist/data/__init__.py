@@ -6,6 +6,8 @@
   sources.py    data files named by URL (hub datasets, buckets)
   sharding.py   who reads which file/row, and re-splitting cursors on a world-size change
   stream.py     data.format=stream: tokenize while training (TextStream)
+  tokens.py     its token buffer: O(window) cuts, and which document each buffered token came from
+  pieces.py     long documents in exact pieces (where to cut, which tokenizers allow it)
   prefetch.py   the same in a DataLoader worker, ahead of the loop
   mixing.py     data.weights on the streaming path (MixedStream)
   prepare.py    `gpt2dist prepare`: tokenize once into packed shards

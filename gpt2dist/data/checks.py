@@ -1,5 +1,9 @@
 """The doctor's data checks: will every rank get data under the sharding rules, and is the prepared data there.
 
+In example sharding (fewer files than ranks) the unit dealt to ranks is a document, or a piece of one longer
+than pieces.PIECE_CHARS characters, so a corpus of one long document feeds every rank; only too few short
+documents leave a rank without data (the error then names what works: data.format=packed).
+
 Cheap on purpose (file sizes, small files' row counts, the packed manifest): `gpt2dist train` and the Slurm
 renderer run them before any expensive work. Each returns (level, message) for the doctor to report.
 """
@@ -10,6 +14,7 @@ from pathlib import Path
 
 from gpt2dist import memory
 from gpt2dist.config import RunConfig
+from gpt2dist.data.pieces import PIECE_CHARS, piece_starts
 from gpt2dist.data.sharding import shard_mode
 from gpt2dist.data.sources import DataFile, RemoteFile, file_size, open_binary
 
@@ -20,28 +25,64 @@ BYTES_PER_TOKEN = {"char": 1.0, "bpe": 4.0, "pretrained": 4.0}  # rough: ~4 byte
 def rows_per_file(files: list[DataFile], sample_by: str) -> list[int] | None:
     """Rows of each file as `data` reads them (what ranks shard by), or None when counting costs too much
     (large or remote text files: counting reads them whole)."""
+    units = units_per_row(files, sample_by, None)
+    return None if units is None else [len(rows) for rows in units]
+
+
+def units_per_row(files: list[DataFile], sample_by: str, piece_chars: int | None,
+                  text_field: str = "text") -> list[list[int]] | None:
+    """Per file, per row: how many sharding units (pieces, sharding.py) the row is -- 1, or more for a row over
+    `piece_chars` characters (counted on the raw text: cleaning only shortens it, so this is an upper bound;
+    parquet rows are counted as 1 unless the file is small). None when counting costs too much."""
     small = sum(file_size(f) for f in files) <= COUNT_ROWS_LIMIT
-    counts = []
+    out = []
     for path in files:
         suffix = path.suffix.lower()
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
             with open_binary(path) as fh:
-                counts.append(pq.ParquetFile(fh).metadata.num_rows)  # the footer only
+                meta = pq.ParquetFile(fh).metadata  # the footer only
+                if piece_chars is None or not small or text_field not in meta.schema.names:
+                    out.append([1] * meta.num_rows)
+                    continue
+                texts = pq.read_table(fh, columns=[text_field]).column(text_field).to_pylist()
+            out.append([_units(str(t or "").encode(), piece_chars) for t in texts])
             continue
         if not small or suffix == ".json" or isinstance(path, RemoteFile):
             return None
         text = path.read_bytes().replace(b"\r\n", b"\n")
         if suffix == ".jsonl":
-            counts.append(sum(1 for line in text.split(b"\n") if line.strip()))
+            rows = [line for line in text.split(b"\n") if line.strip()]
         elif sample_by == "document":
-            counts.append(1)
+            rows = [text]
         elif sample_by == "line":
-            counts.append(text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0))
+            rows = text.split(b"\n")
+            if not text or text.endswith(b"\n"):
+                rows.pop()
         else:  # paragraph: datasets' text builder splits on blank lines and drops empty pieces
-            counts.append(sum(1 for part in text.split(b"\n\n") if part))
-    return counts
+            rows = [part for part in text.split(b"\n\n") if part]
+        out.append([_units(row, piece_chars) for row in rows])
+    return out
+
+
+def _units(row: bytes, piece_chars: int | None) -> int:
+    if piece_chars is None or len(row) <= piece_chars:  # bytes >= characters: short in bytes is short in text
+        return 1
+    return len(piece_starts(row.decode("utf-8", errors="replace"), piece_chars))
+
+
+def stream_piece_chars(cfg: RunConfig) -> int | None:
+    """The piece size the streaming path will split long documents at for this tokenizer (None: whole)."""
+    if cfg.tokenizer.kind in ("char", "bpe"):
+        return PIECE_CHARS
+    try:
+        from gpt2dist.data.pieces import splits_exactly
+        from gpt2dist.tokenizer import load_tokenizer
+
+        return PIECE_CHARS if splits_exactly(load_tokenizer(cfg.tokenizer.path)) else None
+    except Exception:  # a missing or broken tokenizer folder is another check's finding
+        return None
 
 
 def count_rows(files: list[DataFile], sample_by: str) -> int | None:
@@ -75,22 +116,30 @@ def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int, label: s
                             f"one window of {window}: add data or lower data.block_size")
         return "ok", (f"{where}: file sharding, {len(files) // world_size}+ files per rank, shares "
                       f"{memory.fmt_bytes(min(shares))}-{memory.fmt_bytes(max(shares))}")
-    counts = rows_per_file(files, cfg.data.sample_by)
-    if counts is None:
+    piece_chars = stream_piece_chars(cfg)
+    units = units_per_row(files, cfg.data.sample_by, piece_chars, cfg.data.text_field)
+    if units is None:
         why = "remote files" if any(isinstance(f, RemoteFile) for f in files) else \
             f"above {memory.fmt_bytes(COUNT_ROWS_LIMIT)}"
         return "ok", f"{where} (rows not counted: {why})"
-    rows = sum(counts)
-    covered = {(i + j) % world_size for i, n in enumerate(counts) for j in range(min(n, world_size))}
+    rows, pieces = sum(len(u) for u in units), sum(sum(u) for u in units)
+    # unit (row j, piece k) of file i goes to rank (i + j + k) % W: enough units per file cover every rank
+    covered = {(i + j + k) % world_size for i, per_row in enumerate(units) for j, n in enumerate(per_row)
+               for k in range(min(n, world_size))}
     missing = sorted(set(range(world_size)) - covered)
     if missing:
+        how = (f"a row over {piece_chars:,} characters is dealt in pieces" if piece_chars else
+               "this tokenizer cannot split long documents exactly, so each is read whole")
         return "error", (f"{where}, {rows} rows (documents) for {world_size} ranks: {_ranks(missing)} would "
-                         f"get none (rank r keeps row j of file i when (i + j) % {world_size} == r): add data, use "
-                         "data.sample_by=line or paragraph, or fewer ranks")
+                         f"get none (rank r keeps row j of file i when (i + j) % {world_size} == r; {how}): add "
+                         "data, use data.sample_by=line or paragraph, fewer ranks, or data.format=packed (`gpt2dist "
+                         "prepare`: ranks share windows, not documents)")
     tokens_per_rank = sum(sizes) / per_token / world_size
     if tokens_per_rank < window:
         return "warn", (f"{where}: ~{tokens_per_rank:.0f} tokens per rank, less than one window of {window}: add "
                         "data or lower data.block_size")
+    if pieces > rows:
+        return "ok", f"{where}, {rows:,} rows in {pieces:,} pieces -> ~{pieces // world_size:,} per rank"
     return "ok", f"{where}, {rows:,} rows -> ~{rows // world_size:,} per rank"
 
 

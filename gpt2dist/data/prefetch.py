@@ -10,8 +10,12 @@ part, runs there off the training process. `data.num_workers=0` keeps everything
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
+import functools
 import os
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -42,6 +46,19 @@ class _Batches(IterableDataset):
 
 def _as_is(item: Any) -> Any:
     return item
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent: int, worker_id: int = 0) -> None:
+    """The worker's first act (worker_init_fn): ask Linux to SIGKILL it when its trainer dies, whatever kills the
+    trainer (SIGKILL, the OOM killer). Without it a worker outlives a SIGKILLed trainer: torch's watchdog ends its
+    loop, but the exit then waits forever to flush its result queue into a pipe nobody reads (prctl(2))."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: torch's watchdog still ends the loop
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the trainer died before the request was in place
+        os._exit(1)
 
 
 class PrefetchedStream:
@@ -88,6 +105,7 @@ class PrefetchedStream:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         loader = DataLoader(_Batches(self._make, self._state, batch_size), batch_size=None, num_workers=1,
                             prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory, collate_fn=_as_is,
+                            worker_init_fn=functools.partial(die_with_parent, os.getpid()),
                             # its own generator: the DataLoader draws a worker seed, which must not move the
                             # global torch RNG (dropout) -- else a resumed run would diverge from an unbroken one
                             generator=torch.Generator().manual_seed(0))

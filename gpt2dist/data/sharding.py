@@ -1,33 +1,49 @@
 """Who reads what (the sharding rules) and re-splitting the data cursor when a run resumes on other ranks.
 
-Positions are per (epoch, file, row-in-file), so a cursor never depends on the rows of files a rank does
-not read. Rank r of W reads files r, r+W, ... when there are at least as many files as ranks ("file"
-mode: a rank never opens another rank's file); with fewer files every rank reads every file and keeps
-row j of file i when (i + j) % W == r ("example" mode). Epoch 0 visits the files in `data.train` order,
-every later epoch in a permutation drawn from (seed, epoch); rows inside a file stay in order.
+Positions are per (epoch, file, unit), so a cursor never depends on the rows of files a rank does not read.
+A unit is a document (a row of a file), or one piece of a document longer than pieces.PIECE_CHARS
+characters: unit (row, piece); a short document is the single unit (row, 0). Rank r of W reads files r,
+r+W, ... when there are at least as many files as ranks ("file" mode: a rank never opens another rank's
+file, and reads every unit of its files); with fewer files every rank reads every file and keeps unit
+(row j, piece k) of file i when (i + j + k) % W == r ("example" mode): short documents are dealt round
+robin as before, and a long document's pieces are dealt round robin too, so one long document (or fewer
+documents than ranks) still feeds every rank. Epoch 0 visits the files in `data.train` order, every later
+epoch in a permutation drawn from (seed, epoch); rows inside a file stay in order.
 
-A cursor (TextStream.state_dict) says: epoch, how far into this rank's visit order (`index`, `row`),
-the row counts of files read to their end, the rows other ranks consumed before a world-size change
-(`consumed`: [epoch, file, prefix, extra rows]), the leftover tokens and the windows of the epoch.
-`reshard_cursor` merges N old cursors into the consumed set of every (epoch, file) and hands each of the
-M new ranks the part of it in its share: across the change no document is read twice and none is left out,
-in either mode and when the mode switches (the tests cover N->M over 1, 3 and 16 files).
+A cursor (TextStream.state_dict, version 3) says: epoch, how far into this rank's visit order (`index`,
+`row`, `piece`: the next unit to read), the row counts of files read to their end, the units other ranks
+consumed before a world-size change (`consumed`), and the units read but not yet wholly cut into windows
+(`partial`: [epoch, file, row, piece, tokens already cut, pieces-end-with-EOS], re-tokenized on resume). It
+holds no token ids (but for the leftover `buffer` a version-2 cursor carried, kept until trained on): its size
+is bounded by the units one refill reads, whatever the documents' length. `reshard_cursor` merges N old
+cursors into the consumed set of every (epoch, file) and hands each of the M new ranks the part of it in its
+share, and old rank r's buffered units to new rank r % M: across the change no unit is read twice and none is
+left out, in either mode and when the mode switches (the tests cover N->M over 1, 3 and 16 files).
+Version-2 cursors (token lists, whole documents) are upgraded on load and resume exactly.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from gpt2dist.errors import UserError
 
-CURSOR_VERSION = 2
+CURSOR_VERSION = 3
+Unit = tuple[int, int]  # (row, piece)
 
 
 def shard_mode(n_files: int, world_size: int) -> str:
-    """'file' when every rank can get whole files of its own, 'example' (row interleave) otherwise."""
+    """'file' when every rank can get whole files of its own, 'example' (unit interleave) otherwise."""
     return "file" if n_files >= world_size else "example"
+
+
+def deals_pieces(n_files: int, world_size: int) -> bool:
+    """Are a long document's pieces spread over several ranks (then each piece ends with EOS: a rank's next piece
+    of it is not the text that follows)?"""
+    return shard_mode(n_files, world_size) == "example" and world_size > 1
 
 
 def owns_file(file: int, rank: int, world_size: int, n_files: int) -> bool:
@@ -35,11 +51,16 @@ def owns_file(file: int, rank: int, world_size: int, n_files: int) -> bool:
     return shard_mode(n_files, world_size) == "example" or file % world_size == rank
 
 
-def owns_row(file: int, row: int, rank: int, world_size: int, n_files: int) -> bool:
-    """Does this rank train on row `row` of file `file`? Disjoint and complete over the ranks."""
+def owns_unit(file: int, row: int, piece: int, rank: int, world_size: int, n_files: int) -> bool:
+    """Does this rank train on piece `piece` of row `row` of file `file`? Disjoint and complete over the ranks."""
     if shard_mode(n_files, world_size) == "file":
         return file % world_size == rank
-    return (file + row) % world_size == rank
+    return (file + row + piece) % world_size == rank
+
+
+def owns_row(file: int, row: int, rank: int, world_size: int, n_files: int) -> bool:
+    """Does this rank own (the first piece of) row `row`? For whole documents: does it train on that row."""
+    return owns_unit(file, row, 0, rank, world_size, n_files)
 
 
 def epoch_order(n_files: int, seed: int, epoch: int) -> list[int]:
@@ -55,48 +76,108 @@ def visit_order(n_files: int, seed: int, epoch: int, rank: int, world_size: int)
     return [i for i in epoch_order(n_files, seed, epoch) if owns_file(i, rank, world_size, n_files)]
 
 
-def _position(cursor: dict[str, Any], epoch: int, file: int, counts: dict[int, int]) -> int:
-    """How many rows of `file` this old rank had read through in `epoch` (0 .. the file's row count)."""
+@dataclass
+class Consumed:
+    """The units of one file in one epoch that ranks took before a world-size change: every unit below `prefix`,
+    the listed `units`, and per earlier world size a frontier -- (W, each old rank's position): unit u is
+    taken when u < the position of u's owner among those W ranks. Frontiers keep the set small whatever the
+    number of pieces between the slowest and the fastest rank."""
+
+    file: int
+    n_files: int
+    prefix: Unit = (0, 0)
+    units: set[Unit] = field(default_factory=set)
+    frontiers: list[tuple[int, tuple[Unit, ...]]] = field(default_factory=list)
+
+    def __contains__(self, unit: Unit) -> bool:
+        if unit < self.prefix or unit in self.units:
+            return True
+        row, piece = unit
+        for world, reach in self.frontiers:
+            owner = self.file % world if shard_mode(self.n_files, world) == "file" else \
+                (self.file + row + piece) % world
+            if unit < reach[owner]:
+                return True
+        return False
+
+    def merge(self, other: Consumed) -> None:
+        self.prefix = max(self.prefix, other.prefix)
+        self.units |= other.units
+        self.frontiers += [f for f in other.frontiers if f not in self.frontiers]
+
+    def prune(self) -> None:
+        self.units = {u for u in self.units if u >= self.prefix}
+        self.frontiers = [(w, reach) for w, reach in self.frontiers if any(r > self.prefix for r in reach)]
+
+    def empty(self) -> bool:
+        return self.prefix == (0, 0) and not self.units and not self.frontiers
+
+    def to_json(self, epoch: int) -> list[Any]:
+        """[epoch, file, prefix row, details] (the version-2 layout, whose last item was a list of extra rows)."""
+        return [epoch, self.file, self.prefix[0], {
+            "piece": self.prefix[1], "units": [list(u) for u in sorted(self.units)],
+            "frontiers": [[w, [list(r) for r in reach]] for w, reach in self.frontiers]}]
+
+    @classmethod
+    def from_json(cls, entry: list[Any], n_files: int) -> tuple[int, Consumed]:
+        epoch, file, row, details = entry
+        if isinstance(details, list):  # version 2: extra whole rows (documents were never split)
+            return epoch, cls(file, n_files, (row, 0), {(r, 0) for r in details})
+        return epoch, cls(file, n_files, (row, details["piece"]), {(r, k) for r, k in details["units"]},
+                          [(w, tuple((r, k) for r, k in reach)) for w, reach in details["frontiers"]])
+
+
+def upgrade_cursor(cursor: dict[str, Any]) -> dict[str, Any]:
+    """A TextStream cursor in the current layout: version 3 as is; version 2 (a list of leftover tokens, no pieces:
+    its run read documents whole, `piece_chars` None keeps it so) upgraded; anything older refused."""
+    version = cursor.get("version")
+    if version == CURSOR_VERSION:
+        return cursor
+    if version != 2:
+        raise UserError("the checkpoint's data cursor was written by an older gpt2dist (global row positions): "
+                        "resume with that version or start a new run_dir")
+    return {**cursor, "version": CURSOR_VERSION, "piece": 0, "partial": [], "piece_chars": None,
+            "consumed": [[e, i, p, {"piece": 0, "units": [[r, 0] for r in rows], "frontiers": []}]
+                         for e, i, p, rows in cursor["consumed"]]}
+
+
+def _position(cursor: dict[str, Any], epoch: int, file: int, counts: dict[int, int]) -> Unit:
+    """How far this old rank had read `file` in `epoch`: every unit of it before this one is taken."""
     n_files = len(cursor["files"])
     if not owns_file(file, cursor["rank"], cursor["world_size"], n_files) or epoch > cursor["epoch"]:
-        return 0
+        return (0, 0)
     order = visit_order(n_files, cursor["seed"], epoch, cursor["rank"], cursor["world_size"])
     k = order.index(file)
     if epoch == cursor["epoch"] and k >= cursor["index"]:
-        return cursor["row"] if k == cursor["index"] else 0
+        return (cursor["row"], cursor["piece"]) if k == cursor["index"] else (0, 0)
     if file not in counts:  # every finished file's count is recorded; a missing one means a damaged cursor
         raise UserError(f"checkpoint cursor of rank {cursor['rank']} lacks the row count of {cursor['files'][file]}: "
                         "resume on the world size the checkpoint was written with")
-    return counts[file]
+    return (counts[file], 0)
 
 
-def _consumed(cursors: list[dict[str, Any]], epoch: int, file: int, counts: dict[int, int]) -> tuple[int, set[int]]:
-    """Rows of `file` consumed in `epoch` by any old rank, as (prefix, extra rows >= prefix)."""
+def _consumed(cursors: list[dict[str, Any]], epoch: int, file: int, counts: dict[int, int]) -> Consumed:
+    """Units of `file` consumed in `epoch` by any old rank (and by the ranks before earlier world-size changes)."""
     n_files = len(cursors[0]["files"])
-    readers = [(c, _position(c, epoch, file, counts)) for c in cursors
-               if owns_file(file, c["rank"], c["world_size"], n_files)]
-    # Every row below the slowest reader's position was read through by its owner, hence consumed.
-    prefix = min(pos for _, pos in readers)
-    reach = {c["rank"]: pos for c, pos in readers}
     old_world = cursors[0]["world_size"]
-    extra = {j for j in range(prefix, max(reach.values()))
-             for owner in range(old_world) if owns_row(file, j, owner, old_world, n_files) and j < reach.get(owner, 0)}
-    for c in cursors:  # rows other ranks consumed before an earlier world-size change
-        for e, i, p, rows in c["consumed"]:
-            if (e, i) == (epoch, file):
-                prefix = max(prefix, p)
-                extra |= set(rows)
-    while prefix in extra:
-        prefix += 1
-    return prefix, {j for j in extra if j > prefix}
+    reach = {c["rank"]: _position(c, epoch, file, counts) for c in cursors
+             if owns_file(file, c["rank"], old_world, n_files)}
+    # Every unit below the slowest reader's position was read through by its owner, hence consumed; above it,
+    # a unit is consumed when its owner had passed it (the frontier).
+    merged = Consumed(file, n_files, min(reach.values()),
+                      frontiers=[(old_world, tuple(reach.get(r, (0, 0)) for r in range(old_world)))])
+    for c in cursors:  # units other ranks consumed before an earlier world-size change
+        for entry in c["consumed"]:
+            e, earlier = Consumed.from_json(entry, n_files)
+            if (e, earlier.file) == (epoch, file):
+                merged.merge(earlier)
+    merged.prune()
+    return merged
 
 
 def reshard_cursor(cursors: list[dict[str, Any]], rank: int, world_size: int) -> dict[str, Any]:
     """This new rank's cursor, merged from all old ranks' cursors (one per old rank, any order)."""
-    if any(c.get("version") != CURSOR_VERSION for c in cursors):
-        raise UserError("the checkpoint's data cursor was written by an older gpt2dist (global row positions): "
-                        "resume it on the world size it was written with, or start a new run_dir")
-    cursors = sorted(cursors, key=lambda c: c["rank"])
+    cursors = sorted((upgrade_cursor(c) for c in cursors), key=lambda c: c["rank"])
     old_world = cursors[0]["world_size"]
     if [c["rank"] for c in cursors] != list(range(old_world)):
         raise UserError(f"checkpoint has cursors for ranks {[c['rank'] for c in cursors]} of {old_world}: "
@@ -110,11 +191,13 @@ def reshard_cursor(cursors: list[dict[str, Any]], rank: int, world_size: int) ->
         for file in range(n_files):
             if not owns_file(file, rank, world_size, n_files):
                 continue
-            prefix, extra = _consumed(cursors, epoch, file, counts)
-            if prefix or extra:
-                consumed.append([epoch, file, prefix, sorted(extra)])
-    buffer = [t for c in cursors if c["rank"] % world_size == rank for t in c["buffer"]]
+            merged = _consumed(cursors, epoch, file, counts)
+            if not merged.empty():
+                consumed.append(merged.to_json(epoch))
+    mine = [c for c in cursors if c["rank"] % world_size == rank]  # old rank r's unfinished tokens go to r % M
     return {"version": CURSOR_VERSION, "files": cursors[0]["files"], "rank": rank, "world_size": world_size,
             "mode": shard_mode(n_files, world_size), "seed": cursors[0]["seed"], "epoch": first, "index": 0,
-            "row": 0, "windows_in_epoch": 0, "buffer": buffer, "consumed": consumed,
+            "row": 0, "piece": 0, "windows_in_epoch": 0, "piece_chars": cursors[0]["piece_chars"],
+            "buffer": [t for c in mine for t in c["buffer"]], "partial": [p for c in mine for p in c["partial"]],
+            "consumed": consumed,
             "rows": {str(i): n for i, n in sorted(counts.items()) if owns_file(i, rank, world_size, n_files)}}

@@ -1,24 +1,39 @@
 """The streaming path (data.format=stream): this rank's documents -> tokens + EOS -> windows of block_size + 1.
 
-A rank reads only the files (or rows) it owns (`sharding.py`), one file at a time, tokenizes documents in small
-batches and cuts windows from the token buffer. Its position is a small JSON-able cursor -- (epoch, file, row in
-file), leftover tokens -- saved in every checkpoint; resuming opens the file the cursor names and skips the
-consumed rows of that one file, never the corpus prefix.
+A rank reads only the files (or units) it owns (`sharding.py`), one file at a time, tokenizes documents in
+small batches -- a long document one piece at a time (`pieces.py`) -- and cuts windows from a token buffer
+whose cuts cost O(window) (`tokens.py`). Its position is a small JSON-able cursor -- (epoch, file, row, piece)
+of the next unit to read, and the units still in the buffer by name (with how many of their tokens are cut),
+not their tokens -- saved in every checkpoint; resuming re-tokenizes those units (one piece each, for a long
+document) and opens the file the cursor names at its row, never the corpus prefix.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from gpt2dist.config import DataConfig
 from gpt2dist.data.contract import Window
-from gpt2dist.data.sharding import CURSOR_VERSION, owns_row, reshard_cursor, shard_mode, visit_order
+from gpt2dist.data.pieces import piece_starts, piece_text
+from gpt2dist.data.sharding import (
+    CURSOR_VERSION,
+    Consumed,
+    deals_pieces,
+    owns_unit,
+    reshard_cursor,
+    shard_mode,
+    upgrade_cursor,
+    visit_order,
+)
 from gpt2dist.data.sources import DataFile
 from gpt2dist.data.text import iter_file_texts, keep_document
+from gpt2dist.data.tokens import LITERAL, OWN, PARTIAL, Segment, TokenBuffer
 from gpt2dist.errors import UserError
 
 DOCS_PER_TOKENIZE_CALL = 64  # batching the tokenizer call amortizes its per-call overhead
@@ -29,12 +44,15 @@ log = logging.getLogger(__name__)
 class TextStream:
     """Endless stream of block_size + 1 token windows for one rank, tokenized as it reads, with an exact cursor.
 
-    The rank reads its files (sharding.py: whole files when there are at least as many files as
-    ranks, a row interleave otherwise) one at a time in the epoch's visit order. Position = (epoch,
-    index in the visit order, row in that file); `consumed` holds rows other ranks took before a
-    world-size change, skipped here. Documents are pulled in small batches, so the position always
-    matches the token buffer. At the end of a pass the next epoch starts in a new file order; leftover
-    tokens carry over, so no token is dropped.
+    The rank reads its files (sharding.py: whole files when there are at least as many files as ranks, a
+    unit interleave otherwise) one at a time in the epoch's visit order. Read position = (epoch, index in the
+    visit order, row in that file, piece in that row); `consumed` holds units other ranks took before a
+    world-size change, skipped here. The cursor (state_dict) names the units whose tokens are still in the
+    buffer instead of storing the tokens; a resume re-tokenizes them. At the end of a pass the next epoch
+    starts in a new file order; leftover tokens carry over, so no token is dropped.
+
+    `encode(texts)` gives each text's ids followed by EOS; its `piece_chars` attribute (pieces.DocumentEncoder)
+    is the piece size at which it tokenizes long documents exactly, None (or absent): documents are read whole.
     """
 
     def __init__(self, files: list[DataFile], cfg: DataConfig, encode, *, heldout: bool | None = None,
@@ -42,15 +60,24 @@ class TextStream:
         self.files, self.cfg, self.encode = files, cfg, encode
         self.heldout, self.rank, self.world_size, self.repeat, self.seed = heldout, rank, world_size, repeat, seed
         self.window = cfg.block_size + 1
-        self.epoch, self.index, self.row = 0, 0, 0
+        self.piece_chars: int | None = getattr(encode, "piece_chars", None)
+        self.deal = deals_pieces(len(files), world_size)  # pieces of a long document go to several ranks
+        self.epoch, self.index, self.row, self.piece = 0, 0, 0, 0  # the next unit to read
         self.rows: dict[int, int] = {}  # row counts of files read to their end
-        self.consumed: dict[tuple[int, int], tuple[int, set[int]]] = {}  # (epoch, file) -> (prefix, extra rows)
+        self.consumed: dict[tuple[int, int], Consumed] = {}  # (epoch, file) -> units taken by other ranks
         self.windows_in_epoch = 0
-        self.buffer: list[int] = []
-        self.pulled: list[tuple[int, str]] = []  # (epoch, "file:row") of documents pulled; drained by tracers
+        self.tokens = TokenBuffer()
+        self.pulled: list[tuple[int, str]] = []  # (epoch, "file:row") of units read; drained by tracers
+        self._pending: list[list[Any]] = []  # units a cursor names as buffered: re-tokenized before reading on
         self._texts: Iterator[str] | None = None
-        self._extra: set[int] = set()
+        self._entry: Consumed | None = None  # consumed units of the open file
+        self._doc: tuple[int, str, list[int]] | None = None  # (row, text, piece starts) of a long document
         self._order: tuple[int, list[int]] = (-1, [])
+
+    @property
+    def buffer(self) -> np.ndarray:
+        """Tokens read but not yet cut into windows."""
+        return self.tokens.remaining()
 
     def visit(self) -> list[int]:
         """This epoch's files of this rank, in reading order."""
@@ -58,91 +85,209 @@ class TextStream:
             self._order = (self.epoch, visit_order(len(self.files), self.seed, self.epoch, self.rank, self.world_size))
         return self._order[1]
 
+    # ------------------------------------------------------------------------------------------------ reading
     def _open_next(self) -> bool:
-        """Open the file at `index` at `row`, past files and rows other ranks consumed; False after the last."""
+        """Open the file at `index` at the read position, past units other ranks consumed; False after the last."""
         order = self.visit()
         while self.index < len(order):
             file = order[self.index]
-            prefix, self._extra = self.consumed.get((self.epoch, file), (0, set()))
-            if file in self.rows and prefix >= self.rows[file]:  # consumed whole before a world-size change
-                self.index, self.row = self.index + 1, 0
+            entry = self.consumed.get((self.epoch, file))
+            if entry is not None and file in self.rows and entry.prefix >= (self.rows[file], 0):
+                self.index, self.row, self.piece = self.index + 1, 0, 0  # consumed whole before a world-size change
                 continue
-            self.row = max(self.row, prefix)
+            if entry is not None and entry.prefix > (self.row, self.piece):
+                self.row, self.piece = entry.prefix
+            self._entry = entry
             self._texts = iter_file_texts(self.files[file], self.cfg, self.row)
             return True
         return False
 
-    def _pull_documents(self) -> bool:
-        """Append the tokens of this rank's next few documents to the buffer; False at the end of a pass."""
-        docs: list[str] = []
-        n_files = len(self.files)
-        while len(docs) < DOCS_PER_TOKENIZE_CALL:
-            if self._texts is None and not self._open_next():
-                break
-            file = self.visit()[self.index]
-            for text in self._texts:
-                row, self.row = self.row, self.row + 1
-                if row in self._extra or not owns_row(file, row, self.rank, self.world_size, n_files):
-                    continue
-                if (doc := keep_document(text, self.cfg, self.heldout)) is not None:
-                    docs.append(doc)
-                    self.pulled.append((self.epoch, f"{file}:{row}"))
-                    if len(docs) == DOCS_PER_TOKENIZE_CALL:
-                        break
-            else:  # the file is done
-                self.rows[file] = self.row
-                self.index, self.row, self._texts, self._extra = self.index + 1, 0, None, set()
-        for ids in self.encode(docs):
-            self.buffer.extend(ids)
-        return bool(docs)
+    def _owns(self, file: int, row: int, piece: int) -> bool:
+        return owns_unit(file, row, piece, self.rank, self.world_size, len(self.files)) and \
+            (self._entry is None or (row, piece) not in self._entry)
 
+    def _next_unit(self) -> tuple[str, bool, Segment] | None:
+        """Text of this rank's next unit, whether it ends its document (gets EOS), and its segment; None at the
+        end of the pass. Advances the read position past it."""
+        while True:
+            if self._doc is not None:  # inside a long document: its pieces, from self.piece on
+                row, doc, starts = self._doc
+                file = self.visit()[self.index]
+                while self.piece < len(starts):
+                    k = self.piece
+                    self.piece += 1
+                    if self._owns(file, row, k):
+                        last = k == len(starts) - 1
+                        return piece_text(doc, starts, k), last or self.deal, self._segment(file, row, k, True)
+                self._doc, self.row, self.piece = None, row + 1, 0
+                continue
+            if self._texts is None and not self._open_next():
+                return None
+            file = self.visit()[self.index]
+            text = next(self._texts, None)
+            if text is None:  # the file is done
+                self.rows[file] = self.row
+                self.index, self.row, self.piece, self._texts, self._entry = self.index + 1, 0, 0, None, None
+                continue
+            if self.piece_chars is None or len(text) <= self.piece_chars:  # one unit: unowned rows stay uncleaned
+                row, first = self.row, self.piece == 0
+                self.row, self.piece = row + 1, 0
+                if first and self._owns(file, row, 0) and (doc := keep_document(text, self.cfg, self.heldout)):
+                    return doc, True, self._segment(file, row, 0, False)
+                continue
+            doc = keep_document(text, self.cfg, self.heldout)  # every rank cuts it: its pieces are the units
+            if doc is None:
+                self.row, self.piece = self.row + 1, 0
+                continue
+            self._doc = (self.row, doc, piece_starts(doc, self.piece_chars))
+
+    def _segment(self, file: int, row: int, piece: int, multi: bool) -> Segment:
+        seg = Segment(0, 0, OWN, self.epoch, self.index, file, row, piece, eos_each_piece=self.deal)
+        self.pulled.append((self.epoch, f"{file}:{row}#{piece}" if multi else f"{file}:{row}"))
+        return seg
+
+    def _pull(self) -> bool:
+        """Append the tokens of this rank's next few units to the buffer; False at the end of a pass."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._rebuild(pending)
+            return True
+        items: list[tuple[str, bool, Segment]] = []
+        chars, budget = 0, self.piece_chars or 0
+        while len(items) < DOCS_PER_TOKENIZE_CALL and not (budget and chars >= budget):
+            item = self._next_unit()
+            if item is None:
+                break
+            items.append(item)
+            chars += len(item[0])
+        if items:
+            self._append(items)
+        return bool(items)
+
+    def _append(self, items: list[tuple[str, bool, Segment]]) -> None:
+        """Tokenize the units in one call; a unit that does not end its document loses the EOS `encode` adds."""
+        at = self.tokens.end
+        parts, segments = [], []
+        for (_, last, seg), ids in zip(items, self.encode([text for text, _, _ in items]), strict=True):
+            end = len(ids) if last else len(ids) - 1
+            if seg.skip > end:
+                raise UserError(f"{self.files[seg.file]} row {seg.row} is shorter than the checkpoint says: the "
+                                "data changed since; resume with the same data or start a new run_dir")
+            if end > seg.skip:
+                seg.start, seg.end = at, at + end - seg.skip
+                at = seg.end
+                parts.append(ids[seg.skip:end])
+                segments.append(seg)
+        self.tokens.append(np.fromiter(itertools.chain.from_iterable(parts), dtype=np.int64,
+                                       count=at - self.tokens.end), segments)
+
+    def _rebuild(self, entries: list[list[Any]]) -> None:
+        """Re-tokenize the units a cursor names as buffered (minus their tokens already cut), in order: one pass
+        over each run of entries in the same file, one tokenizer call."""
+        items = []
+        for file, group in itertools.groupby(entries, key=lambda entry: entry[1]):
+            texts, at, doc = None, 0, (-1, None, [])
+            for epoch, _, row, piece, skip, deal in group:
+                if doc[0] != row:
+                    if texts is None or at > row:
+                        texts, at = iter_file_texts(self.files[file], self.cfg, row), row
+                    for _ in range(row - at + 1):
+                        text = next(texts, None)
+                    at = row + 1
+                    kept = None if text is None else keep_document(text, self.cfg, self.heldout)
+                    doc = (row, kept, piece_starts(kept, self.piece_chars) if kept else [])
+                _, text, starts = doc
+                if piece >= len(starts):
+                    raise UserError(f"{self.files[file]} row {row} is not what the checkpoint's data cursor read: "
+                                    "the data changed since; resume with the same data or start a new run_dir")
+                last = piece == len(starts) - 1 or (len(starts) > 1 and deal)
+                items.append((piece_text(text, starts, piece), last,
+                              Segment(0, 0, PARTIAL, epoch, 0, file, row, piece, skip=skip, eos_each_piece=deal)))
+        self._append(items)
+
+    # ------------------------------------------------------------------------------------------------ windows
     def __iter__(self) -> Iterator[Window]:
         return self
 
-    def __next__(self) -> Window:
-        while len(self.buffer) < self.window:
-            if self._pull_documents():
+    def _cut(self) -> np.ndarray:
+        """The next window's tokens (a view of the buffer)."""
+        while len(self.tokens) < self.window:
+            if self._pull():
                 continue
             if not self.repeat:
                 raise StopIteration
             if self.windows_in_epoch == 0 and not any(e == self.epoch for e, _ in self.consumed):
+                packed = ", or use data.format=packed (ranks share windows, not documents)" \
+                    if self.world_size > 1 else ""
                 raise UserError(f"the data in {self.files[0]}{' ...' if len(self.files) > 1 else ''} "
                                 f"gives rank {self.rank} no full window of {self.window} tokens: add data "
-                                "or lower data.block_size")
-            self.epoch, self.index, self.row, self.windows_in_epoch = self.epoch + 1, 0, 0, 0
+                                f"or lower data.block_size{packed}")
+            self.epoch, self.index, self.row, self.piece, self.windows_in_epoch = self.epoch + 1, 0, 0, 0, 0
             self.consumed = {k: v for k, v in self.consumed.items() if k[0] >= self.epoch}
             log.info("data: rank %d starting epoch %d", self.rank, self.epoch)
-        tokens, self.buffer = self.buffer[: self.window], self.buffer[self.window:]
-        window = Window(tokens, self.epoch, self.windows_in_epoch)
+        ids = self.tokens.take(self.window)
+        self.tokens.drop_cut()
+        return ids
+
+    def __next__(self) -> Window:
+        ids = self._cut()
+        window = Window(ids.tolist(), self.epoch, self.windows_in_epoch)
         self.windows_in_epoch += 1
         return window
 
+    def next_batch(self, batch_size: int) -> tuple[torch.Tensor, list[Window]]:
+        arrays, windows = [], []
+        for _ in range(batch_size):
+            ids = self._cut()
+            arrays.append(ids)
+            windows.append(Window(ids.tolist(), self.epoch, self.windows_in_epoch))
+            self.windows_in_epoch += 1
+        return torch.from_numpy(np.stack(arrays)), windows
+
+    # ------------------------------------------------------------------------------------------------ cursor
     def state_dict(self) -> dict[str, Any]:
-        """The cursor: JSON-able, no `datasets` internals (a checkpoint outlives library versions)."""
+        """The cursor: JSON-able, no `datasets` internals (a checkpoint outlives library versions), and no token
+        ids but a version-2 cursor's leftovers: the units in the buffer are named, and re-tokenized on resume."""
+        read_at = self.tokens.read_at
+        literal: list[int] = []
+        partial: list[list[Any]] = []
+        for seg in self.tokens.segments:
+            if seg.kind == LITERAL:
+                literal += self.tokens.tokens(max(seg.start, read_at), seg.end).tolist()
+            else:
+                partial.append([seg.epoch, seg.file, seg.row, seg.piece, seg.skip + max(0, read_at - seg.start),
+                                seg.eos_each_piece])
         return {"version": CURSOR_VERSION, "files": [str(f) for f in self.files], "rank": self.rank,
                 "world_size": self.world_size, "mode": shard_mode(len(self.files), self.world_size),
-                "seed": self.seed, "epoch": self.epoch, "index": self.index, "row": self.row,
-                "windows_in_epoch": self.windows_in_epoch, "buffer": list(self.buffer),
+                "seed": self.seed, "epoch": self.epoch, "index": self.index, "row": self.row, "piece": self.piece,
+                "windows_in_epoch": self.windows_in_epoch, "piece_chars": self.piece_chars,
+                "buffer": literal, "partial": partial + [list(p) for p in self._pending],
                 "rows": {str(i): n for i, n in sorted(self.rows.items())},
-                "consumed": [[e, i, p, sorted(x)] for (e, i), (p, x) in sorted(self.consumed.items())]}
+                "consumed": [c.to_json(e) for (e, _), c in sorted(self.consumed.items(), key=lambda kv: kv[0])]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore this rank's own cursor (same world size)."""
-        if state.get("version") != CURSOR_VERSION:
-            raise UserError("the checkpoint's data cursor was written by an older gpt2dist (global row "
-                            "positions): resume with that version or start a new run_dir")
+        """Restore this rank's own cursor (same world size); a version-2 cursor resumes as its run read."""
+        state = upgrade_cursor(state)
         if state["files"] != [str(f) for f in self.files]:
             raise UserError("the training files differ from the checkpoint's (data.train changed): resume "
                             "with the same files or start a new run_dir")
         if (state["rank"], state["world_size"]) != (self.rank, self.world_size):
             raise UserError(f"checkpoint cursor is for rank {state['rank']} of {state['world_size']}, "
                             f"this is rank {self.rank} of {self.world_size}")
-        self.seed, self.epoch, self.index, self.row = state["seed"], state["epoch"], state["index"], state["row"]
-        self.windows_in_epoch = state["windows_in_epoch"]
-        self.buffer = list(state["buffer"])
+        self.seed, self.epoch, self.index = state["seed"], state["epoch"], state["index"]
+        self.row, self.piece = state["row"], state["piece"]
+        self.windows_in_epoch, self.piece_chars = state["windows_in_epoch"], state["piece_chars"]
         self.rows = {int(i): n for i, n in state["rows"].items()}
-        self.consumed = {(e, i): (p, set(x)) for e, i, p, x in state["consumed"]}
-        self._texts, self._extra = None, set()
+        self.consumed = {}
+        for entry in state["consumed"]:
+            epoch, consumed = Consumed.from_json(entry, len(self.files))
+            self.consumed[(epoch, consumed.file)] = consumed
+        self.tokens = TokenBuffer()
+        if state["buffer"]:
+            literal = np.asarray(state["buffer"], dtype=np.int64)
+            self.tokens.append(literal, [Segment(0, len(literal), LITERAL)])
+        self._pending = [list(p) for p in state["partial"]]  # re-tokenized lazily: loading opens no file
+        self._texts = self._entry = self._doc = None
 
     def load_cursors(self, cursors: list[dict[str, Any]]) -> None:
         """Restore from every rank's saved cursor: our own one, or a re-split one after a world-size change."""
@@ -150,7 +295,3 @@ class TextStream:
             self.load_state_dict(next(c for c in cursors if c["rank"] == self.rank))
         else:
             self.load_state_dict(reshard_cursor(cursors, self.rank, self.world_size))
-
-    def next_batch(self, batch_size: int) -> tuple[torch.Tensor, list[Window]]:
-        windows = [next(self) for _ in range(batch_size)]
-        return torch.tensor([w.tokens for w in windows], dtype=torch.long), windows
