@@ -1,5 +1,5 @@
 """`gpt2dist` -- one command, one subcommand per job: demo, prepare, train, launch, slurm, doctor, eval,
-export, generate, ds-config, plot.
+export, generate, ds-config, plot, config.
 
 Heavy imports (torch, transformers, datasets) happen inside the subcommand that needs them, so
 `gpt2dist --help` and argument errors are instant.
@@ -17,7 +17,14 @@ from gpt2dist.errors import run_or_exit
 def cmd_train(args: argparse.Namespace) -> None:
     from gpt2dist.train import main as train_main
 
-    train_main([args.config, *args.overrides] + (["--no-resume"] if args.no_resume else []))
+    train_main([args.config, *args.overrides] + (["--no-resume"] if args.no_resume else [])
+               + (["--print-config"] if args.print_config else []))
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from gpt2dist.config_docs import config_command
+
+    print(config_command(args.config, list(args.overrides), args.world_size, args.keys))
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -129,7 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML run config (see examples/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
     p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (overrides, batch triple, backend) and exit without training")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("config", help="every config key: type, default, allowed values, doc; or a config resolved")
+    p.add_argument("config", nargs="?", default=None,
+                   help="YAML run config: print it resolved (after overrides, with the derived batch math)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 or --train.lr 3e-4")
+    p.add_argument("--world-size", type=int, default=1, help="data-parallel ranks for the derived batch (default 1)")
+    p.add_argument("--keys", default="", metavar="PREFIX", help="list only the keys starting with PREFIX")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("prepare", help="tokenize the config's data once into packed shards (for data.format=packed)")
     p.add_argument("config", help="YAML run config (its data.* and tokenizer.* keys)")
@@ -213,14 +230,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The subcommand's arguments, overrides collected wherever they stand (`--a.b v` included)."""
     parser = build_parser()
+    from gpt2dist.errors import UserError
+    from gpt2dist.overrides import normalize_argv
+
+    try:  # `--train.lr=3e-4` / `--train.lr 3e-4` -> `train.lr=3e-4`
+        argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
+    except UserError as exc:
+        parser.error(str(exc))
     # Overrides may follow options (`--world-size 8 a.b=1`); argparse leaves those over, so collect them.
     args, extra = parser.parse_known_args(argv)  # argparse itself exits 2 with a usage line on bad arguments
     if extra:
         if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
     run_or_exit(args.func, args)
 
 

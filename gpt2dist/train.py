@@ -11,6 +11,7 @@ import argparse
 import gc
 import logging
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from gpt2dist.engines.device import check_precision, resolve_device
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, count_parameters, flops_per_token
+from gpt2dist.overrides import normalize_argv
 from gpt2dist.preflight import cheap_checks, raise_for_problems
 from gpt2dist.rundir import TOKENIZER_DIR, build_run_tokenizer, check_utf8, prepare_run_dir, save_tokenizer
 from gpt2dist.signals import EXIT_PREEMPTED, STOP_FILE, StopRequest, write_status
@@ -215,7 +217,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", help="YAML run config (see examples/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
     parser.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must be empty")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (overrides, batch triple, backend) and exit")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    try:  # `--train.lr=3e-4` / `--train.lr 3e-4` -> `train.lr=3e-4`
+        argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
+    except UserError as exc:
+        parser.error(str(exc))
     args, extra = parser.parse_known_args(argv)  # the deepspeed launcher appends --local_rank=N
     if any(item.startswith("-") or "=" not in item for item in extra):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -226,6 +234,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     overrides = list(args.overrides) + (["train.resume=false"] if args.no_resume else [])
+    if args.print_config:  # nothing runs: the config as this launch (its world size) resolves it
+        from gpt2dist.config_docs import resolved_text
+
+        text = run_or_exit(lambda: resolved_text(load_config(args.config, overrides), dist.discover().world_size))
+        print(text)
+        return {}
     setup_logging()
     try:
         return run_or_exit(lambda: train(load_config(args.config, overrides)))
