@@ -30,10 +30,13 @@ def cmd_config(args: argparse.Namespace) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     from gpt2dist.config import load_config
     from gpt2dist.data.prepare import prepare
+    from gpt2dist.hub import fetch, to_download
     from gpt2dist.train import setup_logging
 
     setup_logging()
-    report = prepare(load_config(args.config, args.overrides), args.workers)
+    cfg = load_config(args.config, args.overrides)
+    fetch(to_download(cfg))  # a hub tokenizer id the HF cache lacks (prepare is one process)
+    report = prepare(cfg, args.workers)
     speed = (f"; tokenized {report.tokens:,} tokens in {report.seconds:.1f} s = {report.tokens_per_s:,.0f} tokens/s "
              f"({report.tokens_per_s / report.workers:,.0f} per worker, {report.workers} workers)"
              if report.tokenized else "")
@@ -67,7 +70,14 @@ def cmd_export(args: argparse.Namespace) -> None:
     from gpt2dist.train import setup_logging
 
     setup_logging()
-    print(f"exported {export(args.source, args.out)}")
+    if args.push_to_hub:
+        from gpt2dist.hub import check_push_target, push
+
+        check_push_target(args.push_to_hub)  # before the export: a bad id or offline mode fails at once
+    folder = export(args.source, args.out)
+    print(f"exported {folder}")
+    if args.push_to_hub:
+        print(f"pushed {folder} to {args.push_to_hub}: {push(folder, args.push_to_hub, private=args.private)}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -168,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="latest checkpoint of a run (or one step dir) -> Hugging Face folder")
     p.add_argument("source", help="run dir or checkpoints/step-NNNNNNNN dir")
     p.add_argument("out", help="output folder")
+    p.add_argument("--push-to-hub", default=None, metavar="ORG/NAME",
+                   help="then upload the folder to this Hugging Face model repo (created if missing; needs HF_TOKEN)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="sample text from a Hugging Face GPT-2 folder")

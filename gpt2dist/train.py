@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt2dist import dist
+from gpt2dist import dist, hub
 from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
 from gpt2dist.data.build import build_train_stream, build_val, eval_batches
@@ -52,11 +52,17 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     check_precision(cfg.train.precision, device)
     train_files = resolve_files(cfg.data.train, "data.train")
     val_files = resolve_files(cfg.data.val, "data.val") if cfg.data.val else None
+
+    def join_group() -> None:
+        dist.init_process_group(rank, device.type, cfg.distributed.timeout_minutes, deepspeed=use_deepspeed)
+
+    # Hub ids (model.pretrained, tokenizer.path) the HF cache lacks: rank 0 downloads them, the others wait.
+    hub.fetch_on_writer(cfg, rank, join_group)
     # The doctor's cheap checks (data rows per rank, disk room for two checkpoints, ...): every rank runs
     # them, so a problem stops all ranks together with exit 2 instead of leaving some waiting.
     raise_for_problems(cheap_checks(cfg, rank.world_size), warn=log.warning if rank.is_writer else None)
-    if use_deepspeed or rank.world_size > 1:
-        dist.init_process_group(rank, device.type, cfg.distributed.timeout_minutes, deepspeed=use_deepspeed)
+    if (use_deepspeed or rank.world_size > 1) and not dist.is_initialized():
+        join_group()
     try:
         result = run_training(cfg, rank, plan, use_deepspeed, train_files, val_files)
     except Preempted:  # every rank stops at the same step: leave together
