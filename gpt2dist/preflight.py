@@ -128,6 +128,7 @@ def preflight(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[
             rule()  # the doctor prints the batch numbers; here only a misfit matters
         except UserError as exc:
             out.append(Finding("error", str(exc)))
+    out += deepspeed_keys(cfg, world_size)
     if cfg.train.precision == "fp16":
         cpu = cfg.train.device == "cpu"
         out.append(Finding("error" if cpu else "warn", "train.precision=fp16: prefer bf16 where the GPU has it "
@@ -165,6 +166,22 @@ def preflight(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[
     if facts is not None:
         out.append(_disk_finding(cfg, world_size, facts, Path(resolve_path(cfg.run_dir, base))))
     return out, facts
+
+
+def deepspeed_keys(cfg: RunConfig, world_size: int) -> list[Finding]:
+    """distributed.deepspeed: its file and its conflicts with gpt2dist's keys are checked before any work."""
+    if cfg.distributed.deepspeed is None:
+        return []
+    try:
+        if not uses_deepspeed(cfg, world_size):
+            return [Finding("warn", "distributed.deepspeed is ignored: this run uses the torch engine (one rank, "
+                                    "ZeRO stage 0); set distributed.backend=deepspeed to run DeepSpeed")]
+        from gpt2dist.launcher.ds_config import build_ds_config  # a pure function: no deepspeed import
+
+        build_ds_config(cfg, world_size)
+    except UserError as exc:
+        return [Finding("error", str(exc))]
+    return []
 
 
 def _disk_finding(cfg: RunConfig, world_size: int, facts: ModelFacts, run_dir: Path) -> Finding:
