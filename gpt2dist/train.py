@@ -22,6 +22,7 @@ import torch
 from gpt2dist import dist, hub
 from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
+from gpt2dist.curves import CurveWriter
 from gpt2dist.data.build import build_train_stream, build_val, eval_batches
 from gpt2dist.data.text import resolve_files
 from gpt2dist.data.trace import open_trace, write_trace
@@ -36,6 +37,7 @@ from gpt2dist.preflight import cheap_checks, raise_for_problems
 from gpt2dist.rundir import TOKENIZER_DIR, build_run_tokenizer, check_utf8, prepare_run_dir, save_tokenizer
 from gpt2dist.signals import EXIT_PREEMPTED, STOP_FILE, StopRequest, write_status
 from gpt2dist.tokenizer import encode_documents, load_tokenizer
+from gpt2dist.tracking import open_wandb
 
 log = logging.getLogger("gpt2dist")
 
@@ -107,8 +109,12 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     tokens_per_step = plan.global_batch * cfg.data.block_size
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None
     peak = peak_flops(device_name, tcfg.precision)
+    sinks: list = []  # logging.wandb: rank 0 opens the W&B run; every rank learns of a failure in one line
+    if cfg.logging.wandb:
+        dist.on_writer(rank, lambda: sinks.append(open_wandb(cfg, run_dir)))
     logger = MetricsLogger(run_dir, enabled=rank.is_writer, total_steps=tcfg.max_steps, start_step=step,
-                           tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress)
+                           tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress, sinks=sinks)
+    curves = CurveWriter(run_dir, enabled=rank.is_writer and cfg.logging.curves)
     logger.print(f"gpt2dist: {n_params / 1e6:.2f}M parameters | vocab {len(tokenizer)} | "
                  f"{'deepspeed ZeRO-' + str(cfg.distributed.zero_stage) if use_deepspeed else 'torch'} on "
                  f"{engine.device} {tcfg.precision} | {plan.describe(cfg.data.block_size)} | "
@@ -148,6 +154,8 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
         if tcfg.eval_every and val_stream is not None and (step % tcfg.eval_every == 0 or step == tcfg.max_steps):
             last_val = evaluate(engine, val_stream, plan.micro, tcfg.eval_batches)
             logger.log({"step": step, "val_loss": last_val, "val_ppl": float(np.exp(last_val))})
+            if step < tcfg.max_steps:
+                curves.at_eval()  # within its time budget (curves.py); the end always draws
         stopping = stop.should_stop()  # a collective: every rank stops at this same step
         if stopping or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == tcfg.max_steps:
             saved = ckpt.save(step, engine, train_state={"step": step, "tokens": tokens, "epoch": stream.epoch,
@@ -165,6 +173,10 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     if rank.is_writer:
         write_status(run_dir, "finished", step=step)
     stop.restore()
+    drawn = curves.final()
+    logger.print(f"done: step {step} | loss {last_loss:.4f}"
+                 + (f" | val_loss {last_val:.4f}" if last_val is not None else "") + f" | {tokens:,} tokens"
+                 + (f" | curves {drawn}" if drawn else ""))
     logger.close()
     if trace is not None:
         trace.close()
