@@ -1,5 +1,5 @@
 """`gpt2dist` -- one command, one subcommand per job: demo, prepare, train, launch, slurm, doctor, bench-comm,
-eval, export, generate, ds-config, plot.
+eval, export, generate, ds-config, plot, config.
 
 Heavy imports (torch, transformers, datasets) happen inside the subcommand that needs them, so
 `gpt2dist --help` and argument errors are instant.
@@ -18,7 +18,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     check_before_torch(args.config, [*args.overrides] + (["train.resume=false"] if args.no_resume else []))
     from gpt2dist.train import main as train_main
 
-    train_main([args.config, *args.overrides] + (["--no-resume"] if args.no_resume else []))
+    train_main([args.config, *args.overrides] + (["--no-resume"] if args.no_resume else [])
+               + (["--print-config"] if args.print_config else []))
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from gpt2dist.config_docs import config_command
+
+    print(config_command(args.config, list(args.overrides), args.world_size, args.keys))
 
 
 def check_before_torch(config: str, overrides: list[str]) -> None:
@@ -34,10 +41,13 @@ def check_before_torch(config: str, overrides: list[str]) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     from gpt2dist.config import load_config
     from gpt2dist.data.prepare import prepare
+    from gpt2dist.hub import fetch, to_download
     from gpt2dist.train import setup_logging
 
     setup_logging()
-    report = prepare(load_config(args.config, args.overrides), args.workers)
+    cfg = load_config(args.config, args.overrides)
+    fetch(to_download(cfg))  # a hub tokenizer id the HF cache lacks (prepare is one process)
+    report = prepare(cfg, args.workers)
     speed = (f"; tokenized {report.tokens:,} tokens in {report.seconds:.1f} s = {report.tokens_per_s:,.0f} tokens/s "
              f"({report.tokens_per_s / report.workers:,.0f} per worker, {report.workers} workers)"
              if report.tokenized else "")
@@ -71,7 +81,14 @@ def cmd_export(args: argparse.Namespace) -> None:
     from gpt2dist.train import setup_logging
 
     setup_logging()
-    print(f"exported {export(args.source, args.out)}")
+    if args.push_to_hub:
+        from gpt2dist.hub import check_push_target, push
+
+        check_push_target(args.push_to_hub)  # before the export: a bad id or offline mode fails at once
+    folder = export(args.source, args.out)
+    print(f"exported {folder}")
+    if args.push_to_hub:
+        print(f"pushed {folder} to {args.push_to_hub}: {push(folder, args.push_to_hub, private=args.private)}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -150,7 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML run config (see examples/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
     p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must hold no checkpoint")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (overrides, batch triple, backend) and exit without training")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("config", help="every config key: type, default, allowed values, doc; or a config resolved")
+    p.add_argument("config", nargs="?", default=None,
+                   help="YAML run config: print it resolved (after overrides, with the derived batch math)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 or --train.lr 3e-4")
+    p.add_argument("--world-size", type=int, default=1, help="data-parallel ranks for the derived batch (default 1)")
+    p.add_argument("--keys", default="", metavar="PREFIX", help="list only the keys starting with PREFIX")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("prepare", help="tokenize the config's data once into packed shards (for data.format=packed)")
     p.add_argument("config", help="YAML run config (its data.* and tokenizer.* keys)")
@@ -172,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="latest checkpoint of a run (or one step dir) -> Hugging Face folder")
     p.add_argument("source", help="run dir or checkpoints/step-NNNNNNNN dir")
     p.add_argument("out", help="output folder")
+    p.add_argument("--push-to-hub", default=None, metavar="ORG/NAME",
+                   help="then upload the folder to this Hugging Face model repo (created if missing; needs HF_TOKEN)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="sample text from a Hugging Face GPT-2 folder")
@@ -243,14 +273,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The subcommand's arguments, overrides collected wherever they stand (`--a.b v` included)."""
     parser = build_parser()
+    from gpt2dist.errors import UserError
+    from gpt2dist.overrides import normalize_argv
+
+    try:  # `--train.lr=3e-4` / `--train.lr 3e-4` -> `train.lr=3e-4`
+        argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
+    except UserError as exc:
+        parser.error(str(exc))
     # Overrides may follow options (`--world-size 8 a.b=1`); argparse leaves those over, so collect them.
     args, extra = parser.parse_known_args(argv)  # argparse itself exits 2 with a usage line on bad arguments
     if extra:
         if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
     run_or_exit(args.func, args)
 
 

@@ -67,19 +67,19 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
 @dataclass
 class ModelConfig:
     preset: str = "tiny"  # one of MODEL_PRESETS; ignored when `pretrained` is set
-    pretrained: str | None = None  # local Hugging Face folder to fine-tune (config.json + weights)
+    pretrained: str | None = None  # a Hugging Face folder or hub id (ORG/NAME, via the HF cache) to fine-tune
     n_layer: int | None = ranged(None, GT0)  # per-field overrides of the preset
-    n_embd: int | None = ranged(None, GT0)
-    n_head: int | None = ranged(None, GT0)
-    n_positions: int | None = ranged(None, GT0)
-    dropout: float | None = ranged(None, FRACTION)  # resid/embd/attn dropout together (preset: 0.0)
+    n_embd: int | None = ranged(None, GT0)  # width (embedding size); a multiple of n_head
+    n_head: int | None = ranged(None, GT0)  # attention heads
+    n_positions: int | None = ranged(None, GT0)  # longest sequence the model takes (>= data.block_size)
+    dropout: float | None = ranged(None, FRACTION)  # sets resid/embd/attn dropout together (preset default 0.0)
     activation_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
 
 
 @dataclass
 class TokenizerConfig:
     kind: str = "char"  # pretrained | bpe | char
-    path: str | None = None  # kind=pretrained: a local tokenizer folder (default: model.pretrained)
+    path: str | None = None  # kind=pretrained: a tokenizer folder or hub id (default: model.pretrained)
     vocab_size: int = ranged(4096, GT0)  # kind=bpe: size of the trained byte-level BPE vocabulary
 
 
@@ -116,9 +116,9 @@ class TrainConfig:
     min_lr: float = ranged(6e-5, GE0)  # floor of the cosine schedule
     warmup_steps: int = ranged(100, GE0)  # linear warm-up steps
     schedule: str = "cosine"  # cosine | constant (after warm-up)
-    weight_decay: float = ranged(0.1, GE0)
-    beta1: float = ranged(0.9, FRACTION)  # AdamW wants 0 <= beta < 1 (torch.optim.AdamW)
-    beta2: float = ranged(0.95, FRACTION)
+    weight_decay: float = ranged(0.1, GE0)  # AdamW decoupled weight decay (matrices only)
+    beta1: float = ranged(0.9, FRACTION)  # AdamW first-moment decay (0 <= beta < 1, as torch.optim.AdamW wants)
+    beta2: float = ranged(0.95, FRACTION)  # AdamW second-moment decay
     grad_clip: float = ranged(1.0, GE0)  # max global grad norm; 0 disables
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with loss scaling)
     # fp16 loss scaling: initial scale 2**power (2**64 is far beyond any useful scale; fp32 holds up to 2**127)
@@ -148,6 +148,9 @@ class LoggingConfig:
     tensorboard: bool = True  # write RUN_DIR/tensorboard event files
     progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines
     trace_windows: bool = False  # append a digest of every consumed window to RUN_DIR/trace/ (resume audits)
+    curves: bool = True  # redraw RUN_DIR/curves.png after evals (within 2% of the wall clock) and at the end
+    wandb: bool = False  # also log every metrics.jsonl record + the resolved config to Weights & Biases (rank 0)
+    wandb_project: str | None = None  # W&B project (default: WANDB_PROJECT, else gpt2dist)
 
 
 @dataclass
@@ -165,12 +168,13 @@ class DistributedConfig:
     stage3_max_live_parameters: int = ranged(1_000_000_000, GT0)  # cap on gathered parameters alive at once (stage 3)
     stage3_max_reuse_distance: int = ranged(1_000_000_000, GE0)  # keep a gathered param reused within this (stage 3)
     timeout_minutes: int = ranged(30, GT0)  # collective timeout before a hung rank fails the job
+    deepspeed: dict | str | None = None  # your DeepSpeed keys: a mapping or a JSON file, merged over the generated one
 
 
 @dataclass
 class RunConfig:
     run_dir: str = "runs/default"  # checkpoints, metrics, tokenizer and the resolved config go here
-    seed: int = ranged(1234, Range(0, 2**64 - 1))  # torch.manual_seed takes 64-bit seeds
+    seed: int = ranged(1234, Range(0, 2**64 - 1))  # seeds python, numpy and torch (model init, dropout)
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -291,17 +295,21 @@ def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check/convert one value against its annotation (int, float, bool, str, list[str], X | None)."""
+    """Check/convert one value against its annotation (int, float, bool, str, list[str], dict, X | Y | None)."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
             return None
-        hint = next(a for a in args if a is not type(None))
+        mapping = isinstance(value, dict) and any(a is dict or typing.get_origin(a) is dict for a in args)
+        hint = dict if mapping else next(a for a in args if a is not type(None) and a is not dict)
         args = typing.get_args(hint)
     if typing.get_origin(hint) is list:
         items = value if isinstance(value, list) else [value]
         return [coerce(v, args[0], key) for v in items]
-    if hint is bool:
+    if hint is dict:  # a free-form mapping passed on as it is (distributed.deepspeed)
+        if isinstance(value, dict):
+            return value
+    elif hint is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
@@ -338,7 +346,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 def _type_name(hint: Any) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            dict: "a mapping"}.get(hint, str(hint))
 
 
 def validate(cfg: RunConfig) -> None:

@@ -33,6 +33,18 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
 }
 
 
+# How TensorBoard and W&B group the metrics.jsonl keys (the file keeps its keys): train/, eval/ and perf/ panels.
+TAGS: dict[str, str] = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
+                        "tokens": "train/tokens", "epoch": "train/epoch", "skipped": "train/skipped",
+                        "val_loss": "eval/loss", "val_ppl": "eval/ppl",
+                        "tokens_per_s": "perf/tokens_per_s", "mfu": "perf/mfu", "eta_s": "perf/eta_s"}
+
+
+def metric_tag(key: str) -> str:
+    """The grouped tag of a metrics.jsonl key: `loss` -> train/loss, `val_loss` -> eval/loss, new keys by prefix."""
+    return TAGS.get(key) or (f"eval/{key[4:]}" if key.startswith("val_") else f"train/{key}")
+
+
 def peak_flops(device_name: str | None, precision: str, *, tf32: bool | None = None) -> float | None:
     """Peak FLOP/s of one device for a run in `precision` (fp32 | bf16 | fp16 | tf32), or None when unknown.
 
@@ -82,9 +94,10 @@ class MetricsLogger:
     """JSONL + TensorBoard + progress for the writer rank; a no-op for the others."""
 
     def __init__(self, run_dir: Path, *, enabled: bool, total_steps: int, start_step: int,
-                 tensorboard: bool, progress: str) -> None:
+                 tensorboard: bool, progress: str, sinks: list | tuple = ()) -> None:
         self.enabled = enabled
         self.total_steps = total_steps
+        self.sinks = list(sinks)  # more receivers of every record, e.g. tracking.WandbSink
         self._jsonl = None
         self._tb = None
         self._bar = None
@@ -119,7 +132,9 @@ class MetricsLogger:
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and value is not None:
-                    self._tb.add_scalar(key if "val" in key else f"train/{key}", value, step)
+                    self._tb.add_scalar(metric_tag(key), value, step)
+        for sink in self.sinks:
+            sink.log(clean)
         self.print(format_record(record), step=step, record=record)
 
     def print(self, line: str, *, step: int | None = None, record: dict[str, Any] | None = None) -> None:
@@ -136,6 +151,9 @@ class MetricsLogger:
             print(line, flush=True)
 
     def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
         if self._bar is not None:
             self._bar.close()
         if self._tb is not None:

@@ -1,6 +1,7 @@
-"""GPT-2 from a size preset or a local pretrained folder, and the FLOPs-per-token convention.
+"""GPT-2 from a size preset or a pretrained folder, and the FLOPs-per-token convention.
 
-Only local folders are read (`local_files_only=True`): nothing is downloaded at run time.
+Only local files are read (`local_files_only=True`): a local folder, or a hub id's snapshot in the Hugging Face
+cache (`gpt2dist.hub`; `gpt2dist train` fills the cache on rank 0 before any of this runs).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
+from gpt2dist import hub
 from gpt2dist.config import ModelConfig, RunConfig
 from gpt2dist.errors import UserError
 
@@ -25,8 +27,8 @@ ATTENTION = "sdpa"
 
 
 def pretrained_config(path: str, key: str = "config key model.pretrained") -> dict:
-    """The folder's config.json, read early so a bad path fails before any expensive work."""
-    folder = Path(path)
+    """The folder's (or cached hub id's) config.json, read early so a bad path fails before any expensive work."""
+    folder = Path(hub.local_folder(path, key.removeprefix("config key ")))
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise UserError(f"{key}={path!r}: no config.json there; point it at a local "
@@ -73,7 +75,7 @@ def load_pretrained(path: str, overrides: ModelConfig | None = None) -> GPT2LMHe
         kwargs["activation_function"] = FAST_GELU
     if overrides is not None and overrides.dropout is not None:
         kwargs.update({k: overrides.dropout for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")})
-    return from_pretrained_complete(path, **kwargs)
+    return from_pretrained_complete(hub.local_folder(path, "model.pretrained"), **kwargs)
 
 
 def from_pretrained_complete(path: str | Path, **kwargs) -> GPT2LMHeadModel:

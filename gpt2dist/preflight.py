@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt2dist import memory
+from gpt2dist import hub, memory
 from gpt2dist.config import RunConfig, batch_plan, uses_deepspeed
 from gpt2dist.data.checks import packed_check, shard_check
 from gpt2dist.data.sources import file_size, is_url
@@ -56,6 +56,12 @@ def resolve_path(p: str, base: Path | None) -> str:
     return p if base is None or os.path.isabs(p) or is_url(p) else str(base / p)
 
 
+def resolve_pretrained(p: str, base: Path | None) -> str:
+    """model.pretrained / tokenizer.path as the job will see it: a folder under `base`, else a hub id as it is."""
+    local = resolve_path(p, base)
+    return p if not os.path.exists(local) and hub.is_hub_id(p) else local
+
+
 def rebased(cfg: RunConfig, base: Path | None) -> RunConfig:
     """The config with its data paths and run dir as the job will see them (no chdir: it is process-global)."""
     if base is None:
@@ -75,13 +81,13 @@ def model_facts(cfg: RunConfig, base: Path | None = None) -> tuple[ModelFacts, l
     if cfg.model.pretrained is not None:
         from gpt2dist.model import pretrained_config  # imports transformers: only for pretrained models
 
-        hf = pretrained_config(resolve_path(cfg.model.pretrained, base))
+        hf = pretrained_config(resolve_pretrained(cfg.model.pretrained, base))
         dims = {k: hf.get(k, dims[k]) for k in dims}
         model_vocab = hf.get("vocab_size", 50257)
     run_tok = Path(resolve_path(cfg.run_dir, base)) / "tokenizer"  # a resumed run's own tokenizer wins
     tok_dir = run_tok if (run_tok / "tokenizer_config.json").is_file() else None
     if tok_dir is None and cfg.tokenizer.kind == "pretrained":
-        tok_dir = Path(resolve_path(cfg.tokenizer.path or cfg.model.pretrained, base))
+        tok_dir = Path(resolve_pretrained(cfg.tokenizer.path or cfg.model.pretrained, base))
     tok_vocab, source = None, ""
     if tok_dir is not None:
         from gpt2dist.tokenizer import load_tokenizer
@@ -122,6 +128,7 @@ def preflight(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[
             rule()  # the doctor prints the batch numbers; here only a misfit matters
         except UserError as exc:
             out.append(Finding("error", str(exc)))
+    out += deepspeed_keys(cfg, world_size)
     if cfg.train.precision == "fp16":
         cpu = cfg.train.device == "cpu"
         out.append(Finding("error" if cpu else "warn", "train.precision=fp16: prefer bf16 where the GPU has it "
@@ -159,6 +166,22 @@ def preflight(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[
     if facts is not None:
         out.append(_disk_finding(cfg, world_size, facts, Path(resolve_path(cfg.run_dir, base))))
     return out, facts
+
+
+def deepspeed_keys(cfg: RunConfig, world_size: int) -> list[Finding]:
+    """distributed.deepspeed: its file and its conflicts with gpt2dist's keys are checked before any work."""
+    if cfg.distributed.deepspeed is None:
+        return []
+    try:
+        if not uses_deepspeed(cfg, world_size):
+            return [Finding("warn", "distributed.deepspeed is ignored: this run uses the torch engine (one rank, "
+                                    "ZeRO stage 0); set distributed.backend=deepspeed to run DeepSpeed")]
+        from gpt2dist.launcher.ds_config import build_ds_config  # a pure function: no deepspeed import
+
+        build_ds_config(cfg, world_size)
+    except UserError as exc:
+        return [Finding("error", str(exc))]
+    return []
 
 
 def _disk_finding(cfg: RunConfig, world_size: int, facts: ModelFacts, run_dir: Path) -> Finding:

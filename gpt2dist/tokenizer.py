@@ -11,6 +11,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from gpt2dist import hub
 from gpt2dist.errors import UserError
 
 EOS = "<|endoftext|>"  # GPT-2's document separator; also used as BOS/EOS by the kinds trained here
@@ -18,8 +19,8 @@ UNK = "<unk>"
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """Load a local tokenizer folder (never the hub) and make sure it has an EOS token."""
-    path = Path(path)
+    """Load a tokenizer folder, or a hub id's snapshot from the HF cache (never the network); ensure an EOS."""
+    path = Path(hub.local_folder(str(path), "tokenizer.path"))
     if not path.is_dir():
         raise UserError(f"tokenizer folder {path} not found: set tokenizer.path to a local Hugging Face "
                         "tokenizer folder (e.g. one saved by AutoTokenizer.save_pretrained)")

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt2dist import dist
+from gpt2dist import dist, hub
 from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
+from gpt2dist.curves import CurveWriter
 from gpt2dist.data.build import build_train_stream, build_val, eval_batches
 from gpt2dist.data.pieces import DocumentEncoder
 from gpt2dist.data.text import resolve_files
@@ -36,6 +37,7 @@ from gpt2dist.engines.resume import resume_mode
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, count_parameters, flops_per_token
+from gpt2dist.overrides import normalize_argv
 from gpt2dist.preflight import cheap_checks, raise_for_problems
 from gpt2dist.rundir import (
     TOKENIZER_DIR,
@@ -48,6 +50,7 @@ from gpt2dist.rundir import (
 from gpt2dist.runlock import RunLock
 from gpt2dist.signals import EXIT_PREEMPTED, STOP_FILE, StopRequest, write_status
 from gpt2dist.tokenizer import load_tokenizer
+from gpt2dist.tracking import open_wandb
 
 log = logging.getLogger("gpt2dist")
 
@@ -64,11 +67,17 @@ def train(cfg: RunConfig) -> dict[str, Any]:
     check_precision(cfg.train.precision, device)
     train_files = resolve_files(cfg.data.train, "data.train")
     val_files = resolve_files(cfg.data.val, "data.val") if cfg.data.val else None
+
+    def join_group() -> None:
+        dist.init_process_group(rank, device.type, cfg.distributed.timeout_minutes, deepspeed=use_deepspeed)
+
+    # Hub ids (model.pretrained, tokenizer.path) the HF cache lacks: rank 0 downloads them, the others wait.
+    hub.fetch_on_writer(cfg, rank, join_group)
     # The doctor's cheap checks (data rows per rank, disk room for two checkpoints, ...): every rank runs
     # them, so a problem stops all ranks together with exit 2 instead of leaving some waiting.
     raise_for_problems(cheap_checks(cfg, rank.world_size), warn=log.warning if rank.is_writer else None)
-    if use_deepspeed or rank.world_size > 1:
-        dist.init_process_group(rank, device.type, cfg.distributed.timeout_minutes, deepspeed=use_deepspeed)
+    if (use_deepspeed or rank.world_size > 1) and not dist.is_initialized():
+        join_group()
     with RunLock(cfg.run_dir, enabled=rank.is_writer) as lock:  # rank 0 holds the run dir until the run ends
         try:
             result = run_training(cfg, rank, plan, use_deepspeed, train_files, val_files, lock)
@@ -116,8 +125,12 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     tokens_per_step = plan.global_batch * cfg.data.block_size
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None
     peak = peak_flops(device_name, tcfg.precision)
+    sinks: list = []  # logging.wandb: rank 0 opens the W&B run; every rank learns of a failure in one line
+    if cfg.logging.wandb:
+        dist.on_writer(rank, lambda: sinks.append(open_wandb(cfg, run_dir)))
     logger = MetricsLogger(run_dir, enabled=rank.is_writer, total_steps=tcfg.max_steps, start_step=step,
-                           tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress)
+                           tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress, sinks=sinks)
+    curves = CurveWriter(run_dir, enabled=rank.is_writer and cfg.logging.curves)
     logger.print(f"gpt2dist: {n_params / 1e6:.2f}M parameters | vocab {len(tokenizer)} | "
                  f"{'deepspeed ZeRO-' + str(cfg.distributed.zero_stage) if use_deepspeed else 'torch'} on "
                  f"{engine.device} {tcfg.precision} | {plan.describe(cfg.data.block_size)} | "
@@ -197,6 +210,8 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
         if tcfg.eval_every and val_stream is not None and (step % tcfg.eval_every == 0 or step == tcfg.max_steps):
             last_val = evaluate(engine, val_stream, plan.micro, tcfg.eval_batches)
             logger.log({"step": step, "val_loss": last_val, "val_ppl": float(np.exp(last_val))})
+            if step < tcfg.max_steps:
+                curves.at_eval()  # within its time budget (curves.py); the end always draws
         stopping = stop.should_stop()  # a collective: every rank stops at this same step
         if stopping or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == tcfg.max_steps:
             save_checkpoint(engine)
@@ -211,6 +226,10 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     if rank.is_writer:
         write_status(run_dir, "finished", step=step)
     stop.restore()
+    drawn = curves.final()
+    logger.print(f"done: step {step} | loss {last_loss:.4f}"
+                 + (f" | val_loss {last_val:.4f}" if last_val is not None else "") + f" | {tokens:,} tokens"
+                 + (f" | curves {drawn}" if drawn else ""))
     logger.close()
     if trace is not None:
         trace.close()
@@ -281,7 +300,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", help="YAML run config (see examples/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
     parser.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must hold no checkpoint")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (overrides, batch triple, backend) and exit")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    try:  # `--train.lr=3e-4` / `--train.lr 3e-4` -> `train.lr=3e-4`
+        argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
+    except UserError as exc:
+        parser.error(str(exc))
     args, extra = parser.parse_known_args(argv)  # the deepspeed launcher appends --local_rank=N
     if any(item.startswith("-") or "=" not in item for item in extra):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -292,6 +317,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     overrides = list(args.overrides) + (["train.resume=false"] if args.no_resume else [])
+    if args.print_config:  # nothing runs: the config as this launch (its world size) resolves it
+        from gpt2dist.config_docs import resolved_text
+
+        text = run_or_exit(lambda: resolved_text(load_config(args.config, overrides), dist.discover().world_size))
+        print(text)
+        return {}
     setup_logging()
     try:
         return run_or_exit(lambda: train(load_config(args.config, overrides)))

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gpt2dist.launcher.ds_user import merge_user_keys
+
 from gpt2dist import atomic
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config
 from gpt2dist.errors import UserError
@@ -46,7 +48,7 @@ def build_ds_config(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     if cfg.distributed.offload_optimizer == "cpu":
         # DeepSpeed refuses a non-DeepSpeedCPUAdam optimizer under ZeRO-Offload unless this is false.
         ds["zero_force_ds_cpu_optimizer"] = False
-    return ds
+    return merge_user_keys(cfg, ds)  # distributed.deepspeed: the user's own keys (launcher/ds_user.py)
 
 
 def _plan(cfg: RunConfig, world_size: int) -> BatchPlan:
