@@ -1,13 +1,14 @@
 """nanoGPT's `train.py` as a throughput baseline for bench/train_throughput.py (`--nanogpt DIR`), and the corpora.
 
-nanoGPT is never vendored: pass a checkout (github.com/karpathy/nanoGPT; measured at commit 3adf61e). It
-imports only numpy and torch (train.py, model.py, configurator.py); wandb is off by default and compile is
-set from the bench's own setting. It trains from `DIR/train.bin` + `val.bin` (uint16 token ids) and
-`meta.pkl` (vocab_size), which `write_nanogpt_data` writes from exactly the tokens gpt2dist trains on: the
-same tokenizer (gpt2dist's own, built from the data as a run builds it) and the same documents + EOS in the
-same order (a one-rank pass of the streaming path). nanoGPT then draws random windows from them, its own
-loader. Its model is its own GPT (bias=True to match GPT-2, dropout 0); its per-iteration `time ...ms` log
-line (the time from one iteration's end to the next, data loading included) gives the step end times.
+nanoGPT is never vendored: pass a checkout (github.com/karpathy/nanoGPT; measured at commit 3adf61e). It imports
+only numpy and torch (train.py, model.py, configurator.py); wandb is off by default and compile is set from the
+bench's own setting. It trains from `DIR/train.bin` + `val.bin` (uint16 token ids) and `meta.pkl` (vocab_size),
+which `write_nanogpt_data` writes from exactly the tokens gpt2dist trains on: the same tokenizer (the run config's:
+gpt2dist's own, built from the data as a run builds it, or with `--tokenizer bpe` the bench's one shared BPE) and
+the same documents + EOS in the same order (a one-rank pass of the streaming path). nanoGPT then draws random
+windows from them, its own loader. Its model is its own GPT (bias=True to match GPT-2, dropout 0); its
+per-iteration `time ...ms` log line (the time from one iteration's end to the next, data loading included) gives
+the step end times.
 
 Corpora (`write_corpus`): "short" is the bundled story generator's train.txt (documents of ~350 characters,
 blank-line separated); "long" is the same stories concatenated into `long_docs` files of one document each,

@@ -20,6 +20,7 @@ trainer's threads on cores of their own it is what wall tokens/s would be (a wor
     python bench/train_throughput.py --preset tiny
     python bench/train_throughput.py --preset 10m --repeats 2
     python bench/train_throughput.py --preset 10m --precision bf16 --compile true
+    python bench/train_throughput.py --preset gpt2 --precision bf16 --tokenizer bpe --pad-vocab  # GPT-2 124M
     python bench/train_throughput.py --preset issue13 --nanogpt /path/to/nanoGPT --corpus long --repeats 2
 
 With `--nanogpt DIR` (a nanoGPT checkout, never vendored; bench/nanogpt_baseline.py) the default trainers are
@@ -27,6 +28,12 @@ gpt2dist streaming ("gpt2dist"), gpt2dist on prepared data ("packed", data.forma
 on the same tokens; `--trainers` picks any of gpt2dist, packed, nanogpt, hf_trainer. `--corpus long` trains on
 the same stories as a few documents of hundreds of kB each (data.sample_by=document) instead of ~350-character
 ones.
+
+With `--tokenizer bpe` one byte-level BPE is trained per invocation and every trainer uses it (nanoGPT's tokens
+included). The bundled story corpus has a small vocabulary (~1,060 merges for 20,000 stories, not 50,257):
+`--pad-vocab` fills the vocabulary with never-produced entries up to `--vocab`, so the model has GPT-2's exact
+shapes (50,257 x 768 embedding and output layer, 124.4M parameters) and FLOPs. On a GPU the peak memory each
+in-process trainer allocated is reported too.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "10m": {"n_layer": 6, "n_embd": 384, "n_head": 6, "block_size": 256, "micro": 8, "steps": 70, "window": 10,
             "warmup": 20},
     "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12, "block_size": 1024, "micro": 16, "steps": 80, "window": 10,
-             "warmup": 30},  # GPT-2 124M at T=1024: the GPU bench (bench/gpu.sh)
+             "warmup": 30},  # GPT-2 124M at T=1024: the GPU bench (bench/gpu/run.sh)
     "issue13": {"n_layer": 4, "n_embd": 256, "n_head": 4, "block_size": 256, "micro": 8, "steps": 60, "window": 10,
                 "warmup": 10},  # the shape issue 13 compared against nanoGPT (with --tokenizer bpe --vocab 4096)
 }
@@ -86,6 +93,8 @@ class Spec:
     zero: int | None = None  # None: gpt2dist's torch engine; 0-3: its DeepSpeed engine at that ZeRO stage
     tokenizer: str = "char"  # char | bpe (bpe: vocab_size below, as GPT-2's 50257 on a big enough corpus)
     vocab: int = 50257
+    pad_vocab: bool = False  # bpe: fill the vocabulary up to `vocab` with unused entries (GPT-2's exact shapes)
+    prepare_workers: int = 1  # data.format=packed: tokenizer processes for the prepare step
     overrides: list[str] = field(default_factory=list)  # extra gpt2dist config overrides (a.b=value)
     corpus: str = "short"  # short: ~350-character documents | long: `long_docs` documents (sample_by=document)
     long_docs: int = 2
@@ -101,6 +110,8 @@ class Result:
     vocab: int = 0  # the trained model's vocabulary (for FLOPs per token)
     cpu_windows: list[float] = field(default_factory=list)  # tokens per CPU-second of the training process
     worker: list[float] = field(default_factory=list)  # per window: a data worker's CPU / the trainer's CPU
+    peak_mem_gib: float | None = None  # torch.cuda.max_memory_allocated over the run (None on CPU, or nanoGPT)
+    peak_reserved_gib: float | None = None  # the caching allocator's peak reservation (what nvidia-smi sees)
 
     @property
     def median(self) -> float:
@@ -154,12 +165,15 @@ def windows_from_steps(step_ends: list[float], tokens_per_step: int, window: int
 
 
 # ------------------------------------------------------------------------------------------------- gpt2dist
-def gpt2dist_config(spec: Spec, corpus, run_dir: Path) -> dict[str, Any]:
+def gpt2dist_config(spec: Spec, corpus, run_dir: Path, tokenizer_dir: Path | None = None) -> dict[str, Any]:
+    """A gpt2dist run of `spec` on `corpus`; with `tokenizer_dir` (the bench's shared BPE) it loads that one."""
+    tokenizer = ({"kind": "pretrained", "path": str(tokenizer_dir)} if tokenizer_dir is not None
+                 else {"kind": spec.tokenizer, "vocab_size": spec.vocab})
     return {
         "run_dir": str(run_dir), "seed": spec.seed,
         "model": {"preset": "tiny", "n_layer": spec.n_layer, "n_embd": spec.n_embd, "n_head": spec.n_head,
                   "n_positions": max(spec.block_size, 256), "dropout": 0.0},
-        "tokenizer": {"kind": spec.tokenizer, "vocab_size": spec.vocab},
+        "tokenizer": tokenizer,
         "data": {"train": corpus.patterns, "sample_by": corpus.sample_by, "block_size": spec.block_size},
         "train": {"max_steps": spec.steps, "micro_batch_size": spec.micro, "grad_accum_steps": spec.accum,
                   "lr": spec.lr, "min_lr": spec.lr / 10, "warmup_steps": 10, "precision": spec.precision,
@@ -170,12 +184,13 @@ def gpt2dist_config(spec: Spec, corpus, run_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_packed(spec: Spec, corpus, workdir: Path) -> Result:
+def run_packed(spec: Spec, corpus, workdir: Path, tokenizer_dir: Path | None = None) -> Result:
     """gpt2dist on prepared data (data.format=packed), the same run otherwise."""
-    return run_gpt2dist(spec, corpus, workdir, ["data.format=packed"], name="packed")
+    return run_gpt2dist(spec, corpus, workdir, tokenizer_dir, ["data.format=packed"], name="packed")
 
 
-def run_gpt2dist(spec: Spec, corpus, workdir: Path, extra: list[str] = (), name: str = "gpt2dist") -> Result:
+def run_gpt2dist(spec: Spec, corpus, workdir: Path, tokenizer_dir: Path | None = None, extra: list[str] = (),
+                 name: str = "gpt2dist") -> Result:
     """Train in this process through gpt2dist's own entry point; tokens/s comes from its metrics.jsonl."""
     import yaml
 
@@ -185,12 +200,12 @@ def run_gpt2dist(spec: Spec, corpus, workdir: Path, extra: list[str] = (), name:
 
     run_dir = Path(tempfile.mkdtemp(prefix="gpt2dist-", dir=workdir))
     cfg_file = run_dir.with_suffix(".yaml")
-    cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, corpus, run_dir)), encoding="utf-8")
+    cfg_file.write_text(yaml.safe_dump(gpt2dist_config(spec, corpus, run_dir, tokenizer_dir)), encoding="utf-8")
     cfg = load_config(cfg_file, [*spec.overrides, *extra])
     if cfg.data.format == "packed":  # --set data.format=packed: tokenize up front, as TextDataset does
         from gpt2dist.data.prepare import prepare
 
-        prepare(cfg, workers=1, progress=False)
+        prepare(cfg, workers=spec.prepare_workers, progress=False)
     started = time.perf_counter()
     with engine_timers() as marks, contextlib.redirect_stdout(io.StringIO()):  # log lines: the JSONL has them
         out = train(cfg)
@@ -199,7 +214,9 @@ def run_gpt2dist(spec: Spec, corpus, workdir: Path, extra: list[str] = (), name:
         record = json.loads(line)
         if record.get("tokens_per_s") is not None and record["step"] - spec.window >= spec.warmup:
             result.windows.append(record["tokens_per_s"])  # a window that started after the warm-up
-    result.overhead = overhead_windows(marks, spec.window, spec.warmup)
+    # On a GPU the engine calls return before their kernels finish (the loop syncs once per logged step), so the
+    # time outside them is mostly waiting for the GPU, not loop overhead: measured on CPU only.
+    result.overhead = [] if _cuda() else overhead_windows(marks, spec.window, spec.warmup)
     result.cpu_windows = windows_from_steps([m[2] for m in marks], tokens_per_step(spec), spec.window, spec.warmup)
     result.worker = worker_shares(marks, spec.window, spec.warmup)
     result.vocab = len(load_tokenizer(run_dir / "tokenizer"))
@@ -268,7 +285,16 @@ class BlockDataset:
         return self.examples[i]
 
 
-def run_hf_trainer(spec: Spec, corpus, workdir: Path) -> Result:
+def hf_tokenizer(spec: Spec, text: str, tokenizer_dir: Path | None):
+    """The bench's shared BPE when there is one (all trainers on the same tokens), else one built here."""
+    from gpt2dist.tokenizer import load_tokenizer, train_bpe, train_char
+
+    if tokenizer_dir is not None:
+        return load_tokenizer(tokenizer_dir)
+    return train_char([text]) if spec.tokenizer == "char" else train_bpe(text.split("\n\n"), spec.vocab)
+
+
+def run_hf_trainer(spec: Spec, corpus, workdir: Path, tokenizer_dir: Path | None = None) -> Result:
     """The baseline: transformers.Trainer with default arguments except those that make the run comparable."""
     import torch
     from transformers import (
@@ -281,13 +307,11 @@ def run_hf_trainer(spec: Spec, corpus, workdir: Path) -> Result:
     )
     from transformers.utils import logging as hf_logging
 
-    from gpt2dist.tokenizer import train_bpe, train_char
-
     hf_logging.set_verbosity_error()
     started = time.perf_counter()
     train_file = corpus.text_file  # the whole text in one file, as TextDataset reads it
     text = train_file.read_text(encoding="utf-8")
-    tokenizer = train_char([text]) if spec.tokenizer == "char" else train_bpe(text.split("\n\n"), spec.vocab)
+    tokenizer = hf_tokenizer(spec, text, tokenizer_dir)
     tokenizer.pad_token = tokenizer.eos_token  # the usual GPT-2 recipe: the collator needs a pad token
     dataset = BlockDataset(tokenizer, train_file, spec.block_size)
     torch.manual_seed(spec.seed)
@@ -334,7 +358,7 @@ def nanogpt_runner(nanogpt: Path, threads: int | None):
 
     data: dict[str, tuple[Path, int]] = {}
 
-    def run(spec: Spec, corpus, workdir: Path) -> Result:
+    def run(spec: Spec, corpus, workdir: Path, tokenizer_dir: Path | None = None) -> Result:
         import yaml
 
         from gpt2dist.config import load_config
@@ -342,7 +366,8 @@ def nanogpt_runner(nanogpt: Path, threads: int | None):
         if corpus.name not in data:
             scratch = workdir / f"nanogpt-{corpus.name}"
             scratch.mkdir(exist_ok=True)
-            (scratch / "run.yaml").write_text(yaml.safe_dump(gpt2dist_config(spec, corpus, scratch / "run")))
+            raw = gpt2dist_config(spec, corpus, scratch / "run", tokenizer_dir)  # the shared BPE when there is one
+            (scratch / "run.yaml").write_text(yaml.safe_dump(raw))
             cfg = load_config(scratch / "run.yaml", spec.overrides)
             vocab, _ = write_nanogpt_data(cfg, scratch / "data")
             data[corpus.name] = (scratch / "data", vocab)
@@ -355,6 +380,59 @@ def nanogpt_runner(nanogpt: Path, threads: int | None):
                       cpu_windows=windows_from_steps(cpu, tokens_per_step(spec), spec.window, spec.warmup))
 
     return run
+
+
+# ------------------------------------------------------------------------------------------ shared by trainers
+def bench_tokenizer(spec: Spec, train_file: Path, folder: Path) -> Path:
+    """One byte-level BPE for every trainer (trained once per invocation), padded to spec.vocab if asked.
+
+    Padding adds plain vocabulary entries that no merge produces -- not "added tokens", which the tokenizer would
+    search every text for -- so encoding is unchanged and only the embedding and output layer grow."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from gpt2dist.tokenizer import EOS, train_bpe
+
+    tokenizer = train_bpe(train_file.read_text(encoding="utf-8").split("\n\n"), spec.vocab)
+    if spec.pad_vocab and len(tokenizer) < spec.vocab:
+        data = json.loads(tokenizer.backend_tokenizer.to_str())
+        vocab = data["model"]["vocab"]
+        next_id = max([*vocab.values(), *(t["id"] for t in data["added_tokens"])]) + 1
+        for i in range(next_id, spec.vocab):
+            vocab[f"<|unused{i}|>"] = i
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(data)), eos_token=EOS,
+                                            bos_token=EOS)
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@contextlib.contextmanager
+def peak_memory():
+    """Yields a dict that holds, after the block, the peak CUDA memory (GiB) this process allocated and reserved
+    inside it: Result's peak_mem_gib / peak_reserved_gib. Empty on CPU."""
+    import torch
+
+    peak: dict[str, float] = {}
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    yield peak
+    if cuda:
+        peak.update(peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
+                    peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30)
+
+
+def accumulate(total: Result, res: Result) -> None:
+    """Fold one repeat's result into the invocation's: windows add up, the last run's loss/setup/vocab stand, the
+    peak memory is the highest of the repeats."""
+    total.windows += res.windows
+    total.overhead += res.overhead
+    total.cpu_windows += res.cpu_windows
+    total.worker += res.worker
+    total.final_loss, total.setup_s, total.vocab = res.final_loss, res.setup_s, res.vocab
+    total.peak_mem_gib = max(filter(None, [total.peak_mem_gib, res.peak_mem_gib]), default=None)
+    total.peak_reserved_gib = max(filter(None, [total.peak_reserved_gib, res.peak_reserved_gib]), default=None)
 
 
 # ------------------------------------------------------------------------------------------------- reporting
@@ -420,7 +498,7 @@ def report(spec: Spec, results: dict[str, Result]) -> str:
              f"{spec.corpus} documents" + (f" ({spec.long_docs} of them)" if spec.corpus == "long" else "")
              + (f", gpt2dist {' '.join(spec.overrides)}" if spec.overrides else ""),
              f"{'trainer':<12} {'median tok/s':>13} {'windows (tok/s)':<50} {'MFU':>6} {'TFLOP/s':>8} "
-             f"{'setup s':>8} {'last loss':>9} {'overhead':>8} {'cpu tok/s':>10} {'worker':>7}"]
+             f"{'setup s':>8} {'last loss':>9} {'overhead':>8} {'cpu tok/s':>10} {'worker':>7} {'peak GiB':>8}"]
     for res in results.values():
         fpt, util = utilization(spec, res)
         shown = ", ".join(f"{w:,.0f}" for w in res.windows[:6]) + (" ..." if len(res.windows) > 6 else "")
@@ -428,7 +506,8 @@ def report(spec: Spec, results: dict[str, Result]) -> str:
                      f"{'n/a' if util is None else f'{util:.1%}':>6} {res.median * fpt / 1e12:>8.3f} "
                      f"{res.setup_s:>8.1f} {res.final_loss if res.final_loss is not None else float('nan'):>9.4f} "
                      f"{f'{statistics.median(res.overhead):.1%}' if res.overhead else 'n/a':>8} "
-                     f"{res.cpu_median:>10,.0f} {f'{statistics.median(res.worker):.1%}' if res.worker else 'n/a':>7}")
+                     f"{res.cpu_median:>10,.0f} {f'{statistics.median(res.worker):.1%}' if res.worker else 'n/a':>7} "
+                     f"{'n/a' if res.peak_mem_gib is None else f'{res.peak_mem_gib:.1f}':>8}")
     for a, b in (("gpt2dist", "hf_trainer"), ("gpt2dist", "packed"), ("gpt2dist", "nanogpt"), ("packed", "nanogpt")):
         if a in results and b in results:
             lines.append(f"ratio {a} / {b}: {results[a].median / results[b].median:.2f}x "
@@ -452,8 +531,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Spec, argparse.Namespace]
     parser.add_argument("--long-docs", type=int, default=2, help="documents in the long corpus")
     parser.add_argument("--zero", type=int, choices=[0, 1, 2, 3], default=None,
                         help="gpt2dist on its DeepSpeed engine at this ZeRO stage (default: the torch engine)")
-    parser.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="both trainers")
+    parser.add_argument("--tokenizer", choices=["char", "bpe"], default="char",
+                        help="every trainer (bpe: one trained per invocation, shared)")
     parser.add_argument("--vocab", type=int, default=50257, help="bpe vocabulary size")
+    parser.add_argument("--pad-vocab", action="store_true",
+                        help="bpe: pad the vocabulary to --vocab with unused entries (GPT-2's exact shapes)")
+    parser.add_argument("--prepare-workers", type=int, default=1,
+                        help="packed data: tokenizer processes of the prepare step (default 1)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a gpt2dist config override, e.g. --set data.num_workers=0 (repeatable)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two trainers this many times")
@@ -465,7 +549,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Spec, argparse.Namespace]
     values.update({k: v for k in ("n_layer", "n_embd", "n_head", "block_size", "micro", "steps", "window",
                                   "warmup", "accum", "stories") if (v := getattr(args, k)) is not None})
     spec = Spec(**values, precision=args.precision, compile=args.compile, zero=args.zero, tokenizer=args.tokenizer,
-                vocab=args.vocab, overrides=args.overrides, corpus=args.corpus, long_docs=args.long_docs)
+                vocab=args.vocab, pad_vocab=args.pad_vocab, prepare_workers=args.prepare_workers,
+                overrides=args.overrides, corpus=args.corpus, long_docs=args.long_docs)
+    if spec.pad_vocab and spec.tokenizer != "bpe":
+        parser.error("--pad-vocab needs --tokenizer bpe")
     if spec.steps - spec.warmup < spec.window:
         parser.error(f"--steps {spec.steps} leaves no full window of {spec.window} after --warmup {spec.warmup}")
     default = "gpt2dist,packed,nanogpt" if args.nanogpt else "gpt2dist,hf_trainer"
@@ -494,26 +581,34 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
     with tempfile.TemporaryDirectory(prefix="bench-", dir=args.workdir) as tmp:
         workdir = Path(tmp)
         corpus = write_corpus(spec.corpus, workdir / "corpus", spec.stories, spec.seed, spec.long_docs)
+        tokenizer_dir = (bench_tokenizer(spec, corpus.text_file, workdir / "tokenizer") if spec.tokenizer == "bpe"
+                         else None)
         results = {name: Result(name) for name in names}
         for repeat in range(args.repeats):
             order = names if repeat % 2 == 0 else names[::-1]  # alternate who runs first
             for name in order:
                 gc.collect()
-                res = runners[name](spec, corpus, workdir)
-                results[name].windows += res.windows
-                results[name].overhead += res.overhead
-                results[name].final_loss, results[name].setup_s = res.final_loss, res.setup_s
-                results[name].vocab = res.vocab
-                results[name].cpu_windows += res.cpu_windows
-                results[name].worker += res.worker
+                with peak_memory() as peak:
+                    res = runners[name](spec, corpus, workdir, tokenizer_dir)
+                if name != "nanogpt":  # nanoGPT trains in a child process: this one's CUDA stats miss it
+                    for key, gib in peak.items():
+                        setattr(res, key, gib)
+                accumulate(results[name], res)
     print(report(spec, results), flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"spec": asdict(spec), "results": {
+        args.json.write_text(json.dumps({"spec": asdict(spec), "device": device_label(), "torch": torch.__version__,
+                                         "commit": git_commit(), "results": {
             k: {**asdict(v), "median": v.median, "flops_per_token": utilization(spec, v)[0],
                 "mfu": utilization(spec, v)[1]} for k, v in results.items()}}, indent=1), encoding="utf-8")
     return results
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import importlib.util
+
+    _root = str(Path(__file__).resolve().parent.parent)
+    if importlib.util.find_spec("gpt2dist") is None:  # a checkout without `pip install -e .`: use its source tree
+        sys.path.insert(0, _root)
+    elif _root not in sys.path:  # bench.nanogpt_baseline from the checkout, but the installed gpt2dist (GPU kit)
+        sys.path.append(_root)
     main()

@@ -145,3 +145,32 @@ def test_bench_runs_nanogpt_beside_gpt2dist(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for ratio in ("gpt2dist / packed", "gpt2dist / nanogpt", "packed / nanogpt"):
         assert f"ratio {ratio}:" in proc.stdout
+
+
+def test_shared_bpe_is_padded_and_every_trainer_gets_it(tmp_path):
+    """--tokenizer bpe --pad-vocab: one BPE for all trainers, padded to --vocab with entries no text produces (the
+    ids match the unpadded BPE's); gpt2dist and nanoGPT's data load it, so every trainer sees the same tokens."""
+    import numpy as np
+    import yaml
+
+    from bench.nanogpt_baseline import write_corpus, write_nanogpt_data
+    from gpt2dist.config import load_config
+    from gpt2dist.tokenizer import load_tokenizer
+
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--pad-vocab"])  # char has nothing to pad
+    corpus = write_corpus("short", tmp_path / "c", stories=60, seed=2)
+    text = corpus.text_file.read_text()
+    spec, _ = bench.parse_args(["--block-size", "16", "--tokenizer", "bpe", "--vocab", "3000", "--pad-vocab"])
+    plain = load_tokenizer(bench.bench_tokenizer(bench.Spec(**{**vars(spec), "pad_vocab": False}), corpus.text_file,
+                                                 tmp_path / "plain"))
+    shared = bench.bench_tokenizer(spec, corpus.text_file, tmp_path / "tok")
+    padded = bench.hf_tokenizer(spec, text, shared)
+    assert len(plain) < len(padded) == 3000
+    assert padded(text)["input_ids"] == plain(text)["input_ids"]
+    cfg = bench.gpt2dist_config(spec, corpus, tmp_path / "run", shared)
+    assert cfg["tokenizer"] == {"kind": "pretrained", "path": str(shared)}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    vocab, _ = write_nanogpt_data(load_config(tmp_path / "run.yaml"), tmp_path / "nano")
+    ids = np.fromfile(tmp_path / "nano" / "train.bin", dtype=np.uint16)
+    assert vocab == 3000 and ids[:50].tolist() == padded(text)["input_ids"][:50]
