@@ -15,7 +15,8 @@ from gpt2dist.errors import run_or_exit
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    check_before_torch(args.config, [*args.overrides] + (["train.resume=false"] if args.no_resume else []))
+    if not args.print_config:  # printing the resolved config needs no data yet
+        check_before_torch(args.config, [*args.overrides] + (["train.resume=false"] if args.no_resume else []))
     from gpt2dist.train import main as train_main
 
     train_main([args.config, *args.overrides] + (["--no-resume"] if args.no_resume else [])

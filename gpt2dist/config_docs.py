@@ -60,17 +60,12 @@ def default(key: str) -> Any:
 
 
 def key_constraint(key: str) -> str:
-    """The numeric range config.validate enforces for `key`, as text ("" when none).
-
-    The one place that reads config.py's range tables: when they change shape, only this function changes.
-    """
-    if key in config_module.POSITIVE:
-        return "> 0"
-    if key in config_module.POSITIVE_IF_SET:
-        return "> 0 or null"
-    if key in config_module.NON_NEGATIVE:
-        return ">= 0"
-    return ""
+    """The numeric range config.validate enforces for `key`, as text ("" when none): read from config.RANGES,
+    the ranges written beside the fields, so the docs cannot drift from the check."""
+    allowed = config_module.RANGES.get(key)
+    if allowed is None:
+        return ""
+    return f"{allowed} or null" if default(key) is None else str(allowed)
 
 
 def allowed(key: str) -> str:

@@ -12,7 +12,7 @@ from helpers import run_cli, tiny_config, write_yaml
 
 from gpt2dist import config_docs
 from gpt2dist.cli import parse
-from gpt2dist.config import CHOICES, load_config
+from gpt2dist.config import CHOICES, RANGES, Range, load_config
 from gpt2dist.errors import UserError
 from gpt2dist.overrides import normalize_argv
 from gpt2dist.train import parse_args as train_parse_args
@@ -24,7 +24,7 @@ def test_every_key_has_a_doc_read_from_its_comment():
     docs = config_docs.field_docs()
     assert list(docs) == config_docs.dotted_keys()
     assert not [k for k, doc in docs.items() if not doc], "config.py fields without a trailing # comment"
-    assert docs["train.lr"] == "peak learning rate"
+    assert docs["train.lr"] == "peak learning rate (the schedule divides by it)"
     # a comment-only line indented past the field continues its doc; the block above a field is not stolen
     assert docs["train.compile"].endswith("a compilation failure falls back to eager with a warning")
     assert docs["train.global_batch_size"] == "sequences per optimizer step, all ranks together"
@@ -42,14 +42,21 @@ def test_types_defaults_and_allowed_values():
     assert rows["train.warmup_steps"].allowed == ">= 0"
 
 
+def outside(allowed: Range) -> float:
+    """A value just outside a range: its lower bound (or one below it), else one above its upper bound."""
+    if allowed.lo is not None:
+        return allowed.lo if allowed.lo_open else allowed.lo - 1
+    return allowed.hi if allowed.hi_open else allowed.hi + 1
+
+
 @pytest.mark.parametrize("key", [k for k in config_docs.dotted_keys() if config_docs.key_constraint(k)])
 def test_the_range_shown_is_the_range_enforced(tmp_path, key):
     """key_constraint must say what validate() does: the boundary value is refused, naming the key."""
-    bad = -1 if config_docs.key_constraint(key) == ">= 0" else 0
+    assert config_docs.key_constraint(key).startswith(str(RANGES[key]))
     train = tmp_path / "t.txt"
     train.write_text("x")
     with pytest.raises(UserError, match=re.escape(key)):
-        load_config(None, [f"data.train=[{train}]", f"{key}={bad}"])
+        load_config(None, [f"data.train=[{train}]", f"{key}={outside(RANGES[key])}"])
 
 
 def test_choices_are_config_choices():
