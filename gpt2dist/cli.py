@@ -32,11 +32,15 @@ def cmd_config(args: argparse.Namespace) -> None:
 def check_before_torch(config: str, overrides: list[str]) -> None:
     """The config and the cheap preflight checks, before `gpt2dist.train` imports torch and transformers (5-15 s):
     most mistakes then fail in well under a second. train() runs the same checks again on every rank."""
+    from gpt2dist import hub
     from gpt2dist.config import load_config
     from gpt2dist.dist import discover
     from gpt2dist.preflight import cheap_checks, raise_for_problems
 
-    raise_for_problems(cheap_checks(load_config(config, overrides), discover().world_size))
+    cfg = load_config(config, overrides)
+    if hub.to_download(cfg):  # hub ids to fetch first (rank 0, in train): the checks run there, after it
+        return
+    raise_for_problems(cheap_checks(cfg, discover().world_size))
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:

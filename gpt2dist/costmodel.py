@@ -62,6 +62,8 @@ class System:
 # 200 Gb/s HDR (25 GB/s). PCIe cards: PCIe Gen5 x16 ~ 64 GB/s, Gen4 ~ 32 GB/s each way (~50 / 25 achieved), and
 # an assumed one 100 Gb/s NIC per node. Keys match `metrics.PEAK_FLOPS`.
 SYSTEMS: dict[str, System] = {
+    "H200 NVL": System(450 * GB, 50 * GB, 8, 50 * GB, 4800 * GB,
+                       "H200 NVL: NVLink bridges of 2 or 4 cards (900 GB/s), 8 x NDR 400 Gb/s"),
     "H200": System(450 * GB, 50 * GB, 8, 50 * GB, 4800 * GB, "HGX/DGX H200: NVLink 4, 8 x NDR 400 Gb/s"),
     "H100 PCIe": System(50 * GB, 12.5 * GB, 1, 50 * GB, 2000 * GB, "H100 PCIe: PCIe Gen5, 1 x 100 Gb/s per node"),
     "H100 NVL": System(300 * GB, 50 * GB, 8, 50 * GB, 3900 * GB, "H100 NVL: NVLink bridge pairs, 8 x NDR 400 Gb/s"),

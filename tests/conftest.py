@@ -32,3 +32,13 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU (bench/gpu/run.sh runs the GPU tests on one)")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def restore_environ():
+    """Each test starts from the session's environment: a test that sets up a process group in-process exports
+    RANK/WORLD_SIZE/MASTER_PORT (dist.export_env), and a later CLI subprocess would inherit a 2-rank world."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
