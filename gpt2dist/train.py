@@ -94,7 +94,8 @@ def train(cfg: RunConfig) -> dict[str, Any]:
 
 
 def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deepspeed: bool,
-                 train_files: list[Path], val_files: list[Path] | None, lock: RunLock) -> dict[str, Any]:
+                 train_files: list[Path], val_files: list[Path] | None,
+                 lock: RunLock | None = None) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep_last, rank=rank.rank, is_writer=rank.is_writer)
     # the checkpoint's engine must suit this run's before anything is written (a refusal leaves the run dir as is)

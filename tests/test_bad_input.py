@@ -386,3 +386,20 @@ def test_bad_input(case: Case, outcomes: dict[str, Outcome]):
         run_dir_note = (f"run dir {RUN_DIR!r} created although it did not exist"
                         if RUN_DIR not in outcome.before and RUN_DIR in outcome.after else "")
         raise WorkspaceWritten(f"the failed command changed {changed} in {outcome.cwd} {run_dir_note}\n{shown}")
+
+
+def test_a_config_mistake_fails_before_torch_is_imported(tmp_path):
+    """`gpt2dist train` checks the config before importing torch and transformers (5-15 s): the parser and the
+    checks import neither, so a typo costs well under a second (a module-level import in gpt2dist/data once made
+    every command pay for transformers)."""
+    code = ("import sys; from gpt2dist import cli; from gpt2dist.errors import UserError\n"
+            "cli.build_parser()\n"
+            "try:\n    cli.check_before_torch(sys.argv[1], ['train.lr=-1'])\nexcept UserError:\n    pass\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'deepspeed') if m in sys.modules)\n"
+            "print(' '.join(heavy))")
+    train = tmp_path / "train.txt"
+    train.write_text("some text\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data:\n  train: [{train}]\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "", f"imported: {proc.stdout.strip()} {proc.stderr}"

@@ -170,7 +170,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes(cluster, tmp_path, story
     assert state == "COMPLETED", log[-5000:]
     assert job_field(cluster, job_id, "Restarts") == "1"
     assert "restart 0" in log and "restart 1" in log and "requeueing job" in log
-    stopped = re.search(r"stopped by \S+ at step (\d+)", log)
+    stopped = re.search(r"stopped by (?:\S+|STOP file) at step (\d+)", log)  # the signal, or the STOP file first
     assert stopped, log[-5000:]
     assert f"resuming from step-{int(stopped.group(1)):08d}" in log
     assert "run state: finished" in log

@@ -29,8 +29,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gpt2dist.tokenizer import encode_documents
-
 PIECE_CHARS = 1 << 16  # 64 Ki characters: ~16k BPE tokens per tokenizer call, a few ms; a 1 MB text is 16 pieces
 
 
@@ -99,4 +97,6 @@ class DocumentEncoder:
         self.piece_chars = piece_chars if splits_exactly(tokenizer) else None
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
+        from gpt2dist.tokenizer import encode_documents  # transformers: not at import (the CLI's checks load this)
+
         return encode_documents(self.tokenizer, texts)

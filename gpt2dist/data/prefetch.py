@@ -16,6 +16,7 @@ import ctypes
 import functools
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,6 +60,16 @@ def die_with_parent(parent: int, worker_id: int = 0) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the trainer died before the request was in place
         os._exit(1)
+
+
+def init_worker(parent: int, worker_id: int = 0) -> None:
+    """worker_init_fn: die with the trainer, and leave the trainer's W&B run alone (its import hooks, inherited
+    through fork, would report this process's first `import datasets` to a run they may not touch from here)."""
+    die_with_parent(parent, worker_id)
+    if "wandb" in sys.modules:
+        from wandb.sdk.lib import import_hooks
+
+        import_hooks.unregister_all_post_import_hooks()
 
 
 class PrefetchedStream:
@@ -105,7 +116,7 @@ class PrefetchedStream:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         loader = DataLoader(_Batches(self._make, self._state, batch_size), batch_size=None, num_workers=1,
                             prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory, collate_fn=_as_is,
-                            worker_init_fn=functools.partial(die_with_parent, os.getpid()),
+                            worker_init_fn=functools.partial(init_worker, os.getpid()),
                             # its own generator: the DataLoader draws a worker seed, which must not move the
                             # global torch RNG (dropout) -- else a resumed run would diverge from an unbroken one
                             generator=torch.Generator().manual_seed(0))
