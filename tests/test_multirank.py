@@ -31,29 +31,41 @@ def losses(run_dir: Path, steps) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def zero0_losses(tmp_path_factory, story_corpus) -> dict[str, list[float]]:
-    """ZeRO-0 reference curves on 2 ranks, per precision."""
+def zero0_runs(tmp_path_factory, story_corpus) -> dict[str, tuple[str, Path]]:
+    """ZeRO-0 runs on 2 ranks, per precision: (stdout, run dir) -- the reference the other stages must match."""
     out = {}
     for precision in ("fp32", "bf16"):
         tmp = tmp_path_factory.mktemp(f"zero0-{precision}")
         config, run_dir = ds_config(tmp, story_corpus, "run")
-        run_ranks("torchrun", config, ["distributed.zero_stage=0", f"train.precision={precision}"])
-        out[precision] = losses(run_dir, range(1, 9))
+        proc = run_ranks("torchrun", config, ["distributed.zero_stage=0", f"train.precision={precision}"])
+        out[precision] = (proc.stdout, run_dir)
     return out
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_every_zero_stage_trains_and_matches_zero0(tmp_path, story_corpus, zero0_losses, stage, precision):
-    config, run_dir = ds_config(tmp_path, story_corpus, "run")
-    out = run_ranks("torchrun", config, [f"distributed.zero_stage={stage}", f"train.precision={precision}"])
-    assert f"deepspeed ZeRO-{stage}" in out.stdout and "data-parallel 2 =" in out.stdout
+def check_two_rank_run(stdout: str, run_dir: Path, stage: int) -> list[float]:
+    """The run trained on 2 ranks at `stage`, its loss went down, and its checkpoint holds both ranks' cursors."""
+    assert f"deepspeed ZeRO-{stage}" in stdout and "data-parallel 2 =" in stdout
     curve = losses(run_dir, range(1, 9))
     assert curve[-1] < curve[0] - 0.1, f"loss did not go down: {curve}"
-    tolerance = 1e-4 if precision == "fp32" else 3e-2
-    assert curve == pytest.approx(zero0_losses[precision], rel=tolerance), f"ZeRO-{stage} diverges from ZeRO-0"
     assert sorted(p.name for p in (run_dir / "checkpoints" / "step-00000008").glob("cursor-rank*.json")) == [
         "cursor-rank00000.json", "cursor-rank00001.json"]
+    return curve
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_zero0_trains_on_two_ranks(zero0_runs, precision):
+    check_two_rank_run(*zero0_runs[precision], stage=0)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_every_zero_stage_trains_and_matches_zero0(tmp_path, story_corpus, zero0_runs, stage, precision):
+    config, run_dir = ds_config(tmp_path, story_corpus, "run")
+    out = run_ranks("torchrun", config, [f"distributed.zero_stage={stage}", f"train.precision={precision}"])
+    curve = check_two_rank_run(out.stdout, run_dir, stage)
+    tolerance = 1e-4 if precision == "fp32" else 3e-2
+    reference = losses(zero0_runs[precision][1], range(1, 9))
+    assert curve == pytest.approx(reference, rel=tolerance), f"ZeRO-{stage} diverges from ZeRO-0"
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path, story_corpus):
@@ -64,7 +76,7 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path, story_corpus):
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("stage", [3])  # ZeRO-2 kill/resume: test_packed_multirank and the launcher tests' stage
 def test_kill_two_rank_run_and_resume_gives_identical_losses(tmp_path, story_corpus, stage):
     # A wider model so that steps take long enough for the kill to land between checkpoints.
     widen = ["model.n_embd=128", "model.n_layer=4", "model.n_head=4", "model.dropout=0.1",
@@ -79,7 +91,9 @@ def test_kill_two_rank_run_and_resume_gives_identical_losses(tmp_path, story_cor
     assert losses(run_b, range(7, 13)) == losses(run_a, range(7, 13))
 
 
-@pytest.mark.parametrize(("stage", "before", "after"), [(1, 2, 1), (2, 2, 1), (3, 2, 1), (2, 1, 2), (3, 1, 2)])
+# 2->1 at ZeRO-1 and ZeRO-3 (universal conversion of both flat layouts), 1->2 at ZeRO-2; 2->1 at ZeRO-2 and 1->2 at
+# ZeRO-3 were dropped for CI time (test_checkpoint_trust, test_mixing and test_long_documents change world size too)
+@pytest.mark.parametrize(("stage", "before", "after"), [(1, 2, 1), (3, 2, 1), (2, 1, 2)])
 def test_world_size_change_continues_training(tmp_path, story_corpus, stage, before, after):
     overrides = [f"distributed.zero_stage={stage}", "distributed.backend=deepspeed"]
     config_ref, run_ref = ds_config(tmp_path, story_corpus, "ref")

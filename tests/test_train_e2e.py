@@ -75,6 +75,8 @@ def test_tokenizer_kind_trains_resumes_exports_generates(tmp_path, story_corpus,
     out = run_cli("generate", "--model", str(tmp_path / "export"), "--prompt", text, "--max-new-tokens", "20",
                   "--top-k", "10", "--top-p", "0.9", "--temperature", "0.8", "--num-samples", "2", "--seed", "3")
     assert out.stdout.count("--- sample") == 2 and out.stdout.count(text) == 2
+    if kind != "char":  # seeding and eval do not depend on the tokenizer kind: one kind checks them (CI time)
+        return
     again = run_cli("generate", "--model", str(tmp_path / "export"), "--prompt", text, "--max-new-tokens", "20",
                     "--top-k", "10", "--top-p", "0.9", "--temperature", "0.8", "--num-samples", "2", "--seed", "3")
     assert again.stdout == out.stdout, "the same seed must give the same samples"
