@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,15 @@ def tiny_config(run_dir: Path, train_files: list[str], val_files: list[str] | No
 def write_yaml(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
+
+
+def copy_run(run_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of a trained run dir (made beside its run.yaml) and a config pointing at the copy."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    cfg = yaml.safe_load((run_dir.parent / "run.yaml").read_text())
+    cfg["run_dir"] = str(copy)
+    return copy, write_yaml(tmp_path / "run.yaml", cfg)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300,

@@ -9,12 +9,10 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import STORY, run_cli, tiny_config, write_yaml
+from helpers import STORY, copy_run, run_cli, tiny_config, write_yaml
 
 from gpt2dist.checkpoint import MANIFEST, CheckpointManager
 from gpt2dist.config import load_config
@@ -32,14 +30,6 @@ def trained(tmp_path_factory) -> Path:
                       checkpoint={"every": 2, "keep_last": 3})
     run_cli("train", str(write_yaml(tmp / "run.yaml", cfg)))
     return tmp / "run"
-
-
-def copy_run(trained: Path, tmp_path: Path) -> tuple[Path, Path]:
-    run_dir = tmp_path / "run"
-    shutil.copytree(trained, run_dir)
-    cfg = yaml.safe_load((trained.parent / "run.yaml").read_text())
-    cfg["run_dir"] = str(run_dir)
-    return run_dir, write_yaml(tmp_path / "run.yaml", cfg)
 
 
 def damage_manifest(step: Path, kind: str) -> None:

@@ -11,15 +11,13 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from helpers import tiny_config, write_yaml
+from helpers import copy_run, tiny_config, write_yaml
 from ranks import run_ranks
 
 pytestmark = pytest.mark.slow
@@ -56,15 +54,6 @@ def zero1_run(tmp_path_factory, story_corpus) -> Path:
 @pytest.fixture(scope="module")
 def zero0_run(tmp_path_factory, story_corpus) -> Path:
     return trained_run(tmp_path_factory.mktemp("zero0"), story_corpus, stage=0)
-
-
-def copy_run(run_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """A private copy of a trained run dir and a config pointing at it."""
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    cfg = yaml.safe_load((run_dir.parent / "run.yaml").read_text())
-    cfg["run_dir"] = str(copy)
-    return copy, write_yaml(tmp_path / "run.yaml", cfg)
 
 
 def step_dir(run_dir: Path) -> Path:
