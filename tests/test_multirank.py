@@ -143,13 +143,13 @@ def test_cpu_run_builds_no_shm_op_so_a_stale_build_lock_cannot_hang_it(tmp_path,
 
 @pytest.mark.parametrize("launcher", ["launch", "deepspeed", "torchrun", "mpirun"])
 def test_every_launcher_runs_two_ranks_and_exits_cleanly(tmp_path, story_corpus, launcher):
-    """Three runs each: DeepSpeed's gloo shutdown crash was intermittent (~20% of runs before the fix)."""
-    for attempt in range(3):
-        config, run_dir = ds_config(tmp_path, story_corpus, f"run{attempt}")
-        out = run_ranks(launcher, config, ["train.max_steps=4", "distributed.zero_stage=2"])
-        assert "data-parallel 2 =" in out.stdout, out.stdout
-        assert "terminate called" not in out.stderr
-        assert (run_dir / "checkpoints" / "step-00000004" / "cursor-rank00001.json").is_file()
+    """One run each (it was three: DeepSpeed's gloo shutdown crash was intermittent, ~20% of runs before the fix;
+    the suite's ~25 other 2-rank runs must each exit 0 too, so a regression still shows within one CI run)."""
+    config, run_dir = ds_config(tmp_path, story_corpus, "run")
+    out = run_ranks(launcher, config, ["train.max_steps=4", "distributed.zero_stage=2"])
+    assert "data-parallel 2 =" in out.stdout, out.stdout
+    assert "terminate called" not in out.stderr
+    assert (run_dir / "checkpoints" / "step-00000004" / "cursor-rank00001.json").is_file()
 
 
 def test_zero3_export_equals_deepspeeds_own_consolidation(tmp_path, story_corpus):
