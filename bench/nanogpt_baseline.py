@@ -60,7 +60,7 @@ def write_nanogpt_data(cfg, out: Path) -> tuple[int, int]:
     from gpt2dist.data.pieces import DocumentEncoder
     from gpt2dist.data.stream import TextStream
     from gpt2dist.data.text import resolve_files
-    from gpt2dist.rundir import build_run_tokenizer
+    from gpt2dist.run.rundir import build_run_tokenizer
 
     files = resolve_files(cfg.data.train, "data.train")
     tokenizer = build_run_tokenizer(cfg, files)  # deterministic: the tokenizer the gpt2dist run builds
@@ -92,12 +92,11 @@ def nanogpt_command(nanogpt: Path, spec, data: Path, out_dir: Path, device: str,
 
 
 def run_nanogpt(nanogpt: Path, spec, data: Path, workdir: Path, threads: int | None, device: str,
-                compile_model: bool) -> tuple[list[float], list[float], float | None, float]:
+                compile_model: bool, process_cpu) -> tuple[list[float], list[float], float | None, float]:
     """Run nanoGPT's train.py (cwd: the checkout, which its `exec(open('configurator.py'))` needs); returns the
     step end times (seconds, cumulative from its per-iteration times), its CPU seconds as each iteration's line
-    arrives, the last loss and the setup seconds (start to the end of iteration 0)."""
-    from bench.train_throughput import process_cpu
-
+    arrives (`process_cpu(pid)`, the caller's meter), the last loss and the setup seconds (start to the end of
+    iteration 0)."""
     out_dir = workdir / f"nanogpt-out-{time.monotonic_ns()}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if threads:

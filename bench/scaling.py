@@ -1,4 +1,4 @@
-"""The cost model (gpt2dist/costmodel.py) against measurements: real gloo ranks here, published GPU runs there.
+"""The cost model (gpt2dist/planning/costmodel.py) against measurements: real gloo ranks here, published GPU runs there.
 
 CPU validation, in one invocation: one rank (1 thread) trains the same model at ZeRO 0, 2 and 3 with gpt2dist's
 DeepSpeed engine; two ranks (1 thread each) run `bench-comm` over their gloo group and then the same three
@@ -313,10 +313,10 @@ class Row:
 def predict(cfg_file: Path, report: dict[str, Any], one_rank_s: float, world: int, optimizer_s: float = 0.0):
     """The cost model's step on `world` ranks of one node, from the measured one-rank step (of which
     `optimizer_s` is its optimizer step) and bench-comm's curves."""
-    from gpt2dist import costmodel
     from gpt2dist.config import load_config
-    from gpt2dist.preflight import model_facts
-    from gpt2dist.scaling import control_allreduces, workload, zero_settings
+    from gpt2dist.planning import costmodel
+    from gpt2dist.planning.preflight import model_facts
+    from gpt2dist.planning.scaling import control_allreduces, workload, zero_settings
 
     cfg = load_config(cfg_file)
     facts, _ = model_facts(cfg)  # vocabulary from the run's own tokenizer
@@ -373,7 +373,7 @@ def _quartiles(xs: list[float]) -> tuple[float, float]:
 
 
 def render(spec: Spec, rows: list[Row], report: dict[str, Any]) -> str:
-    from gpt2dist.costmodel import BUS_FACTORS
+    from gpt2dist.planning.costmodel import BUS_FACTORS
 
     ar = {r["bytes"]: r["busbw_GBps"] for r in report["results"]["all_reduce"]}
     big = max(ar)
@@ -450,9 +450,9 @@ REFERENCES = [
 def reference_rows(mfu: float | None = None) -> list[tuple[Reference, Any, float]]:
     """(reference, the model's StepEstimate, the MFU used): compute from the published one-GPU step where there
     is one (a pure scaling prediction), else from the MFU (default costmodel.DEFAULT_MFU); default links."""
-    from gpt2dist import costmodel
-    from gpt2dist.metrics import peak_flops
     from gpt2dist.model import flops_per_token
+    from gpt2dist.observe.metrics import peak_flops
+    from gpt2dist.planning import costmodel
 
     rows = []
     for ref in REFERENCES:

@@ -374,7 +374,7 @@ def nanogpt_runner(nanogpt: Path, threads: int | None):
         folder, vocab = data[corpus.name]
         cuda = _cuda()
         ends, cpu, loss, setup = run_nanogpt(nanogpt, spec, folder, workdir, threads, "cuda" if cuda else "cpu",
-                                             spec.compile == "true" or (spec.compile == "auto" and cuda))
+                                             spec.compile == "true" or (spec.compile == "auto" and cuda), process_cpu)
         return Result("nanogpt", windows_from_steps(ends, tokens_per_step(spec), spec.window, spec.warmup),
                       final_loss=loss, setup_s=setup, vocab=vocab,
                       cpu_windows=windows_from_steps(cpu, tokens_per_step(spec), spec.window, spec.warmup))
@@ -480,7 +480,7 @@ def utilization(spec: Spec, res: Result) -> tuple[float, float | None]:
     """(training FLOPs per token, MFU or None on CPU / an unknown GPU) of one result's median."""
     import torch
 
-    from gpt2dist.metrics import mfu, peak_flops
+    from gpt2dist.observe.metrics import mfu, peak_flops
 
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     fpt = model_flops(spec, res.vocab or 256)

@@ -24,7 +24,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    from gpt2dist.config_docs import config_command
+    from gpt2dist.config.docs import config_command
 
     print(config_command(args.config, list(args.overrides), args.world_size, args.keys))
 
@@ -35,7 +35,7 @@ def check_before_torch(config: str, overrides: list[str]) -> None:
     from gpt2dist import hub
     from gpt2dist.config import load_config
     from gpt2dist.dist import discover
-    from gpt2dist.preflight import cheap_checks, raise_for_problems
+    from gpt2dist.planning.preflight import cheap_checks, raise_for_problems
 
     cfg = load_config(config, overrides)
     if hub.to_download(cfg):  # hub ids to fetch first (rank 0, in train): the checks run there, after it
@@ -82,7 +82,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from gpt2dist.export import export
+    from gpt2dist.run.export import export
     from gpt2dist.train import setup_logging
 
     setup_logging()
@@ -117,8 +117,8 @@ def cmd_launch(args: argparse.Namespace) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
-    from gpt2dist.doctor import doctor_command
-    from gpt2dist.scaling import options_from_args  # --gpu, --gpus-per-node, links, MFU
+    from gpt2dist.planning.doctor import doctor_command
+    from gpt2dist.planning.scaling import options_from_args  # --gpu, --gpus-per-node, links, MFU
 
     scaling, world_size, nodes = options_from_args(args)
     code = doctor_command(args.config, args.overrides, world_size, args.gpu_mem, nodes, scaling)
@@ -152,7 +152,7 @@ def cmd_ds_config(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from gpt2dist.plot import plot_run
+    from gpt2dist.observe.plot import plot_run
 
     print(f"wrote {plot_run(args.run_dir, args.output)}")
 
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-rank entry point: training (default) or bench-comm (writes ./bench-comm.json)")
     p.set_defaults(func=cmd_launch)
 
-    from gpt2dist.doctor import add_arguments as doctor_arguments  # light: no torch import
+    from gpt2dist.planning.doctor import add_arguments as doctor_arguments  # light: no torch import
 
     p = sub.add_parser("doctor", help="check a run config for a world size: batch math, memory per GPU, data, disk")
     doctor_arguments(p)
@@ -281,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The subcommand's arguments, overrides collected wherever they stand (`--a.b v` included)."""
     parser = build_parser()
+    from gpt2dist.config.overrides import normalize_argv
     from gpt2dist.errors import UserError
-    from gpt2dist.overrides import normalize_argv
 
     try:  # `--train.lr=3e-4` / `--train.lr 3e-4` -> `train.lr=3e-4`
         argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))

@@ -33,6 +33,7 @@ from typing import Any
 
 from gpt2dist import atomic
 from gpt2dist.errors import UserError
+from gpt2dist.units import parse_size
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter")
 FORMAT = "gpt2dist-bench-comm/1"
@@ -91,8 +92,8 @@ class Measurement:
 def run_sizes_for(cfg, elem_bytes: int, *, with_model: bool = True) -> dict[str, int]:
     """Bytes the run sends per collective: its whole gradient buffer (ZeRO-0's one all-reduce at GPT-2 sizes)
     and the configured buckets, all in the training dtype. The parameter count needs no model build."""
-    from gpt2dist import memory
-    from gpt2dist.preflight import model_facts
+    from gpt2dist.planning import memory
+    from gpt2dist.planning.preflight import model_facts
 
     out = {"reduce_bucket": cfg.distributed.reduce_bucket_size * elem_bytes,
            "allgather_bucket": cfg.distributed.allgather_bucket_size * elem_bytes}
@@ -294,7 +295,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    from gpt2dist import memory
     from gpt2dist.config import load_config
 
     args = parse_args(argv)
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.warmup < 0 or args.iters < 3 or args.budget <= 0:
         raise UserError("--warmup must be >= 0, --iters >= 3 and --budget > 0")
     try:
-        max_bytes = memory.parse_size(args.max_bytes) if args.max_bytes else None
+        max_bytes = parse_size(args.max_bytes) if args.max_bytes else None
     except ValueError as exc:
         raise UserError(f"--max-bytes {exc}") from None
     if args.config is None and args.overrides:

@@ -61,8 +61,8 @@ def demo_config(corpus_dir: Path, run_dir: Path, overrides: list[str]) -> RunCon
 def run_demo(corpus_dir: str = "data/demo", run_dir: str = "runs/demo", overrides: list[str] | None = None,
              prompt: str = "Once upon a time") -> list[str]:
     from gpt2dist.demo_corpus import write_demo_corpus
-    from gpt2dist.export import export
     from gpt2dist.generate import generate
+    from gpt2dist.run.export import export
     from gpt2dist.train import train
 
     corpus, run = Path(corpus_dir), Path(run_dir)

@@ -16,8 +16,8 @@ from gpt2dist.data.text import resolve_files
 from gpt2dist.engines.device import resolve_device
 from gpt2dist.engines.loss import lm_loss
 from gpt2dist.errors import UserError
-from gpt2dist.export import PROVENANCE
 from gpt2dist.model import from_pretrained_complete, pretrained_config
+from gpt2dist.run.layout import EXPORT_PROVENANCE as PROVENANCE
 from gpt2dist.tokenizer import load_tokenizer
 
 

@@ -22,24 +22,27 @@ import numpy as np
 import torch
 
 from gpt2dist import dist, hub
-from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
-from gpt2dist.curves import CurveWriter
+from gpt2dist.config.overrides import normalize_argv
 from gpt2dist.data.build import build_train_stream, build_val, eval_batches
 from gpt2dist.data.pieces import DocumentEncoder
 from gpt2dist.data.text import resolve_files
 from gpt2dist.data.trace import open_trace, write_trace
-from gpt2dist.divergence import EXIT_DIVERGED, Diverged, NonFiniteGuard
 from gpt2dist.engines.base import Engine
 from gpt2dist.engines.build import build_engine
 from gpt2dist.engines.device import check_precision, resolve_device
 from gpt2dist.engines.resume import resume_mode
 from gpt2dist.errors import UserError, run_or_exit
-from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, count_parameters, flops_per_token
-from gpt2dist.overrides import normalize_argv
-from gpt2dist.preflight import cheap_checks, raise_for_problems
-from gpt2dist.rundir import (
+from gpt2dist.observe.curves import CurveWriter
+from gpt2dist.observe.metrics import MetricsLogger, Throughput, mfu, peak_flops
+from gpt2dist.observe.tracking import open_wandb
+from gpt2dist.planning.preflight import cheap_checks, raise_for_problems
+from gpt2dist.run.checkpoint import CheckpointManager
+from gpt2dist.run.divergence import EXIT_DIVERGED, Diverged, NonFiniteGuard
+from gpt2dist.run.layout import CONFIG_FILE, STOP_FILE
+from gpt2dist.run.lock import RunLock
+from gpt2dist.run.rundir import (
     TOKENIZER_DIR,
     build_run_tokenizer,
     check_utf8,
@@ -47,10 +50,8 @@ from gpt2dist.rundir import (
     save_tokenizer,
     tokenizer_source,
 )
-from gpt2dist.runlock import RunLock
-from gpt2dist.signals import EXIT_PREEMPTED, STOP_FILE, StopRequest, write_status
+from gpt2dist.run.signals import EXIT_PREEMPTED, StopRequest, write_status
 from gpt2dist.tokenizer import load_tokenizer
-from gpt2dist.tracking import open_wandb
 
 log = logging.getLogger("gpt2dist")
 
@@ -264,7 +265,7 @@ def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Pat
         run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()  # before the first write (a run that started meanwhile holds it: refused here)
         save_tokenizer(tokenizer, run_dir / TOKENIZER_DIR, source)
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, run_dir / CONFIG_FILE)
     except OSError as exc:  # a read-only or full file system: say so in one line
         raise UserError(f"cannot write to run_dir {run_dir} ({exc.strerror or exc}): check that it is writable "
                         "and has free space") from None
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     overrides = list(args.overrides) + (["train.resume=false"] if args.no_resume else [])
     if args.print_config:  # nothing runs: the config as this launch (its world size) resolves it
-        from gpt2dist.config_docs import resolved_text
+        from gpt2dist.config.docs import resolved_text
 
         text = run_or_exit(lambda: resolved_text(load_config(args.config, overrides), dist.discover().world_size))
         print(text)

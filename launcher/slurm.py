@@ -90,7 +90,7 @@ def render(config_path: str, opts: SlurmOptions, *, python: str | None = None, w
                         ("the Python interpreter path", python)):
         one_line(what, value)
     if opts.check:  # a config that cannot run fails here, not after hours in the queue
-        from gpt2dist.preflight import cheap_checks, raise_for_problems
+        from gpt2dist.planning.preflight import cheap_checks, raise_for_problems
 
         raise_for_problems(cheap_checks(cfg, world, base_dir=workdir),
                            warn=lambda message: print(f"warning: {message}", file=sys.stderr))

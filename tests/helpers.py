@@ -61,7 +61,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 
 def read_metrics(run_dir: Path) -> dict[int, dict]:
     """metrics.jsonl merged per step, the last record of a step winning (resumed runs re-log steps)."""
-    from gpt2dist.plot import read_metrics as read
+    from gpt2dist.observe.plot import read_metrics as read
 
     records, _ = read(run_dir / "metrics.jsonl")
     return {r["step"]: r for r in records}

@@ -141,7 +141,7 @@ def newline_run_dir_yaml(root: Path) -> None:
 
 HOLD_LOCK = """
 import sys, time
-from gpt2dist.runlock import RunLock
+from gpt2dist.run.lock import RunLock
 lock = RunLock(sys.argv[1]); lock.acquire(); print("held", flush=True); time.sleep(600)
 """
 

@@ -122,7 +122,7 @@ def test_corpora_and_nanogpt_data_are_the_tokens_gpt2dist_trains_on(tmp_path):
     vocab, n = write_nanogpt_data(cfg, tmp_path / "nano")
     ids = np.fromfile(tmp_path / "nano" / "train.bin", dtype=np.uint16)
     from gpt2dist.data.pieces import DocumentEncoder
-    from gpt2dist.rundir import build_run_tokenizer
+    from gpt2dist.run.rundir import build_run_tokenizer
 
     tok = build_run_tokenizer(cfg, parts)
     expected = [t for text in (p.read_text() for p in parts) for t in tok(text)["input_ids"] + [tok.eos_token_id]]

@@ -19,7 +19,7 @@ from gpt2dist import hub
 from gpt2dist.config import load_config
 from gpt2dist.errors import UserError
 from gpt2dist.model import pretrained_config
-from gpt2dist.preflight import model_facts
+from gpt2dist.planning.preflight import model_facts
 from gpt2dist.tokenizer import load_tokenizer
 
 REPO = "tiny-org/tiny-gpt2"

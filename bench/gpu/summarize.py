@@ -107,7 +107,7 @@ def markdown(stages, tests, bench, env, check_lines) -> str:
         spec = next(iter(bench.values())).get("spec", {})
         lines += ["", f"{spec.get('steps')} steps of {spec.get('micro')} x {spec.get('block_size')} tokens; median of "
                   f"{spec.get('window')}-step windows after {spec.get('warmup')} warm-up steps (compilation "
-                  "included there); MFU = tokens/s x (6N + 12LHQT) / the bf16 peak of gpt2dist/metrics.py."]
+                  "included there); MFU = tokens/s x (6N + 12LHQT) / the bf16 peak of gpt2dist/observe/metrics.py."]
     return "\n".join(lines) + "\n"
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpt2dist import memory
 from gpt2dist.config import RunConfig
 from gpt2dist.data.pieces import PIECE_CHARS, piece_starts
 from gpt2dist.data.sharding import shard_mode
 from gpt2dist.data.sources import DataFile, RemoteFile, file_size, open_binary
+from gpt2dist.units import fmt_bytes
 
 COUNT_ROWS_LIMIT = 64 * 2**20  # rows are counted only when the training files total less than this
 BYTES_PER_TOKEN = {"char": 1.0, "bpe": 4.0, "pretrained": 4.0}  # rough: ~4 bytes of English per BPE token
@@ -102,7 +102,7 @@ def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int, label: s
     """File mode (files >= ranks): each rank's files must hold data. Example mode: every rank must get a row.
     With data.weights each source is sharded on its own: `label` names the source."""
     sizes = [file_size(f) for f in files]
-    where = f"{label}: {len(files)} file{'s' if len(files) > 1 else ''}, {memory.fmt_bytes(sum(sizes))}"
+    where = f"{label}: {len(files)} file{'s' if len(files) > 1 else ''}, {fmt_bytes(sum(sizes))}"
     per_token = BYTES_PER_TOKEN[cfg.tokenizer.kind]
     window = cfg.data.block_size + 1
     if shard_mode(len(files), world_size) == "file":
@@ -115,12 +115,12 @@ def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int, label: s
             return "warn", (f"{where}: the smallest rank share is ~{min(shares) / per_token:.0f} tokens, less than "
                             f"one window of {window}: add data or lower data.block_size")
         return "ok", (f"{where}: file sharding, {len(files) // world_size}+ files per rank, shares "
-                      f"{memory.fmt_bytes(min(shares))}-{memory.fmt_bytes(max(shares))}")
+                      f"{fmt_bytes(min(shares))}-{fmt_bytes(max(shares))}")
     piece_chars = stream_piece_chars(cfg)
     units = units_per_row(files, cfg.data.sample_by, piece_chars, cfg.data.text_field)
     if units is None:
         why = "remote files" if any(isinstance(f, RemoteFile) for f in files) else \
-            f"above {memory.fmt_bytes(COUNT_ROWS_LIMIT)}"
+            f"above {fmt_bytes(COUNT_ROWS_LIMIT)}"
         return "ok", f"{where} (rows not counted: {why})"
     rows, pieces = sum(len(u) for u in units), sum(sum(u) for u in units)
     # unit (row j, piece k) of file i goes to rank (i + j + k) % W: enough units per file cover every rank

@@ -7,7 +7,7 @@ the unit a rank owns in example sharding (sharding.py), which lets every rank tr
 Where the pieces are cut: right before a space (U+0020) whose preceding character is not whitespace, the
 last such place at or before `start + PIECE_CHARS` (or the first after it when there is none). That is a
 boundary of every pre-tokenizer this project splits with, and there the pieces give exactly the ids of the
-whole document (tests/test_pieces.py checks it on long text for the char, bpe and a GPT-2-configured
+whole document (tests/data/test_pieces.py checks it on long text for the char, bpe and a GPT-2-configured
 pretrained tokenizer):
 - char (tokenizer.train_char): every character is its own pre-token and maps to one id alone: any cut is exact.
 - byte-level BPE (tokenizer.train_bpe, GPT-2's own `tokenizer.json`): the `ByteLevel` pre-tokenizer splits with

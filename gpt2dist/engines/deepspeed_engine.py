@@ -26,9 +26,10 @@ from gpt2dist.engines.device import enable_tf32, to_device
 from gpt2dist.engines.loss import lm_loss
 from gpt2dist.engines.optim import param_groups
 from gpt2dist.engines.pickle_gate import check_pickles
-from gpt2dist.engines.resume import TAG, UNIVERSAL
+from gpt2dist.engines.resume import TAG
 from gpt2dist.engines.schedule import lr_at, reapply_schedule
 from gpt2dist.errors import UserError
+from gpt2dist.run.layout import UNIVERSAL_DIR as UNIVERSAL
 
 DeepSpeedEngineType = Any  # deepspeed.DeepSpeedEngine, imported lazily
 

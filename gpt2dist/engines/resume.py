@@ -12,11 +12,12 @@ from pathlib import Path
 
 from gpt2dist import atomic
 from gpt2dist.errors import UserError
+from gpt2dist.run.layout import TRAIN_STATE_FILE
+from gpt2dist.run.layout import UNIVERSAL_DIR as UNIVERSAL
 
 log = logging.getLogger(__name__)
 
 TAG = "deepspeed"  # DeepSpeed's own sub-directory inside our step directory
-UNIVERSAL = "universal"
 
 
 def saved_engine(directory: Path) -> str:
@@ -26,7 +27,7 @@ def saved_engine(directory: Path) -> str:
 
 def saved_world_size(directory: Path) -> int | None:
     """World size a step directory was saved with (train_state.json), or None if unknown."""
-    state_file = directory / "train_state.json"
+    state_file = directory / TRAIN_STATE_FILE
     if not state_file.is_file():
         return None
     return json.loads(state_file.read_text(encoding="utf-8")).get("world_size")

@@ -1,0 +1,145 @@
+"""Loading a run config: strict YAML (or the defaults) + `a.b=value` overrides -> typed, validated `RunConfig`.
+
+Nothing else reads YAML or the command line, so a mistake is caught here, named by its dotted key, before any
+expensive work starts. Unknown keys get a "did you mean"; values are coerced to the field's annotation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpt2dist.config import strict_yaml
+from gpt2dist.config.schema import CHOICES, RunConfig, validate
+from gpt2dist.errors import UserError
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """YAML file (or the defaults when None) + `a.b=value` overrides -> a validated RunConfig."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} not found: pass the path of a YAML run config")
+        try:
+            raw = strict_yaml.safe_load(path.read_text(encoding="utf-8"), f"config file {path}") or {}
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            line = f" line {where.line + 1}" if where is not None else ""
+            raise UserError(f"config file {path}{line} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"config file {path} must hold a mapping of keys (model:, data:, train: ...)")
+    for item in overrides:
+        apply_override(raw, item)
+    cfg = build_dataclass(RunConfig, raw, prefix="")
+    validate(cfg)
+    return cfg
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (ints, floats, bools, [lists])."""
+    key, sep, text = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"override {item!r} must look like key.sub=value (e.g. train.max_steps=400)")
+    try:
+        value = strict_yaml.safe_load(text, f"override {item!r}", f"{key}.") if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {item!r}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:
+    """Recursively build `cls` from a dict, rejecting unknown keys (with a "did you mean") and wrong types."""
+    section = prefix.rstrip(".") or "the top level"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config key {section} must be a section (a mapping), got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
+            raise UserError(f"unknown config key {prefix}{key}{hint}")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = build_dataclass(hint, raw[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = coerce(raw[name], hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check/convert one value against its annotation (int, float, bool, str, list[str], dict, X | Y | None)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            return None
+        mapping = isinstance(value, dict) and any(a is dict or typing.get_origin(a) is dict for a in args)
+        hint = dict if mapping else next(a for a in args if a is not type(None) and a is not dict)
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is list:
+        items = value if isinstance(value, list) else [value]
+        return [coerce(v, args[0], key) for v in items]
+    if hint is dict:  # a free-form mapping passed on as it is (distributed.deepspeed)
+        if isinstance(value, dict):
+            return value
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+            return value.lower() in ("true", "yes", "on")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+    elif hint is float:
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 6e-4 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is not None and not math.isfinite(number):  # .nan/.inf would poison every later comparison
+            raise UserError(f"config key {key} must be a finite number, got {value!r}")
+        if number is not None:
+            return number
+    elif hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, bool) and "true" in CHOICES.get(key, ()):  # auto|true|false keys take YAML bools
+            return str(value).lower()
+    else:  # pragma: no cover - a new annotation kind needs a branch here
+        raise TypeError(f"unsupported annotation {hint!r} for {key}")
+    raise UserError(f"config key {key} expects {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            dict: "a mapping"}.get(hint, str(hint))

@@ -1,0 +1,397 @@
+"""How fast a GPT-2 run goes on N GPUs: step time, tokens/s, MFU, scaling efficiency, time and GPU-hours to train.
+
+Pure arithmetic (no torch), like `gpt2dist.planning.memory`, so the doctor answers on a login node. Seconds, bytes and
+bytes/s throughout. One optimizer step of data-parallel training is modelled as
+
+    step = compute + optimizer share + exposed communication
+
+- compute = FLOPs per token x tokens per GPU per step / (peak FLOP/s x achieved MFU), FLOPs per token being
+  `model.flops_per_token`'s 6N + 12*L*H*Q*T (PaLM, Chowdhery et al. 2022, app. B); activation checkpointing
+  adds one forward (2N of the 6N) when the MFU is not measured with it. Or, measured: a one-GPU step time.
+- communication = what DeepSpeed 0.19 actually sends at each ZeRO stage (`collectives`), priced with nccl-tests'
+  bus-bandwidth convention (https://github.com/NVIDIA/nccl-tests/blob/master/doc/PERFORMANCE.md): a collective
+  of S bytes over n ranks takes latency + S x f(n) / busbw, f = 2(n-1)/n for all-reduce, (n-1)/n for all-gather
+  and reduce-scatter. Volumes follow the ZeRO paper (Rajbhandari et al. 2020, sec. 7: stages 1-2 move 2 psi,
+  the same as data parallelism, stage 3 3 psi); DeepSpeed's implementation differs in two places, modelled as
+  implemented and cited at `collectives`. Hierarchy: on one node collectives run at the intra-node busbw; once
+  they span nodes, the slower of the two links sets the pace (the inter-node link, on every GPU cluster).
+- overlap: only communication issued during forward/backward can hide behind it, never the last bucket, and
+  only a fraction `overlap` of it does (kernels share SMs and memory bandwidth); 0 on CPU, where DeepSpeed's
+  CPU accelerator has no streams and every gloo call blocks.
+- ZeRO-Offload adds PCIe traffic (gradient partition down, updated weights up) and a host Adam step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+GB = 1e9
+DEFAULT_MFU = 0.40  # GPT-2 sizes with torch.compile + flash attention on A100/H100; bench/RESULTS.md 'Scaling'
+DEFAULT_OVERLAP = 0.5  # share of overlappable communication actually hidden on a GPU (assumption; see above)
+RECOMPUTE = 8 / 6  # activation checkpointing: forward 2N + backward 4N + a second forward 2N
+DS_STAGE0_BUCKET = 500_000_000  # deepspeed.runtime.engine MEMORY_OPT_ALLREDUCE_SIZE: ZeRO-0's all-reduce bucket
+HOST_ADAM_PARAMS_PER_S = 1e9  # DeepSpeedCPUAdam on a server CPU, rough (ZeRO-Offload, Ren et al. 2021): measure
+BUS_FACTORS = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: (n - 1) / n,
+               "reduce_scatter": lambda n: (n - 1) / n}
+
+
+@dataclass(frozen=True)
+class System:
+    """Default link figures for a GPU kind: replace them with `gpt2dist bench-comm`'s measurement.
+
+    intra: NVLink bandwidth per GPU and direction from the datasheet (all-reduce busbw on 8 GPUs of one node
+    reaches 80-100% of it in nccl-tests). inter: a rail-optimized fabric gives each GPU its own NIC and NCCL
+    spreads its rings over them, so a cross-node all-reduce's busbw is ~ NICs used x NIC rate x 0.9.
+    """
+
+    intra_busbw: float
+    nic_bw: float  # one NIC, bytes/s
+    nics_per_node: int
+    pcie_bw: float
+    hbm_bw: float
+    source: str
+
+    def inter_busbw(self, gpus_per_node: int) -> float:
+        return min(gpus_per_node, self.nics_per_node) * self.nic_bw * 0.9
+
+
+# NVIDIA datasheets: H100 SXM NVLink 4 900 GB/s bidirectional (450 each way), A100 SXM NVLink 3 600 GB/s, V100
+# SXM2 300 GB/s; DGX H100/H200 have 8 ConnectX-7 400 Gb/s (NDR, 50 GB/s) for the compute fabric, DGX A100 8 x
+# 200 Gb/s HDR (25 GB/s). PCIe cards: PCIe Gen5 x16 ~ 64 GB/s, Gen4 ~ 32 GB/s each way (~50 / 25 achieved), and
+# an assumed one 100 Gb/s NIC per node. Keys match `metrics.PEAK_FLOPS`.
+SYSTEMS: dict[str, System] = {
+    "H200 NVL": System(450 * GB, 50 * GB, 8, 50 * GB, 4800 * GB,
+                       "H200 NVL: NVLink bridges of 2 or 4 cards (900 GB/s), 8 x NDR 400 Gb/s"),
+    "H200": System(450 * GB, 50 * GB, 8, 50 * GB, 4800 * GB, "HGX/DGX H200: NVLink 4, 8 x NDR 400 Gb/s"),
+    "H100 PCIe": System(50 * GB, 12.5 * GB, 1, 50 * GB, 2000 * GB, "H100 PCIe: PCIe Gen5, 1 x 100 Gb/s per node"),
+    "H100 NVL": System(300 * GB, 50 * GB, 8, 50 * GB, 3900 * GB, "H100 NVL: NVLink bridge pairs, 8 x NDR 400 Gb/s"),
+    "H100": System(450 * GB, 50 * GB, 8, 50 * GB, 3350 * GB, "HGX/DGX H100 SXM: NVLink 4, 8 x NDR 400 Gb/s"),
+    "A100": System(300 * GB, 25 * GB, 8, 25 * GB, 2039 * GB, "HGX/DGX A100 SXM: NVLink 3, 8 x HDR 200 Gb/s"),
+    "A10": System(25 * GB, 12.5 * GB, 1, 25 * GB, 600 * GB, "A10: PCIe Gen4, 1 x 100 Gb/s per node"),
+    "L40S": System(25 * GB, 12.5 * GB, 1, 25 * GB, 864 * GB, "L40S: PCIe Gen4, 1 x 100 Gb/s per node"),
+    "L4": System(25 * GB, 12.5 * GB, 1, 25 * GB, 300 * GB, "L4: PCIe Gen4, 1 x 100 Gb/s per node"),
+    "V100": System(150 * GB, 12.5 * GB, 4, 16 * GB, 900 * GB, "DGX-1/-2 V100 SXM2: NVLink 2, 4 x EDR 100 Gb/s"),
+    "RTX 4090": System(25 * GB, 12.5 * GB, 1, 25 * GB, 1008 * GB, "RTX 4090: PCIe Gen4, 1 x 100 Gb/s per node"),
+    "MI300X": System(448 * GB, 50 * GB, 8, 50 * GB, 5300 * GB, "MI300X platform: Infinity Fabric, 8 x 400 Gb/s"),
+}
+
+
+@dataclass(frozen=True)
+class Links:
+    """What one collective costs: busbw per level (nccl-tests convention), a latency, PCIe for offload, and
+    optionally bench-comm's measured curves, which replace the level they were measured on."""
+
+    intra_busbw: float
+    inter_busbw: float
+    intra_latency: float = 20e-6  # NCCL small-message all-reduce inside a node, order of magnitude
+    inter_latency: float = 50e-6
+    pcie_bw: float = 25 * GB
+    curves: Mapping[str, Sequence[tuple[int, float]]] = field(default_factory=dict)  # kind -> (bytes, seconds)
+    curve_ranks: int = 0  # ranks the curves were measured on
+    curve_spans_nodes: bool = False
+    source: str = "flags"
+
+    def busbw(self, nodes: int) -> float:
+        return self.intra_busbw if nodes <= 1 else min(self.intra_busbw, self.inter_busbw)
+
+
+def curves_from_report(report: Mapping) -> tuple[dict[str, list[tuple[int, float]]], int, bool]:
+    """(kind -> [(bytes, median seconds)], ranks, spans nodes) from a bench-comm JSON report."""
+    curves = {kind: sorted((int(r["bytes"]), float(r["time_s"])) for r in rows)
+              for kind, rows in report["results"].items() if rows}
+    return curves, int(report["world_size"]), int(report.get("nodes", 1)) > 1
+
+
+def collective_time(kind: str, nbytes: float, n: int, nodes: int, links: Links) -> float:
+    """Seconds for one collective of nccl-tests size `nbytes` (all-reduce: the buffer; all-gather: the gathered
+    output; reduce-scatter: the input) over n ranks on `nodes` nodes.
+
+    With a measured curve for this level (one node, or several): busbw interpolated in log(size) between the
+    measured points, below the smallest size the smallest size's time (latency-bound), above the largest the
+    largest's busbw. Otherwise latency + S x f(n) / busbw of the level.
+    """
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    factor = BUS_FACTORS[kind](n)
+    points = links.curves.get(kind)
+    if points and links.curve_ranks > 1 and links.curve_spans_nodes == (nodes > 1):
+        f_measured = BUS_FACTORS[kind](links.curve_ranks)
+        sizes = [s for s, _ in points]
+        bus = [s / t * f_measured for s, t in points]
+        if nbytes <= sizes[0]:
+            return points[0][1] * factor / f_measured
+        if nbytes >= sizes[-1]:
+            return nbytes * factor / bus[-1]
+        i = next(k for k in range(1, len(sizes)) if sizes[k] >= nbytes)
+        x = (math.log(nbytes) - math.log(sizes[i - 1])) / (math.log(sizes[i]) - math.log(sizes[i - 1]))
+        return nbytes * factor / (bus[i - 1] + x * (bus[i] - bus[i - 1]))
+    latency = links.intra_latency if nodes <= 1 else links.inter_latency
+    return latency + nbytes * factor / links.busbw(nodes)
+
+
+# ---------------------------------------------------------------- what a step sends, stage by stage
+
+@dataclass(frozen=True)
+class Zero:
+    """The DeepSpeed settings that change what is sent (config keys distributed.*)."""
+
+    stage: int = 0
+    offload_optimizer: bool = False
+    offload_param: bool = False
+    overlap_comm: bool = True
+    reduce_bucket_size: int = 500_000_000
+    prefetch_bucket_size: int = 50_000_000
+    persistence_threshold: int = 100_000
+    max_reuse_distance: int = 1_000_000_000
+    # Other trainers, for bench/scaling.py's published runs: "ddp" (torch DistributedDataParallel: stage-0 bytes,
+    # all-reduced in reduce_bucket_size buckets during the last micro batch's backward) and "paper" (ZeRO-1/2 as
+    # Rajbhandari et al. and llm.c do them: reduce-scatter instead of DeepSpeed's all-reduce).
+    implementation: str = "deepspeed"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One rank's share of a step: the model's parameter tensors (forward order, unique) and the batch."""
+
+    tensors: tuple[tuple[str, int, int], ...]  # (module, numel, dims)
+    flops_per_token: float
+    micro_batch: int
+    block_size: int
+    accum: int = 1
+    weight_bytes: int = 2  # 16-bit weights and gradients (bf16/fp16) or 4 (fp32)
+    activation_checkpointing: bool = False
+
+    @property
+    def n_params(self) -> int:
+        return sum(numel for _, numel, _ in self.tensors)
+
+    @property
+    def tokens_per_gpu(self) -> int:
+        return self.micro_batch * self.accum * self.block_size
+
+
+def gpt2_tensors(n_layer: int, n_embd: int, vocab_size: int, n_positions: int) -> tuple[tuple[str, int, int], ...]:
+    """GPT2LMHeadModel's parameters in forward order, lm_head tied to wte (counted once, as in
+    `memory.gpt2_param_count`, which their sum equals): (module, numel, dims)."""
+    e = n_embd
+    out = [("wte", vocab_size * e, 2), ("wpe", n_positions * e, 2)]
+    for i in range(n_layer):
+        h = f"h.{i}"
+        out += [(f"{h}.ln_1", e, 1), (f"{h}.ln_1", e, 1), (f"{h}.attn.c_attn", e * 3 * e, 2),
+                (f"{h}.attn.c_attn", 3 * e, 1), (f"{h}.attn.c_proj", e * e, 2), (f"{h}.attn.c_proj", e, 1),
+                (f"{h}.ln_2", e, 1), (f"{h}.ln_2", e, 1), (f"{h}.mlp.c_fc", e * 4 * e, 2),
+                (f"{h}.mlp.c_fc", 4 * e, 1), (f"{h}.mlp.c_proj", 4 * e * e, 2), (f"{h}.mlp.c_proj", e, 1)]
+    return tuple(out + [("ln_f", e, 1), ("ln_f", e, 1)])
+
+
+@dataclass(frozen=True)
+class Collective:
+    kind: str  # all_reduce | all_gather | reduce_scatter
+    nbytes: int  # nccl-tests size S of one call
+    per_pass: int  # calls in one pass (a forward, a backward, a boundary)
+    passes: float  # passes per optimizer step (micro batches, or 1)
+    phase: str  # forward | backward (may overlap with compute) | boundary (exposed: after backward / the step)
+    what: str
+
+    @property
+    def calls(self) -> float:
+        return self.per_pass * self.passes
+
+    @property
+    def hideable(self) -> float:
+        """Share that can overlap with compute: all calls of a forward/backward pass but its last."""
+        return (self.per_pass - 1) / self.per_pass if self.phase in ("forward", "backward") else 0.0
+
+
+def collectives(w: Workload, z: Zero, n: int) -> list[Collective]:
+    """What DeepSpeed 0.19 sends per optimizer step on n data-parallel ranks (nothing on one).
+
+    - ZeRO-0: the engine all-reduces every gradient after the last micro batch's backward, in buckets of
+      500M elements (deepspeed/runtime/engine.py allreduce_gradients -> buffered_allreduce_fallback).
+    - ZeRO-1/2: the paper reduce-scatters gradients (psi) and all-gathers weights (psi). DeepSpeed 0.19
+      all-reduces each gradient bucket instead (zero_optimization.use_multi_rank_bucket_allreduce, default true:
+      stage_1_and_2.py average_tensor -> allreduce_and_scatter), 2 psi of bus traffic, then all-gathers the
+      updated 16-bit weights once per parameter group (utils.all_gather_into_tensor_dp_groups): 3 psi in all.
+      Stage 1 reduces at the accumulation boundary, stage 2 after every micro batch, from backward hooks, in
+      reduce_bucket_size buckets.
+    - ZeRO-3: per micro batch, forward all-gathers every partitioned weight; once the first step has traced
+      the module order, a fetch takes the next modules' weights along up to stage3_prefetch_bucket_size
+      elements in one coalesced call (partitioned_param_coordinator.fetch_sub_module), so ~partitioned /
+      prefetch_bucket calls. Gradients are reduce-scattered in reduce_bucket_size buckets. The paper's second
+      all-gather in backward happens only for weights whose next use is further than stage3_max_reuse_distance
+      elements away (__params_to_release): a weight is reused after ~2 x the weights that follow it in
+      forward, so about psi - distance/2 elements are gathered again. Weights below
+      stage3_param_persistence_threshold stay whole and are all-gathered one by one after each step
+      (stage3.py _post_step). Counted on gloo with bench/scaling.py --profile.
+    """
+    if n <= 1:
+        return []
+    wb, psi = w.weight_bytes, w.n_params
+    buckets = math.ceil(psi / max(1, z.reduce_bucket_size))
+    if z.stage == 0 and z.implementation == "ddp":
+        return [Collective("all_reduce", psi * wb // buckets, buckets, 1, "backward", "DDP gradient buckets")]
+    if z.stage == 0:
+        calls = math.ceil(psi / DS_STAGE0_BUCKET)
+        return [Collective("all_reduce", psi * wb // calls, calls, 1, "boundary", "gradients, after backward")]
+    if z.stage in (1, 2):
+        per_micro = z.stage == 2
+        kind = "reduce_scatter" if z.implementation == "paper" else "all_reduce"
+        out = [Collective(kind, psi * wb // buckets, buckets, w.accum if per_micro else 1,
+                          "backward" if per_micro else "boundary",
+                          "gradient buckets" + (", every micro batch" if per_micro else ""))]
+        for name, numel in (("matrices", sum(m for _, m, d in w.tensors if d >= 2)),
+                            ("vectors", sum(m for _, m, d in w.tensors if d < 2))):
+            if numel:
+                out.append(Collective("all_gather", numel * wb, 1, 1, "boundary", f"updated weights ({name})"))
+        return out
+    partitioned = sum(m for _, m, _ in w.tensors if m > z.persistence_threshold)
+    persistent = [m for _, m, _ in w.tensors if m <= z.persistence_threshold]
+    regather = max(0.0, partitioned - z.max_reuse_distance / 2)
+    out = []
+    if partitioned:
+        k = math.ceil(partitioned / max(1, z.prefetch_bucket_size))
+        out.append(Collective("all_gather", partitioned * wb // k, k, w.accum, "forward", "weights for forward"))
+        if regather:
+            k = math.ceil(regather / max(1, z.prefetch_bucket_size))
+            out.append(Collective("all_gather", int(regather * wb) // k, k, w.accum, "backward",
+                                  "weights again in backward (beyond stage3_max_reuse_distance)"))
+    out.append(Collective("reduce_scatter", psi * wb // buckets, buckets, w.accum, "backward", "gradient buckets"))
+    if persistent:
+        out.append(Collective("all_gather", sum(persistent) * wb // len(persistent), len(persistent), 1, "boundary",
+                              "persistent (small) weights, after the step"))
+    return out
+
+
+# ------------------------------------------------------------------------------------ one step
+
+@dataclass(frozen=True)
+class StepEstimate:
+    n_gpus: int
+    nodes: int
+    compute_s: float
+    optimizer_s: float
+    comm_s: float  # all communication, overlapped or not
+    exposed_comm_s: float
+    offload_s: float
+    tokens_per_gpu: int  # per optimizer step
+    flops_per_token: float
+    peak: float | None
+    one_gpu_step_s: float  # the same micro batch and accumulation on one GPU: no communication
+
+    @property
+    def step_s(self) -> float:
+        return self.compute_s + self.optimizer_s + self.exposed_comm_s + self.offload_s
+
+    @property
+    def tokens_per_s_per_gpu(self) -> float:
+        return self.tokens_per_gpu / self.step_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_s_per_gpu * self.n_gpus
+
+    @property
+    def mfu(self) -> float | None:
+        return self.tokens_per_s_per_gpu * self.flops_per_token / self.peak if self.peak else None
+
+    @property
+    def efficiency(self) -> float:
+        """Tokens/s per GPU against one GPU with the same micro batch (1.0 = linear scaling)."""
+        return self.one_gpu_step_s / self.step_s
+
+    @property
+    def comm_bound(self) -> bool:
+        """More time goes to exposed communication than to compute."""
+        return self.exposed_comm_s + self.offload_s > self.compute_s
+
+
+ADAM_BYTES = 30  # per parameter, fused AdamW with fp32 master weights: read weight, grad, m, v (16); write weight,
+#                  m, v (12) and the 16-bit copy (2) -- a memory-bound elementwise pass
+
+
+def optimizer_time(n_params: float, hbm_bw: float) -> float:
+    """Seconds of one optimizer step over `n_params` on one GPU: ADAM_BYTES per parameter at the memory
+    bandwidth (GPT-2 124M on an H100: ~1 ms; ZeRO >= 1 runs it on 1/n of the parameters)."""
+    return n_params * ADAM_BYTES / hbm_bw
+
+
+def compute_time(flops_per_token: float, tokens: float, peak: float, mfu: float, *,
+                 activation_checkpointing: bool = False, mfu_measured: bool = False) -> float:
+    """Seconds of forward + backward for `tokens` tokens on one GPU at `mfu` of `peak` FLOP/s.
+
+    MFU counts model FLOPs only, so recomputation makes a step longer at the same MFU: x 8/6 with activation
+    checkpointing, unless the MFU was measured on a run that already recomputed (`mfu_measured`).
+    """
+    t = flops_per_token * tokens / (peak * mfu)
+    return t * RECOMPUTE if activation_checkpointing and not mfu_measured else t
+
+
+def estimate_step(w: Workload, z: Zero, n_gpus: int, gpus_per_node: int, links: Links, *, compute_s: float,
+                  optimizer_s: float = 0.0, overlap: float = DEFAULT_OVERLAP, peak: float | None = None,
+                  host_adam: float = HOST_ADAM_PARAMS_PER_S, control_allreduces: float = 0.0) -> StepEstimate:
+    """One optimizer step on n_gpus (gpus_per_node per node): compute_s is one GPU's forward + backward for all
+    micro batches of the step (from `compute_time`, or measured); optimizer_s its optimizer step on the whole
+    model, which ZeRO >= 1 splits over the ranks (on a GPU it is ~1 ms for GPT-2 124M: 0 is fine there).
+    control_allreduces: latency-bound scalar all-reduces per step (gpt2dist's stop check, the logged loss,
+    ZeRO's gradient norm), priced as a 4-byte all-reduce."""
+    nodes = math.ceil(n_gpus / gpus_per_node)
+    coll = collectives(w, z, n_gpus)
+    if control_allreduces and n_gpus > 1:
+        coll.append(Collective("all_reduce", 4, 1, control_allreduces, "boundary", "scalars: stop check, loss, norm"))
+    times = {c: c.calls * collective_time(c.kind, c.nbytes, n_gpus, nodes, links) for c in coll}
+    comm = sum(times.values())
+    # Hideable: forward / backward communication except each phase's last call, if DeepSpeed overlaps at all
+    # (ZeRO-1/2 only with overlap_comm; ZeRO-3 always prefetches / reduces on side streams).
+    can_overlap = z.stage == 3 or (z.stage in (1, 2) and z.overlap_comm) or z.implementation == "ddp"
+    hidden = 0.0
+    if can_overlap and overlap > 0:
+        fwd_share = (1 / 3) / (RECOMPUTE if w.activation_checkpointing else 1)  # forward's share of compute
+        for phase, window in (("forward", compute_s * fwd_share), ("backward", compute_s * (1 - fwd_share))):
+            hideable = sum(t * c.hideable for c, t in times.items() if c.phase == phase)
+            hidden += overlap * min(hideable, window)
+    opt = optimizer_s / n_gpus if z.stage >= 1 else optimizer_s
+    offload = 0.0
+    if z.offload_optimizer and z.stage >= 1:
+        part = w.n_params / n_gpus
+        # fp32 gradient partition to the host, updated 16-bit weights back, and Adam on the host's partition
+        offload = part * 4 / links.pcie_bw + part * w.weight_bytes / links.pcie_bw + part / host_adam
+        opt = 0.0
+    if z.offload_param and z.stage == 3:
+        gathers = sum(c.calls * c.nbytes for c in coll if c.kind == "all_gather")
+        offload += gathers / n_gpus / links.pcie_bw  # each rank brings its partition up before every gather
+    return StepEstimate(n_gpus, nodes, compute_s, opt, comm, comm - hidden, offload, w.tokens_per_gpu,
+                        w.flops_per_token, peak, compute_s + optimizer_s)
+
+
+# ------------------------------------------------------------------------------------ to the end of the run
+
+@dataclass(frozen=True)
+class RunEstimate:
+    steps: float
+    tokens: float
+    seconds: float
+    gpu_hours: float
+
+
+def time_to_train(step: StepEstimate, *, steps: float | None = None, tokens: float | None = None) -> RunEstimate:
+    """Wall time and GPU-hours for `steps` optimizer steps, or for `tokens` tokens (whichever is given)."""
+    per_step = step.tokens_per_gpu * step.n_gpus
+    if (steps is None) == (tokens is None):
+        raise ValueError("give steps or tokens")
+    if steps is None:
+        steps = tokens / per_step
+    seconds = steps * step.step_s
+    return RunEstimate(steps, steps * per_step, seconds, seconds * step.n_gpus / 3600)
+
+
+def fmt_duration(seconds: float) -> str:
+    """'45s', '12m', '3.4h', '2.1d'."""
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
