@@ -1,6 +1,10 @@
-"""The run directory's life: its layout (every file name, once), the lock, status and stop signals, divergence,
-checkpoints (atomic save, verify, keep-last, resume), the run's tokenizer files and export to a Hugging Face folder.
+"""The run directory's life, from the lock to the export.
 
-Nothing here imports the others' packages at import time but `engines.base` (the checkpoint manager saves
-through the engine seam); `layout` imports nothing, so any package may name a run file through it.
+  layout.py      every file name in a run dir, once (imports nothing: any package may name a run file)
+  lock.py        rank 0's flock on RUN_DIR/.lock: one run per run dir
+  signals.py     SIGTERM/SIGUSR1 -> an agreed stop after a checkpoint; status.json; exit 75
+  divergence.py  non-finite losses: skip the update, stop after train.max_bad_steps, exit 3
+  checkpoint.py  the checkpoint manager: atomic save, manifest, verify, keep-last, latest
+  rundir.py      a fresh or resumed run dir: resume compatibility, UTF-8 scan, the run's tokenizer files
+  export.py      a checkpoint -> a folder plain transformers loads
 """
