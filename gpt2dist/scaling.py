@@ -136,6 +136,7 @@ class ScalingReport:
     rows: list[Row] = field(default_factory=list)
     stages: list[tuple[str, bool | None, costmodel.StepEstimate | None]] = field(default_factory=list)
     verdict: list[str] = field(default_factory=list)
+    fastest: str | None = None  # the fastest ZeRO stage that fits (or may: memory unknown) at the largest count
 
 
 def node_counts(nodes: int) -> list[int]:
@@ -219,6 +220,7 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
     candidates = [(label, s) for label, ok, s in report.stages if s is not None and ok is not False]
     if candidates:
         label, best = min(candidates, key=lambda c: c[1].step_s)
+        report.fastest = label
         known = any(ok is not None for _, ok, _ in report.stages)
         report.verdict.append(f"fastest ZeRO stage on {opts.nodes} node{'s' if opts.nodes > 1 else ''} x {g} "
                               f"{'that fits memory' if known else '(add --gpu-mem to check memory)'}: {label} "
@@ -356,6 +358,11 @@ def default_gpu_mem(opts: ScalingOptions | None) -> int | None:
 
 def doctor_lines(cfg: RunConfig, facts, opts: ScalingOptions, gpu_mem_bytes: int | None) -> list[str]:
     """The scaling section of the doctor's report: the memory table's own fit test decides 'fits'."""
+    return render(doctor_report(cfg, facts, opts, gpu_mem_bytes))
+
+
+def doctor_report(cfg: RunConfig, facts, opts: ScalingOptions, gpu_mem_bytes: int | None) -> ScalingReport:
+    """The scaling report the doctor prints (`render`) and writes as JSON, with the memory table's fit test."""
     from gpt2dist import doctor
 
     def fits(stage: int, off_opt: bool, off_param: bool, world: int) -> bool | None:
@@ -368,4 +375,4 @@ def doctor_lines(cfg: RunConfig, facts, opts: ScalingOptions, gpu_mem_bytes: int
         est = doctor._estimate(cfg, facts, world, micro, stage, off_opt, off_param)
         return est.fits(int(gpu_mem_bytes * doctor.HEADROOM))
 
-    return render(scaling_report(cfg, facts, opts, fits))
+    return scaling_report(cfg, facts, opts, fits)
