@@ -450,7 +450,8 @@ REFERENCES = [
 
 def reference_rows(mfu: float | None = None) -> list[tuple[Reference, Any, float]]:
     """(reference, the model's StepEstimate, the MFU used): compute from the published one-GPU step where there
-    is one (a pure scaling prediction), else from the MFU (default costmodel.DEFAULT_MFU); default links."""
+    is one (a pure scaling prediction), else from the MFU (default: costmodel.default_mfu's typical figure for
+    the GPU kind and size); default links."""
     from gpt2dist import costmodel
     from gpt2dist.metrics import peak_flops
     from gpt2dist.model import flops_per_token
@@ -468,7 +469,7 @@ def reference_rows(mfu: float | None = None) -> list[tuple[Reference, Any, float
         links = costmodel.Links(system.intra_busbw, system.inter_busbw(8), pcie_bw=system.pcie_bw,
                                 source=system.source)
         peak = peak_flops(ref.gpu, "bf16")
-        used = mfu or costmodel.DEFAULT_MFU
+        used = mfu or costmodel.default_mfu(ref.gpu, sum(n for _, n, _ in tensors), ref.block_size)[1]
         compute = costmodel.compute_time(fpt, w.tokens_per_gpu, peak, used)
         if ref.one_gpu_step_s is not None and mfu is None:  # a published one-GPU figure: its MFU, not ours
             compute, used = ref.one_gpu_step_s, fpt * w.tokens_per_gpu / ref.one_gpu_step_s / peak

@@ -137,6 +137,7 @@ class ScalingReport:
     stages: list[tuple[str, bool | None, costmodel.StepEstimate | None]] = field(default_factory=list)
     verdict: list[str] = field(default_factory=list)
     fastest: str | None = None  # the fastest ZeRO stage that fits (or may: memory unknown) at the largest count
+    mfu_range: tuple[float, float, float] | None = None  # (low, typical, high) when the MFU is the default
 
 
 def node_counts(nodes: int) -> list[int]:
@@ -162,8 +163,10 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
     if opts.mfu is not None and not 0 < opts.mfu <= 1:
         raise UserError(f"--mfu {opts.mfu} must be in (0, 1], e.g. 0.4")
     measured = opts.mfu is not None or opts.from_run is not None
-    mfu = opts.mfu if opts.mfu is not None else (run_mfu(opts.from_run) if opts.from_run else costmodel.DEFAULT_MFU)
-    mfu_src = "--mfu" if opts.mfu is not None else (f"median of {opts.from_run}" if opts.from_run else "default")
+    low, typical, high = costmodel.default_mfu(key, facts.n_params, cfg.data.block_size)
+    mfu = opts.mfu if opts.mfu is not None else (run_mfu(opts.from_run) if opts.from_run else typical)
+    mfu_src = "--mfu" if opts.mfu is not None else (f"median of {opts.from_run}" if opts.from_run else
+                                                    f"default for {key}, published runs {low:.0%}-{high:.0%}")
     links = links_for(opts)
     hbm = costmodel.SYSTEMS[key].hbm_bw
     g = opts.gpus_per_node
@@ -180,11 +183,12 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
         f"  links: all-reduce busbw {level[0]}, {level[1]} ({links.source})"
         + ("" if opts.comm_json else "; measure yours: gpt2dist launch CONFIG --nproc G --module gpt2dist.commbench")])
 
-    def estimate(world: int, stage, off_opt, off_param) -> tuple[tuple[int, int, int], costmodel.StepEstimate]:
+    def estimate(world: int, stage, off_opt, off_param, at_mfu: float | None = None,
+                 ) -> tuple[tuple[int, int, int], costmodel.StepEstimate]:
         plan = batch_plan(cfg.train, world)
         w = workload(cfg, facts, plan.micro, plan.accum)
         z = zero_settings(cfg, stage, off_opt, off_param)
-        compute = costmodel.compute_time(w.flops_per_token, w.tokens_per_gpu, peak, mfu,
+        compute = costmodel.compute_time(w.flops_per_token, w.tokens_per_gpu, peak, at_mfu or mfu,
                                          activation_checkpointing=w.activation_checkpointing, mfu_measured=measured)
         step = costmodel.estimate_step(w, z, world, g, links, compute_s=compute, overlap=opts.overlap, peak=peak,
                                        optimizer_s=costmodel.optimizer_time(w.n_params, hbm),
@@ -209,6 +213,17 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
     good = [r for r in report.rows if r.step is not None]
     if good:
         report.verdict.append(_where_it_stops(good))
+        if not measured:  # the evidence is spread: say what its ends mean for the largest count
+            last = good[-1]
+            ends = [estimate(last.gpus, *configured, at_mfu=m)[1] for m in (low, high)]
+            runs = [costmodel.time_to_train(e, tokens=opts.tokens) if opts.tokens else
+                    costmodel.time_to_train(e, steps=cfg.train.max_steps) for e in ends]
+            report.verdict.append(
+                f"at the published range of MFU ({low:.0%}-{high:.0%}) {last.nodes} node{'s' if last.nodes > 1 else ''}"
+                f" give {ends[0].tokens_per_s:,.0f}-{ends[1].tokens_per_s:,.0f} tokens/s, "
+                f"{costmodel.fmt_duration(runs[1].seconds)}-{costmodel.fmt_duration(runs[0].seconds)}, "
+                f"{runs[1].gpu_hours:,.0f}-{runs[0].gpu_hours:,.0f} GPU-h; measure yours: --from-run RUN_DIR")
+            report.mfu_range = (low, typical, high)
     world = opts.nodes * g
     for stage, off_opt, off_param in STAGES:
         label = f"ZeRO-{stage}" + (" offload opt+param" if off_param else " offload opt" if off_opt else "")
@@ -225,6 +240,7 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
         report.verdict.append(f"fastest ZeRO stage on {opts.nodes} node{'s' if opts.nodes > 1 else ''} x {g} "
                               f"{'that fits memory' if known else '(add --gpu-mem to check memory)'}: {label} "
                               f"({best.step_s * 1e3:,.0f} ms/step, {best.tokens_per_s:,.0f} tokens/s)")
+    report.header.append(f"  {costmodel.ASSUMPTIONS}")
     report.header.append(f"  time to train: {target}")
     return report
 
@@ -290,8 +306,8 @@ def add_arguments(parser) -> None:
                    "(~ NICs per node x NIC GB/s x 0.9; default: the GPU's usual fabric)")
     g.add_argument("--comm-json", default=None, help="bench-comm's report: its measured curves replace the "
                    "bandwidth of the level it ran on (one node, or several)")
-    g.add_argument("--mfu", type=float, default=None, help=f"achieved MFU of one GPU (default "
-                   f"{costmodel.DEFAULT_MFU:.2f})")
+    g.add_argument("--mfu", type=float, default=None, help="achieved MFU of one GPU (default: calibrated per GPU "
+                   "kind against published runs, costmodel.default_mfu)")
     g.add_argument("--from-run", default=None, help="take the MFU from a run dir's metrics.jsonl (median)")
     g.add_argument("--overlap", type=float, default=costmodel.DEFAULT_OVERLAP, help="share of overlappable "
                    f"communication hidden behind compute (default {costmodel.DEFAULT_OVERLAP})")
