@@ -100,6 +100,11 @@ def test_bench_runs_both_trainers(tmp_path):
         assert len(results[name]["windows"]) == 2 and results[name]["median"] > 0
         assert results[name]["mfu"] is None  # CPU: no peak, no MFU
     assert len(results["gpt2dist"]["overhead"]) == 2
+    # eager on CPU (train.compile=auto): dynamo compiled nothing; the HF baseline is not ours to count
+    assert results["gpt2dist"]["compiled_graphs"] == 0 and results["hf_trainer"]["compiled_graphs"] is None
+    assert results["gpt2dist"]["predicted"] is None  # no GPU: no peak, no prediction
+    metrics = [json.loads(line) for line in (tmp_path / "result-gpt2dist-metrics.jsonl").read_text().splitlines()]
+    assert metrics and metrics[-1]["step"] == 12  # the run's own log, kept beside the bench JSON
 
 
 def test_corpora_and_nanogpt_data_are_the_tokens_gpt2dist_trains_on(tmp_path):
@@ -178,3 +183,12 @@ def test_shared_bpe_is_padded_and_every_trainer_gets_it(tmp_path):
     vocab, _ = write_nanogpt_data(load_config(tmp_path / "run.yaml"), tmp_path / "nano")
     ids = np.fromfile(tmp_path / "nano" / "train.bin", dtype=np.uint16)
     assert vocab == 3000 and ids[:50].tolist() == padded(text)["input_ids"][:50]
+
+
+def test_the_hf_baseline_does_not_see_gpt2dists_launcher_variables(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with bench.without_dist_env():
+        assert "RANK" not in os.environ and "WORLD_SIZE" not in os.environ
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"]) == ("0", "1") and "MASTER_PORT" not in os.environ
