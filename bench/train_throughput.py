@@ -649,27 +649,31 @@ def keep_metrics(res: Result, json_path: Path) -> None:
 
 
 def predicted(spec: Spec, res: Result) -> dict[str, Any] | None:
-    """The doctor's one-GPU prediction for this spec on this GPU (gpt2dist.costmodel, its default efficiency for
-    the GPU kind): tokens/s and MFU low / typical / high, beside the measured figure. None on CPU."""
+    """The doctor's one-GPU prediction for this spec on this GPU, beside the measured figure. None on CPU."""
     import torch
-
-    from gpt2dist import costmodel
-    from gpt2dist.metrics import peak_flops
 
     if not torch.cuda.is_available():
         return None
-    name = torch.cuda.get_device_name(0)
-    peak = peak_flops(name, spec.precision)
+    return prediction(torch.cuda.get_device_name(0), spec, utilization(spec, res)[0], res.vocab or spec.vocab)
+
+
+def prediction(gpu: str, spec: Spec, flops_per_token: float, vocab: int) -> dict[str, Any] | None:
+    """tokens/s and MFU, low / typical / high, that gpt2dist.costmodel predicts for one `gpu` (a device name)
+    training `spec`: its default efficiency for the GPU kind and size, plus the optimizer step at the GPU's
+    memory bandwidth. None for a GPU without a known peak."""
+    from gpt2dist import costmodel
+    from gpt2dist.metrics import peak_flops
+
+    peak = peak_flops(gpu, spec.precision)
     if not peak:
         return None
-    fpt = utilization(spec, res)[0]
     tokens = tokens_per_step(spec)
-    n_params = 12 * spec.n_layer * spec.n_embd ** 2 + (res.vocab or spec.vocab) * spec.n_embd
-    out: dict[str, Any] = {"gpu": name}
-    for label, mfu in zip(("low", "typical", "high"), costmodel.default_mfu(name, n_params, spec.block_size),
+    n_params = sum(n for _, n, _ in costmodel.gpt2_tensors(spec.n_layer, spec.n_embd, vocab, spec.block_size))
+    out: dict[str, Any] = {"gpu": gpu}
+    for label, mfu in zip(("low", "typical", "high"), costmodel.default_mfu(gpu, n_params, spec.block_size),
                           strict=True):
-        step = (costmodel.compute_time(fpt, tokens, peak, mfu)
-                + costmodel.optimizer_time(n_params, costmodel.system_for(name).hbm_bw))
+        step = (costmodel.compute_time(flops_per_token, tokens, peak, mfu)
+                + costmodel.optimizer_time(n_params, costmodel.system_for(gpu).hbm_bw))
         out[f"tokens_per_s_{label}"] = tokens / step
         out[f"mfu_{label}"] = mfu
     return out

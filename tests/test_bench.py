@@ -192,3 +192,19 @@ def test_the_hf_baseline_does_not_see_gpt2dists_launcher_variables(monkeypatch):
     with bench.without_dist_env():
         assert "RANK" not in os.environ and "WORLD_SIZE" not in os.environ
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"]) == ("0", "1") and "MASTER_PORT" not in os.environ
+
+
+def test_the_doctors_prediction_beside_a_gpu_measurement():
+    """bench JSON's `predicted`: GPT-2 124M on an H100 at the calibrated MFU range, the optimizer step included."""
+    from gpt2dist import costmodel
+
+    spec, _ = bench.parse_args(["--preset", "gpt2", "--precision", "bf16"])
+    fpt = 1e9
+    got = bench.prediction("NVIDIA H100 80GB HBM3", spec, fpt, 50257)
+    low, typical, high = costmodel.default_mfu("H100", 124e6, 1024)
+    assert (got["mfu_low"], got["mfu_typical"], got["mfu_high"]) == (low, typical, high)
+    tokens = 16 * 1024
+    adam = 124_439_808 * costmodel.ADAM_BYTES / 3350e9  # GPT-2 124M's parameters at the H100's 3.35 TB/s
+    assert got["tokens_per_s_typical"] == pytest.approx(tokens / (fpt * tokens / (989e12 * typical) + adam))
+    assert got["tokens_per_s_low"] < got["tokens_per_s_typical"] < got["tokens_per_s_high"]
+    assert bench.prediction("a GPU nobody knows", spec, fpt, 50257) is None
