@@ -195,6 +195,8 @@ def _assumed_facts(cfg: RunConfig, model_config: str | None) -> ModelFacts:
     dims = dict(cfg.resolved_model_dims())
     vocab, source = None, ""
     if model_config is not None:
+        if Path(model_config).is_symlink():
+            raise UserError(f"--model-config {model_config} is a symbolic link: give the file itself")
         try:
             hf = json.loads(Path(model_config).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -281,11 +283,8 @@ def doctor_command(config: str, overrides: list[str], world_size: int | None, gp
     else:
         report = run_doctor(cfg, world_size, gpu_mem_bytes, nodes, model_config=model_config)
         if scaling_options is not None and report.facts is not None:  # problems or not: the plan is shown
-            try:
-                report.scaling_report = scaling.doctor_report(cfg, report.facts, scaling_options, gpu_mem_bytes)
-                report.scaling = scaling.render(report.scaling_report)
-            except UserError as exc:  # e.g. a batch that no node count divides: a finding, the rest stands
-                report.findings.append(Finding("error", str(exc)))
+            report.scaling_report = scaling.doctor_report(cfg, report.facts, scaling_options, gpu_mem_bytes)
+            report.scaling = scaling.render(report.scaling_report)
     if as_json:
         print(json.dumps(as_dict(report), indent=1), flush=True)
         return report.exit_code

@@ -65,6 +65,17 @@ def test_model_shape_from_a_config_json_and_the_json_report(tmp_path, capsys):
     assert {s["label"] for s in report["scaling"]["stages"]} >= {"ZeRO-0", "ZeRO-3"}
 
 
+def test_a_bad_model_config_is_one_usage_line(tmp_path, capsys):
+    from gpt2dist.errors import UserError
+
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="--model-config .*config.json: not a readable config.json"):
+        planned(tmp_path, capsys, "--model-config", str(tmp_path / "config.json"))
+    (tmp_path / "link.json").symlink_to(tmp_path / "config.json")
+    with pytest.raises(UserError, match="symbolic link"):
+        planned(tmp_path, capsys, "--model-config", str(tmp_path / "link.json"))
+
+
 def test_a_run_that_does_not_fit_still_gets_its_tables(tmp_path, capsys):
     code, out = planned(tmp_path, capsys, "model.preset=gpt2-xl", "train.micro_batch_size=64", "--json")
     report = json.loads(out)
