@@ -208,3 +208,20 @@ def test_the_doctors_prediction_beside_a_gpu_measurement():
     assert got["tokens_per_s_typical"] == pytest.approx(tokens / (fpt * tokens / (989e12 * typical) + adam))
     assert got["tokens_per_s_low"] < got["tokens_per_s_typical"] < got["tokens_per_s_high"]
     assert bench.prediction("a GPU nobody knows", spec, fpt, 50257) is None
+
+
+@pytest.mark.slow
+def test_gpu_kit_skips_what_no_longer_fits_and_still_summarizes(tmp_path):
+    """A real (not dry) run with no time left: every stage is skipped by its typical time, named in run.log and
+    stages.tsv, and the summary is written all the same."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu" / "run.sh"), str(out)], capture_output=True, text=True,
+                          env={**os.environ, "LIMIT_S": "20", "RESERVE_S": "20", "WORK": str(work),
+                               "PYTHON": sys.executable}, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    log = (out / "run.log").read_text()
+    assert "budget 0 s (limit 20 s)" in log
+    assert "bench-torch-compile: skipped (it typically takes 150 s; 0 s of the 0 s budget are left)" in log
+    rows = [line.split("\t") for line in (work / "logs" / "stages.tsv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == STAGES[:-1] and {r[1] for r in rows} == {"skipped"}
+    assert "| bench-zero1 | skipped | 0 |" in (out / "summary.md").read_text()
