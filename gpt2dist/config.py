@@ -137,7 +137,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     # cross entropy in chunks of tokens, full-vocabulary fp32 logits never held at once (gpt2dist/engines/
     # chunked_loss.py): auto (on CUDA; off on CPU, where it measured 1.09x slower) | true | false. Not with fp16
-    # or ZeRO-3 (full logits there, with a note in the log)
+    # (full logits there, with a warning when asked for)
     chunked_loss: str = "auto"
 
 

@@ -74,14 +74,19 @@ def test_bf16_autocast_is_close_to_the_full_loss(tiny):
     torch.testing.assert_close(weight.grad, expected[1], rtol=2e-2, atol=1e-4)
 
 
-def test_switch_auto_is_cuda_only_and_fp16_or_zero3_keep_full_logits(tiny):
-    model, _ = tiny
+def test_switch_auto_is_cuda_only_and_fp16_keeps_full_logits(tiny):
+    model, batch = tiny
     cpu = torch.device("cpu")
     assert head_for(copy.deepcopy(model), "auto", cpu, "fp32") is None
     assert head_for(copy.deepcopy(model), "false", torch.device("cuda"), "bf16") is None
     assert head_for(copy.deepcopy(model), "true", cpu, "fp16") is None
-    assert head_for(copy.deepcopy(model), "true", cpu, "bf16", zero_stage=3) is None
-    assert head_for(copy.deepcopy(model), "true", cpu, "bf16", zero_stage=2) is not None
+    assert not head_for(copy.deepcopy(model), "true", cpu, "bf16", zero_stage=2).inside
+    # ZeRO-3: the loss inside the output layer's forward, where DeepSpeed gathers its weight
+    inside = copy.deepcopy(model)
+    head = head_for(inside, "true", cpu, "fp32", zero_stage=3)
+    assert head.inside
+    expected = model(input_ids=batch, labels=batch).loss
+    assert head.loss(inside, batch[:, :-1], batch[:, 1:]).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_torch_engine_trains_the_same_with_and_without_chunks(tmp_path, tiny):
@@ -122,7 +127,7 @@ DS_SCRIPT = textwrap.dedent("""
 
     dist.init_process_group(dist.discover(), "cpu", 5, deepspeed=True)
     out = {}
-    for stage, precision in [(0, "fp32"), (2, "bf16")]:
+    for stage, precision in [(0, "fp32"), (2, "bf16"), (3, "bf16")]:
         for chunked in ("false", "true"):
             torch.manual_seed(0)
             model = GPT2LMHeadModel(GPT2Config(vocab_size=211, n_positions=32, n_embd=16, n_layer=1, n_head=2,
@@ -145,7 +150,8 @@ DS_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_deepspeed_engine_trains_the_same_with_and_without_chunks():
-    """ZeRO-0 fp32 and ZeRO-2 bf16 on one real rank: the chunked loss gives the same losses step after step."""
+    """ZeRO-0 fp32, ZeRO-2 bf16 and ZeRO-3 bf16 (the loss inside the output layer, its weight gathered by
+    DeepSpeed's hooks) on one real rank: the chunked loss gives the same losses step after step."""
     from ranks import free_port
 
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
@@ -154,7 +160,7 @@ def test_deepspeed_engine_trains_the_same_with_and_without_chunks():
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     got = json.loads(lines[0][len("RESULT "):])
-    for run in ("0-fp32", "2-bf16"):
+    for run in ("0-fp32", "2-bf16", "3-bf16"):
         assert got[f"{run}-true"]["chunked"] and not got[f"{run}-false"]["chunked"]
         tol = 1e-5 if run.endswith("fp32") else 2e-2  # bf16 weights: rounding differs between the two paths
         assert got[f"{run}-true"]["losses"] == pytest.approx(got[f"{run}-false"]["losses"], rel=tol), run

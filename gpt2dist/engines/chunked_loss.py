@@ -5,14 +5,17 @@ saved log-softmax and in backward its gradient: with GPT-2's 50,257 entries that
 activation memory (3 x 4 x B x T x V bytes: 9.9 GiB at B=16, T=1024), and what keeps other trainers' published
 configs fitting where a full-logits model says they do not (they use fused / chunked cross-entropy too).
 
-Here the engines ask the model for its final hidden states (the output layer made an identity, `detach_head`),
-and `chunked_lm_loss` computes, chunk by chunk, the logits, the loss and -- in the same pass, as Liger-Kernel's
+Here the engines ask the model for its final hidden states (the output layer made an identity, `detach_head`;
+under ZeRO-3 the loss is computed inside the output layer's forward instead, `ChunkedHead`), and
+`chunked_lm_loss` computes, chunk by chunk, the logits, the loss and -- in the same pass, as Liger-Kernel's
 fused linear cross-entropy does -- both gradients, (softmax - onehot) @ W and its transpose with the hidden
 states; backward only scales them by the incoming gradient. Peak: one chunk's logits (chunk x V x 4 bytes, twice)
 plus an fp32 gradient of the output layer, and no second forward over the vocabulary.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -84,14 +87,55 @@ def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
     return _ChunkedCrossEntropy.apply(flat, weight, targets.reshape(-1), chunk)
 
 
+class ChunkedHead:
+    """The chunked loss wired into a model: `loss(forward, input_ids, targets)` replaces `lm_loss(forward(...))`.
+
+    Outside ZeRO-3 the output layer becomes an identity (`detach_head`) and the loss is computed from the hidden
+    states the model returns. Under ZeRO-3 the output weight is partitioned outside its module's forward, so the
+    loss is computed inside it instead: the layer's forward returns the loss (the model's `.logits` is then that
+    scalar), with DeepSpeed's hooks gathering the weight around it as for any layer."""
+
+    def __init__(self, model: nn.Module, inside: bool):
+        self.inside = inside
+        self.module = model.get_output_embeddings()
+        if self.module is None or getattr(self.module, "bias", None) is not None:
+            raise ValueError("chunked loss needs a bias-free output layer (GPT2LMHeadModel's lm_head)")
+        self.weight = self.module.weight
+        self._targets: torch.Tensor | None = None
+        if inside:
+            self.module.forward = self._loss_inside
+        else:
+            detach_head(model)
+
+    def _loss_inside(self, hidden: torch.Tensor) -> torch.Tensor:
+        return _eager_chunked_lm_loss()(hidden, self.module.weight, self._targets)
+
+    def loss(self, forward, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        if self.inside:
+            self._targets = targets
+            try:
+                return forward(input_ids=input_ids, use_cache=False).logits
+            finally:
+                self._targets = None
+        return chunked_lm_loss(forward(input_ids=input_ids, use_cache=False).logits, self.weight, targets)
+
+
+@functools.cache
+def _eager_chunked_lm_loss():
+    """chunked_lm_loss kept out of torch.compile (a Python loop and a custom autograd Function: a graph break
+    around it) when it runs inside a compiled model's forward; built on first use, since torch.compiler.disable
+    imports dynamo (seconds) and a CPU run never needs it."""
+    return torch.compiler.disable(chunked_lm_loss)
+
+
 def head_for(model: nn.Module, setting: str, device: torch.device | str, precision: str,
-             zero_stage: int | None = None) -> nn.Parameter | None:
-    """train.chunked_loss for an engine (`loss_plan.planned_chunk`): the output weight to compute the loss with
-    (the model then returns hidden states), or None for the full-logits loss."""
+             zero_stage: int | None = None) -> ChunkedHead | None:
+    """train.chunked_loss for an engine (`loss_plan.planned_chunk`): the chunked loss wired into the model, or
+    None for the full-logits loss."""
     import logging
 
     if planned_chunk(setting, precision, zero_stage, cuda=torch.device(device).type == "cuda") is None:
         if setting == "true" and (why := unsupported(precision, zero_stage)):
             logging.getLogger(__name__).warning("train.chunked_loss=true: full logits instead under %s", why)
         return None
-    return detach_head(model)
+    return ChunkedHead(model, inside=zero_stage == 3)

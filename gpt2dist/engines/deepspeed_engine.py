@@ -21,7 +21,7 @@ from torch import nn
 from gpt2dist import dist
 from gpt2dist.config import BatchPlan, RunConfig
 from gpt2dist.engines.base import Engine, StepResult
-from gpt2dist.engines.chunked_loss import chunked_lm_loss, head_for
+from gpt2dist.engines.chunked_loss import head_for
 from gpt2dist.engines.compile import FirstCallFallback, compiled_or_eager, wants_compile
 from gpt2dist.engines.device import enable_tf32, to_device
 from gpt2dist.engines.loss import lm_loss
@@ -77,10 +77,10 @@ class DeepSpeedEngine(Engine):
 
     def forward_loss(self, batch: torch.Tensor) -> torch.Tensor:
         batch = to_device(batch, self.device)
-        out = self.forward_model(input_ids=batch[:, :-1], use_cache=False).logits
-        if self.head is not None:  # hidden states: the loss over the vocabulary in chunks
-            return chunked_lm_loss(out, self.head, batch[:, 1:])
-        return lm_loss(out, batch[:, 1:])
+        if self.head is not None:  # the loss over the vocabulary in chunks
+            return self.head.loss(self.forward_model, batch[:, :-1], batch[:, 1:])
+        logits = self.forward_model(input_ids=batch[:, :-1], use_cache=False).logits
+        return lm_loss(logits, batch[:, 1:])
 
     def backward(self, loss: torch.Tensor) -> None:
         # DeepSpeed divides by the accumulation steps itself and wants step() after every micro batch;

@@ -7,12 +7,9 @@ DEFAULT_CHUNK = 2048  # tokens per chunk: 2048 x 50,257 fp32 logits = 393 MiB; l
 
 def unsupported(precision: str, zero_stage: int | None) -> str | None:
     """Why the chunked loss cannot run here (None when it can). fp16: the fused gradients are formed before the
-    loss scale reaches them and would underflow; ZeRO-3: the output layer's weight is partitioned outside its
-    module's forward, so it cannot be used after the model returns."""
+    loss scale reaches them and would underflow. (`zero_stage` is for future limits: ZeRO 0-3 all chunk.)"""
     if precision == "fp16":
         return "fp16 (the loss scale would come after the fused gradients)"
-    if zero_stage == 3:
-        return "ZeRO-3 (the output weight is partitioned outside its module)"
     return None
 
 

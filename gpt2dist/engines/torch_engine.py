@@ -13,7 +13,7 @@ from torch import nn
 
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan
 from gpt2dist.engines.base import Engine, StepResult
-from gpt2dist.engines.chunked_loss import chunked_lm_loss, head_for
+from gpt2dist.engines.chunked_loss import head_for
 from gpt2dist.engines.compile import FirstCallFallback, compiled_or_eager, wants_compile
 from gpt2dist.engines.device import check_precision, enable_tf32, resolve_device, to_device
 from gpt2dist.engines.loss import lm_loss
@@ -61,10 +61,10 @@ class TorchEngine(Engine):
         batch = to_device(batch, self.device)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         with self._autocast():
-            out = self.forward_model(input_ids=inputs, use_cache=False).logits
-            if self.head is not None:  # hidden states: the loss over the vocabulary in chunks
-                return chunked_lm_loss(out, self.head, targets)
-        return lm_loss(out, targets)
+            if self.head is not None:  # the loss over the vocabulary in chunks
+                return self.head.loss(self.forward_model, inputs, targets)
+            logits = self.forward_model(input_ids=inputs, use_cache=False).logits
+        return lm_loss(logits, targets)
 
     def backward(self, loss: torch.Tensor) -> None:
         bad = ~torch.isfinite(loss.detach())  # on the device: no sync
