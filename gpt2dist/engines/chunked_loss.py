@@ -100,12 +100,16 @@ class ChunkedHead:
         self.module = model.get_output_embeddings()
         if self.module is None or getattr(self.module, "bias", None) is not None:
             raise ValueError("chunked loss needs a bias-free output layer (GPT2LMHeadModel's lm_head)")
-        self.weight = self.module.weight
         self._targets: torch.Tensor | None = None
         if inside:
             self.module.forward = self._loss_inside
         else:
             detach_head(model)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """The output weight as the model holds it now (a re-tie on load may replace the Parameter)."""
+        return self.module.weight
 
     def _loss_inside(self, hidden: torch.Tensor) -> torch.Tensor:
         return _eager_chunked_lm_loss()(hidden, self.module.weight, self._targets)
