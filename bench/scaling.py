@@ -438,8 +438,9 @@ REFERENCES = [
     Reference("nanoGPT GPT-2 124M", "A100", 8, 12, 768, 50257, 12, 491_520,
               {"stage": 0, "implementation": "ddp", "reduce_bucket_size": 25 * 2**20 // 2}, 4 * 86400 / 600_000,
               "karpathy/nanoGPT README (3adf61e): 600k iters of 491,520 tokens (config/train_gpt2.py) 'in about 4 "
-              "days' on 8XA100 40GB; one GPU: README 'efficiency notes', 135 ms/iter of 12 x 1024 (bench.py), x 5 "
-              "micro batches", one_gpu_step_s=0.135 * 5),
+              "days' on 8XA100 40GB; one GPU: README 'efficiency notes', 135 ms/iter of 8 x 1024 (batch_size = 8 "
+              "in bench.py and train.py at that commit), scaled to the config's 12 x 1024, x 5 micro batches",
+              one_gpu_step_s=0.135 * 12 / 8 * 5),
     Reference("rasbt LLMs-from-scratch 4x", "A100", 4, 12, 768, 50304, 32, 4 * 32 * 1024,
               {"stage": 0, "implementation": "ddp", "reduce_bucket_size": 25 * 2**20 // 2}, 4 * 32 * 1024 / 419_259,
               "rasbt/LLMs-from-scratch ch05/10_llm-training-speed/README.md: 419,259 tok/s on 4x A100 (DDP), "
@@ -449,10 +450,11 @@ REFERENCES = [
 
 def reference_rows(mfu: float | None = None) -> list[tuple[Reference, Any, float]]:
     """(reference, the model's StepEstimate, the MFU used): compute from the published one-GPU step where there
-    is one (a pure scaling prediction), else from the MFU (default costmodel.DEFAULT_MFU); default links."""
+    is one (a pure scaling prediction), else from the MFU (default: costmodel.default_mfu's typical figure for
+    the GPU kind and size); default links."""
     from gpt2dist.model import flops_per_token
     from gpt2dist.observe.metrics import peak_flops
-    from gpt2dist.planning import costmodel
+    from gpt2dist.planning import costmodel, hardware
 
     rows = []
     for ref in REFERENCES:
@@ -463,11 +465,11 @@ def reference_rows(mfu: float | None = None) -> list[tuple[Reference, Any, float
         fpt = flops_per_token(non_embedding, ref.n_layer, ref.n_embd, ref.block_size)
         accum = ref.tokens_per_step // (ref.micro * ref.block_size * ref.n_gpus)
         w = costmodel.Workload(tensors, fpt, ref.micro, ref.block_size, accum, 2)
-        system = costmodel.SYSTEMS[ref.gpu]
+        system = hardware.GPUS[ref.gpu]
         links = costmodel.Links(system.intra_busbw, system.inter_busbw(8), pcie_bw=system.pcie_bw,
                                 source=system.source)
         peak = peak_flops(ref.gpu, "bf16")
-        used = mfu or costmodel.DEFAULT_MFU
+        used = mfu or costmodel.default_mfu(ref.gpu, sum(n for _, n, _ in tensors), ref.block_size)[1]
         compute = costmodel.compute_time(fpt, w.tokens_per_gpu, peak, used)
         if ref.one_gpu_step_s is not None and mfu is None:  # a published one-GPU figure: its MFU, not ours
             compute, used = ref.one_gpu_step_s, fpt * w.tokens_per_gpu / ref.one_gpu_step_s / peak

@@ -112,6 +112,8 @@ class Result:
     worker: list[float] = field(default_factory=list)  # per window: a data worker's CPU / the trainer's CPU
     peak_mem_gib: float | None = None  # torch.cuda.max_memory_allocated over the run (None on CPU, or nanoGPT)
     peak_reserved_gib: float | None = None  # the caching allocator's peak reservation (what nvidia-smi sees)
+    compiled_graphs: int | None = None  # FX graphs dynamo compiled during the run: 0 = train.compile ran eager
+    run_dir: str | None = None  # gpt2dist's run folder (its metrics.jsonl), until the bench's scratch is deleted
 
     @property
     def median(self) -> float:
@@ -207,9 +209,11 @@ def run_gpt2dist(spec: Spec, corpus, workdir: Path, tokenizer_dir: Path | None =
 
         prepare(cfg, workers=spec.prepare_workers, progress=False)
     started = time.perf_counter()
+    graphs_before = compiled_graphs()
     with engine_timers() as marks, contextlib.redirect_stdout(io.StringIO()):  # log lines: the JSONL has them
         out = train(cfg)
-    result = Result(name, final_loss=out["loss"], setup_s=marks[0][0] - started if marks else 0.0)
+    result = Result(name, final_loss=out["loss"], setup_s=marks[0][0] - started if marks else 0.0,
+                    compiled_graphs=compiled_graphs() - graphs_before, run_dir=str(run_dir))
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if record.get("tokens_per_s") is not None and record["step"] - spec.window >= spec.warmup:
@@ -221,6 +225,16 @@ def run_gpt2dist(spec: Spec, corpus, workdir: Path, tokenizer_dir: Path | None =
     result.worker = worker_shares(marks, spec.window, spec.warmup)
     result.vocab = len(load_tokenizer(run_dir / "tokenizer"))
     return result
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile (dynamo) has compiled in this process so far: whether compilation really happened,
+    not only whether it was asked for (a failed compile falls back to eager with a warning)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0
+    return int(counters["stats"]["unique_graphs"])
 
 
 @contextlib.contextmanager
@@ -294,7 +308,27 @@ def hf_tokenizer(spec: Spec, text: str, tokenizer_dir: Path | None):
     return train_char([text]) if spec.tokenizer == "char" else train_bpe(text.split("\n\n"), spec.vocab)
 
 
+DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextlib.contextmanager
+def without_dist_env():
+    """gpt2dist exports RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* for its one-rank group; a Trainer started after it in
+    the same process would read them as a launcher's and set up distributed training: hide them meanwhile."""
+    saved = {key: os.environ.pop(key) for key in DIST_ENV if key in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def run_hf_trainer(spec: Spec, corpus, workdir: Path, tokenizer_dir: Path | None = None) -> Result:
+    """The baseline, as a fresh process would start it (no launcher variables): see `_run_hf_trainer`."""
+    with without_dist_env():
+        return _run_hf_trainer(spec, corpus, workdir, tokenizer_dir)
+
+
+def _run_hf_trainer(spec: Spec, corpus, workdir: Path, tokenizer_dir: Path | None = None) -> Result:
     """The baseline: transformers.Trainer with default arguments except those that make the run comparable."""
     import torch
     from transformers import (
@@ -431,6 +465,7 @@ def accumulate(total: Result, res: Result) -> None:
     total.cpu_windows += res.cpu_windows
     total.worker += res.worker
     total.final_loss, total.setup_s, total.vocab = res.final_loss, res.setup_s, res.vocab
+    total.compiled_graphs, total.run_dir = res.compiled_graphs, res.run_dir
     total.peak_mem_gib = max(filter(None, [total.peak_mem_gib, res.peak_mem_gib]), default=None)
     total.peak_reserved_gib = max(filter(None, [total.peak_reserved_gib, res.peak_reserved_gib]), default=None)
 
@@ -594,13 +629,64 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
                     for key, gib in peak.items():
                         setattr(res, key, gib)
                 accumulate(results[name], res)
+                if args.json:  # after every trainer: a run killed later keeps what finished
+                    keep_metrics(res, args.json)
+                    write_json(args.json, spec, {k: v for k, v in results.items() if v.windows})
     print(report(spec, results), flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"spec": asdict(spec), "device": device_label(), "torch": torch.__version__,
-                                         "commit": git_commit(), "results": {
-            k: {**asdict(v), "median": v.median, "flops_per_token": utilization(spec, v)[0],
-                "mfu": utilization(spec, v)[1]} for k, v in results.items()}}, indent=1), encoding="utf-8")
+        write_json(args.json, spec, results)
     return results
+
+
+def keep_metrics(res: Result, json_path: Path) -> None:
+    """Copy a gpt2dist run's metrics.jsonl beside the bench JSON (BENCH-TRAINER-metrics.jsonl): every step's
+    figures outlive the scratch folder."""
+    import shutil
+
+    if res.run_dir and (Path(res.run_dir) / "metrics.jsonl").is_file():
+        shutil.copyfile(Path(res.run_dir) / "metrics.jsonl", json_path.with_name(
+            f"{json_path.stem}-{res.name}-metrics.jsonl"))
+
+
+def predicted(spec: Spec, res: Result) -> dict[str, Any] | None:
+    """The doctor's one-GPU prediction for this spec on this GPU, beside the measured figure. None on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return prediction(torch.cuda.get_device_name(0), spec, utilization(spec, res)[0], res.vocab or spec.vocab)
+
+
+def prediction(gpu: str, spec: Spec, flops_per_token: float, vocab: int) -> dict[str, Any] | None:
+    """tokens/s and MFU, low / typical / high, that gpt2dist.planning.costmodel predicts for one `gpu` (a device name)
+    training `spec`: its default efficiency for the GPU kind and size, plus the optimizer step at the GPU's
+    memory bandwidth. None for a GPU without a known peak."""
+    from gpt2dist.observe.metrics import peak_flops
+    from gpt2dist.planning import costmodel
+
+    peak = peak_flops(gpu, spec.precision)
+    if not peak:
+        return None
+    tokens = tokens_per_step(spec)
+    n_params = sum(n for _, n, _ in costmodel.gpt2_tensors(spec.n_layer, spec.n_embd, vocab, spec.block_size))
+    out: dict[str, Any] = {"gpu": gpu}
+    for label, mfu in zip(("low", "typical", "high"), costmodel.default_mfu(gpu, n_params, spec.block_size),
+                          strict=True):
+        step = (costmodel.compute_time(flops_per_token, tokens, peak, mfu)
+                + costmodel.optimizer_time(n_params, costmodel.system_for(gpu).hbm_bw))
+        out[f"tokens_per_s_{label}"] = tokens / step
+        out[f"mfu_{label}"] = mfu
+    return out
+
+
+def write_json(path: Path, spec: Spec, results: dict[str, Result]) -> None:
+    import torch
+
+    path.write_text(json.dumps({"spec": asdict(spec), "device": device_label(), "torch": torch.__version__,
+                                "commit": git_commit(), "results": {
+        k: {**asdict(v), "median": v.median, "flops_per_token": utilization(spec, v)[0],
+            "mfu": utilization(spec, v)[1], "predicted": predicted(spec, v)} for k, v in results.items()}},
+                               indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def cmd_doctor(args: argparse.Namespace) -> None:
     from gpt2dist.planning.scaling import options_from_args  # --gpu, --gpus-per-node, links, MFU
 
     scaling, world_size, nodes = options_from_args(args)
-    code = doctor_command(args.config, args.overrides, world_size, args.gpu_mem, nodes, scaling)
+    code = doctor_command(args.config, args.overrides, world_size, args.gpu_mem, nodes, scaling,
+                          model_config=args.model_config, as_json=args.json)
     if code:
         raise SystemExit(code)
 

@@ -145,7 +145,7 @@ def assert_mfu_uses_the_peak(run_dir: Path, precision: str, *, tf32: bool = Fals
 
     name = torch.cuda.get_device_name(0)
     peak = peak_flops(name, precision, tf32=tf32)
-    assert peak is not None, f"{name!r} is not in gpt2dist.observe.metrics.PEAK_FLOPS: add its datasheet peak"
+    assert peak is not None, f"{name!r} is not in gpt2dist.planning.hardware.GPUS: add its datasheet peak"
     if re.search(r"\bH200\b", name) and "NVL" not in name:
         assert peak == {"bf16": 989e12, "fp16": 989e12, "fp32": 494.7e12}[precision]
     if re.search(r"\bH100\b", name) and not re.search(r"PCIe|NVL", name):

@@ -34,8 +34,9 @@ def test_too_few_steps_is_an_argument_error():
         bench.parse_args(["--preset", "tiny", "--steps", "30", "--warmup", "25", "--window", "10"])
 
 
-STAGES = ["env", "wheels", "project", "imports", "check", "tests", "bench-torch-compile", "bench-torch-eager",
-          "bench-zero1", "bench-zero2", "bench-torch-eager-stream", "summary"]
+STAGES = ["env", "wheels", "upgrades", "project", "imports", "check", "matmul", "bench-torch-compile", "tests",
+          "bench-torch-eager", "bench-torch-eager-micro8", "bench-torch-eager-micro32", "chunked-ce", "bench-zero1",
+          "bench-zero2", "bench-torch-eager-stream", "summary"]
 
 
 def gpu_kit_dry_run(out: Path) -> dict[str, list[str]]:
@@ -59,7 +60,9 @@ def test_gpu_kit_dry_run_prints_every_stage_and_runs_nothing(tmp_path):
     at = tests.index("pytest")
     assert tests[at - 2:at] == [sys.executable, "-m"] and tests[at + 1:at + 3] == ["-m", "gpu"]
     assert files and all(Path(f).is_file() and Path(f).name.startswith("test_gpu_") for f in files)
-    assert "--junitxml" in tests
+    assert "--junitxml" in tests and "-v" in tests  # a killed test stage still names each outcome so far
+    assert list(stages).index("bench-torch-compile") < list(stages).index("tests"), "the headline first"
+    assert stages["upgrades"][1].endswith("install_if_older.py")
 
 
 def test_gpu_kit_benchmarks_gpt2_124m_in_every_variant(tmp_path):
@@ -77,6 +80,7 @@ def test_gpu_kit_benchmarks_gpt2_124m_in_every_variant(tmp_path):
     compiled, _ = specs["bench-torch-compile"]
     assert compiled.compile == "true" and specs["bench-torch-compile"][1].only is None  # + the HF Trainer, same call
     assert {s.zero for s, _ in specs.values()} == {None, 1, 2}
+    assert {s.micro for s, _ in specs.values()} == {8, 16, 32}
     assert {s.compile for s, _ in specs.values()} == {"true", "false"}
     assert "data.format=packed" not in specs["bench-torch-eager-stream"][0].overrides
     assert all("data.format=packed" in s.overrides for n, (s, _) in specs.items() if not n.endswith("stream"))
@@ -96,6 +100,11 @@ def test_bench_runs_both_trainers(tmp_path):
         assert len(results[name]["windows"]) == 2 and results[name]["median"] > 0
         assert results[name]["mfu"] is None  # CPU: no peak, no MFU
     assert len(results["gpt2dist"]["overhead"]) == 2
+    # eager on CPU (train.compile=auto): dynamo compiled nothing; the HF baseline is not ours to count
+    assert results["gpt2dist"]["compiled_graphs"] == 0 and results["hf_trainer"]["compiled_graphs"] is None
+    assert results["gpt2dist"]["predicted"] is None  # no GPU: no peak, no prediction
+    metrics = [json.loads(line) for line in (tmp_path / "result-gpt2dist-metrics.jsonl").read_text().splitlines()]
+    assert metrics and metrics[-1]["step"] == 12  # the run's own log, kept beside the bench JSON
 
 
 def test_corpora_and_nanogpt_data_are_the_tokens_gpt2dist_trains_on(tmp_path):
@@ -174,3 +183,45 @@ def test_shared_bpe_is_padded_and_every_trainer_gets_it(tmp_path):
     vocab, _ = write_nanogpt_data(load_config(tmp_path / "run.yaml"), tmp_path / "nano")
     ids = np.fromfile(tmp_path / "nano" / "train.bin", dtype=np.uint16)
     assert vocab == 3000 and ids[:50].tolist() == padded(text)["input_ids"][:50]
+
+
+def test_the_hf_baseline_does_not_see_gpt2dists_launcher_variables(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with bench.without_dist_env():
+        assert "RANK" not in os.environ and "WORLD_SIZE" not in os.environ
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"]) == ("0", "1") and "MASTER_PORT" not in os.environ
+
+
+def test_the_doctors_prediction_beside_a_gpu_measurement():
+    """bench JSON's `predicted`: GPT-2 124M on an H100 at the calibrated MFU range, the optimizer step included."""
+    from gpt2dist.planning import costmodel
+
+    spec, _ = bench.parse_args(["--preset", "gpt2", "--precision", "bf16"])
+    fpt = 1e9
+    got = bench.prediction("NVIDIA H100 80GB HBM3", spec, fpt, 50257)
+    low, typical, high = costmodel.default_mfu("H100", 124e6, 1024)
+    assert (got["mfu_low"], got["mfu_typical"], got["mfu_high"]) == (low, typical, high)
+    tokens = 16 * 1024
+    adam = 124_439_808 * costmodel.ADAM_BYTES / 3350e9  # GPT-2 124M's parameters at the H100's 3.35 TB/s
+    assert got["tokens_per_s_typical"] == pytest.approx(tokens / (fpt * tokens / (989e12 * typical) + adam))
+    assert got["tokens_per_s_low"] < got["tokens_per_s_typical"] < got["tokens_per_s_high"]
+    assert bench.prediction("a GPU nobody knows", spec, fpt, 50257) is None
+
+
+@pytest.mark.slow
+def test_gpu_kit_skips_what_no_longer_fits_and_still_summarizes(tmp_path):
+    """A real (not dry) run with no time left: every stage is skipped by its typical time, named in run.log and
+    stages.tsv, and the summary is written all the same."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu" / "run.sh"), str(out)], capture_output=True, text=True,
+                          env={**os.environ, "LIMIT_S": "20", "RESERVE_S": "20", "WORK": str(work),
+                               "PYTHON": sys.executable}, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    log = (out / "run.log").read_text()
+    assert "budget 0 s (limit 20 s)" in log
+    assert "bench-torch-compile: skipped (it typically takes 150 s; 0 s of the 0 s budget are left)" in log
+    rows = [line.split("\t") for line in (work / "logs" / "stages.tsv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == STAGES[:-1] and {r[1] for r in rows} == {"skipped"}
+    assert "| bench-zero1 | skipped | 0 |" in (out / "summary.md").read_text()

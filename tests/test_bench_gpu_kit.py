@@ -165,10 +165,20 @@ def test_summary_reads_what_the_stages_left_and_says_what_is_missing(tmp_path):
         '<testcase classname="test_gpu_torch" name="test_b" time="2"><failure message="assert 1 == 2">tb</failure>'
         '</testcase><testcase classname="test_gpu_resume" name="test_c" time="0"><skipped message="no GPU"/>'
         '</testcase></testsuite></testsuites>')
-    result = {"median": 400000.0, "mfu": 0.35, "peak_mem_gib": 20.5, "setup_s": 61.0, "final_loss": 5.1}
+    result = {"median": 400000.0, "mfu": 0.35, "peak_mem_gib": 20.5, "setup_s": 61.0, "final_loss": 5.1,
+              "flops_per_token": 1e9, "compiled_graphs": 3,
+              "predicted": {"tokens_per_s_low": 300000.0, "tokens_per_s_typical": 500000.0,
+                            "tokens_per_s_high": 600000.0}}
     (logs / "bench-torch-compile.json").write_text(json.dumps({
         "spec": {"steps": 80, "micro": 16, "block_size": 1024, "window": 10, "warmup": 30},
-        "results": {"gpt2dist": result, "hf_trainer": {**result, "median": 250000.0, "mfu": None}}}))
+        "results": {"gpt2dist": result, "hf_trainer": {**result, "median": 250000.0, "mfu": None,
+                                                       "compiled_graphs": None, "predicted": None}}}))
+    (logs / "bench-zero1.json").write_text('{"spec": {"micro": 16}, "res')  # killed while writing: no crash
+    (logs / "matmul.json").write_text(json.dumps({"ceiling_tflops": 800.0, "ceiling_of_peak": 0.8,
+                                                  "peak_tflops": 1000.0, "dtype": "bfloat16"}))
+    (logs / "chunked-ce.json").write_text(json.dumps({"rows": [{"variant": "full", "peak_mib": 9000, "ms": 10.0},
+                                                               {"variant": "chunked", "peak_mib": 1500, "ms": 9.0}],
+                                                      "summary": "peak 0.17x"}))
     (logs / "imports.log").write_text('warning first\n{"gpu": "NVIDIA H200", "torch": "2.11.0+cu130"}\n')
     assert summarize.main([str(logs), str(out)]) == 0
     text = (out / "summary.md").read_text()
@@ -176,11 +186,17 @@ def test_summary_reads_what_the_stages_left_and_says_what_is_missing(tmp_path):
     assert "| bench-zero1 | timed out | 120 |" in text and "| all | | 218 |" in text
     assert "## GPU tests: 1 passed, 1 failed, 1 skipped" in text
     assert "FAILED test_gpu_torch::test_b: assert 1 == 2" in text
-    assert "| torch-compile | gpt2dist | 400,000 | 35.0% | 20.5 | 61 | 5.100 |" in text
-    assert "| torch-compile | hf_trainer | 250,000 | n/a |" in text and "= 1.60x tokens/s" in text
+    # 400,000 tokens/s x 1 GFLOP = 400 TFLOP/s = 50% of the 800 TFLOP/s ceiling; 0.80x the typical prediction
+    assert ("| torch-compile | gpt2dist | 16 | 400,000 | 300,000-600,000 (0.80x typical) | 35.0% | 50.0% | "
+            "yes (3 graphs) | 20.5 | 61 | 5.100 |") in text
+    assert "| torch-compile | hf_trainer | 16 | 250,000 | n/a | n/a | 31.2% | n/a |" in text
+    assert "= 1.60x tokens/s" in text
+    assert "matmul ceiling (bench/gpu/matmul_ceiling.py): 800 TFLOP/s bfloat16 = 80% of the datasheet peak 1000" in text
+    assert "| chunked | 1,500 | 9.0 |" in text
     results = json.loads((out / "results.json").read_text())
     assert results["env"]["gpu"] == "NVIDIA H200" and results["tests"]["passed"] == 1
-    assert set(results["bench"]) == {"torch-compile"}
+    assert set(results["bench"]) == {"torch-compile", "zero1"} and results["bench"]["zero1"] == {}
+    assert results["matmul"]["ceiling_tflops"] == 800.0 and len(results["chunked_ce"]["rows"]) == 2
 
 
 def test_summary_without_any_stage_output_still_writes_both_files(tmp_path):
@@ -188,3 +204,49 @@ def test_summary_without_any_stage_output_still_writes_both_files(tmp_path):
     assert summarize.main([str(tmp_path / "logs"), str(tmp_path / "out")]) == 0
     assert "no result" in (tmp_path / "out" / "summary.md").read_text()
     assert json.loads((tmp_path / "out" / "results.json").read_text())["tests"] == {"found": False}
+
+
+def test_upgrade_only_when_the_machines_copy_is_older(tmp_path, capsys):
+    """install_if_older.py against this environment's real typing_extensions: kept when it meets the minimum;
+    installed into --target from the carried wheel when the minimum is above it (a synthetic newer wheel)."""
+    from importlib.metadata import version
+
+    upgrade = load("install_if_older")
+    have = version("typing_extensions")
+    newer = f"{int(have.split('.')[0]) + 1}.0.0"
+    wheel = make_wheel(tmp_path / "if-older", "typing_extensions", newer)
+    info = f"typing_extensions-{newer}.dist-info"
+    with zipfile.ZipFile(wheel, "a") as archive:  # what pip needs to install it
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+    (tmp_path / "list.txt").write_text(f"typing-extensions=={newer}  {have}  # met\n")
+    args = ["--list", str(tmp_path / "list.txt"), "--wheels", str(tmp_path / "if-older"), "--target",
+            str(tmp_path / "site")]
+    assert upgrade.main(args) == 0
+    assert capsys.readouterr().out == f"typing-extensions: the machine has {have} (>= {have}): kept\n"
+    assert not (tmp_path / "site").exists()
+    (tmp_path / "list.txt").write_text(f"typing-extensions=={newer}  {newer}\n")
+    assert upgrade.main(args) == 0
+    assert f"(< {newer}): installing typing_extensions-{newer}-py3-none-any.whl" in capsys.readouterr().out
+    assert (tmp_path / "site" / f"typing_extensions-{newer}.dist-info").is_dir()
+    (tmp_path / "list.txt").write_text(f"typing-extensions==99.0.0  {newer}\n")  # needed, but no such wheel
+    assert upgrade.main(args) == 1
+    assert "fetch_wheels.sh" in capsys.readouterr().out
+
+
+def test_the_carried_upgrade_list_is_what_pydantic_needs():
+    upgrade = load("install_if_older")
+    rows = {name: (pinned, minimum) for name, pinned, minimum in upgrade.read_list(GPU / "wheels-if-older.txt")}
+    from packaging.version import Version
+
+    pinned, minimum = rows["typing-extensions"]
+    assert minimum == "4.14.1" and Version(pinned) >= Version(minimum)  # pydantic 2.13.5's Requires-Dist
+    assert "typing-extensions" in cw.read_machine_list(GPU / "machine-packages.txt"), "only what the machine has"
+
+
+def test_matmul_ceiling_runs_on_cpu(tmp_path):
+    ceiling = load("matmul_ceiling")
+    assert ceiling.main(["--seconds", "0.02", "--json", str(tmp_path / "m.json")]) == 0
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["device"] == "cpu" and result["peak_tflops"] is None
+    assert result["ceiling_tflops"] == max(r["tflops"] for r in result["shapes"]) > 0

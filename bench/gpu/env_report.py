@@ -23,10 +23,16 @@ def main() -> None:
             report[name] = getattr(module, "__version__", "?")
         except Exception as exc:  # noqa: BLE001 - report every failure, not only the first
             report[name] = f"IMPORT FAILED: {type(exc).__name__}: {exc}"
-    from deepspeed.accelerator import get_accelerator
+    try:  # a failed deepspeed import is one more line of the report, not a traceback that hides the rest
+        from deepspeed.accelerator import get_accelerator
 
-    report["deepspeed_accelerator"] = get_accelerator()._name
-    report["gpt2dist_file"] = importlib.import_module("gpt2dist").__file__
+        report["deepspeed_accelerator"] = get_accelerator()._name
+    except Exception as exc:  # noqa: BLE001
+        report["deepspeed_accelerator"] = f"IMPORT FAILED: {type(exc).__name__}: {exc}"
+    try:
+        report["gpt2dist_file"] = importlib.import_module("gpt2dist").__file__
+    except Exception as exc:  # noqa: BLE001
+        report["gpt2dist_file"] = f"IMPORT FAILED: {type(exc).__name__}: {exc}"
     print(json.dumps(report, indent=1))
     if report["gpu"] is None:
         print("no CUDA device visible: the GPU tests will skip and the benchmark fail", file=sys.stderr)

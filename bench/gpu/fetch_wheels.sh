@@ -38,10 +38,17 @@ mapfile -t pins < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' bench/gpu/
 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     "${PLATFORMS[@]}" -d "$tmp" "${pins[@]}"
 
+echo "== downloading bench/gpu/wheels-if-older.txt (installed there only when the machine's copy is older)"
+mapfile -t upgrades < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' bench/gpu/wheels-if-older.txt | awk '{print $1}')
+mkdir -p "$tmp/if-older"
+"$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    "${PLATFORMS[@]}" -d "$tmp/if-older" "${upgrades[@]}"
+
 rm -rf "$DEST"
 mkdir -p "$DEST"
 mv "$tmp"/*.whl "$DEST"/
+mv "$tmp/if-older" "$DEST"/
 echo "== $DEST: $(ls "$DEST" | wc -l) wheels, $(du -sh "$DEST" | cut -f1) (a device call carries at most 64 MiB)"
-ls -1 "$DEST"
+ls -1 "$DEST" "$DEST/if-older"
 echo "== check_wheels.py"
 "$PYTHON" bench/gpu/check_wheels.py --wheels "$DEST"

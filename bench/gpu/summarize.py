@@ -46,8 +46,15 @@ def read_tests(logs: Path) -> dict[str, Any]:
 
 
 def read_bench(logs: Path) -> dict[str, Any]:
-    return {path.stem.removeprefix("bench-"): json.loads(path.read_text(encoding="utf-8"))
-            for path in sorted(logs.glob("bench-*.json"))}
+    return {path.stem.removeprefix("bench-"): read_json(path) for path in sorted(logs.glob("bench-*.json"))}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A stage's JSON, or {} when the stage left none (failed, skipped) or a partial one."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def read_env(logs: Path) -> dict[str, Any]:
@@ -62,7 +69,21 @@ def read_env(logs: Path) -> dict[str, Any]:
         return {}
 
 
-def markdown(stages, tests, bench, env, check_lines) -> str:
+def fmt_predicted(res: dict[str, Any]) -> str:
+    """The doctor's one-GPU tokens/s range for this run, and the measured figure's place in it."""
+    pred = res.get("predicted") or {}
+    if "tokens_per_s_typical" not in pred or not res.get("median"):
+        return "n/a"
+    return (f"{pred['tokens_per_s_low']:,.0f}-{pred['tokens_per_s_high']:,.0f} "
+            f"({res['median'] / pred['tokens_per_s_typical']:.2f}x typical)")
+
+
+def fmt_compiled(res: dict[str, Any]) -> str:
+    graphs = res.get("compiled_graphs")
+    return "n/a" if graphs is None else ("no (eager)" if graphs == 0 else f"yes ({graphs} graphs)")
+
+
+def markdown(stages, tests, bench, env, check_lines, matmul=None, ce=None) -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [f"# gpt2dist GPU kit: {env.get('gpu') or 'GPU unknown'}, {when}", ""]
     if env:
@@ -89,15 +110,21 @@ def markdown(stages, tests, bench, env, check_lines) -> str:
     if not bench:
         lines.append("no benchmark result (see logs.tar.gz)")
     else:
-        lines += ["| variant | trainer | median tokens/s | MFU | peak GiB | setup s | last loss |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        ceiling = (matmul or {}).get("ceiling_tflops")
+        lines += ["| variant | trainer | micro | median tokens/s | doctor predicted | MFU | of matmul ceiling | "
+                  "compiled | peak GiB | setup s | last loss |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
         for variant, data in bench.items():
             for trainer, res in data.get("results", {}).items():
                 mfu = res.get("mfu")
                 peak = res.get("peak_mem_gib")
                 loss = res.get("final_loss")
-                lines.append(f"| {variant} | {trainer} | {res.get('median', float('nan')):,.0f} | "
-                             f"{'n/a' if mfu is None else f'{mfu:.1%}'} | {'n/a' if peak is None else f'{peak:.1f}'} | "
+                tflops = res.get("median", 0) * res.get("flops_per_token", 0) / 1e12
+                of_ceiling = f"{tflops / ceiling:.1%}" if ceiling and tflops else "n/a"
+                lines.append(f"| {variant} | {trainer} | {data.get('spec', {}).get('micro', '?')} | "
+                             f"{res.get('median', float('nan')):,.0f} | {fmt_predicted(res)} | "
+                             f"{'n/a' if mfu is None else f'{mfu:.1%}'} | {of_ceiling} | {fmt_compiled(res)} | "
+                             f"{'n/a' if peak is None else f'{peak:.1f}'} | "
                              f"{res.get('setup_s', 0):.0f} | {'n/a' if loss is None else f'{loss:.3f}'} |")
         for variant, data in bench.items():
             results = data.get("results", {})
@@ -108,6 +135,17 @@ def markdown(stages, tests, bench, env, check_lines) -> str:
         lines += ["", f"{spec.get('steps')} steps of {spec.get('micro')} x {spec.get('block_size')} tokens; median of "
                   f"{spec.get('window')}-step windows after {spec.get('warmup')} warm-up steps (compilation "
                   "included there); MFU = tokens/s x (6N + 12LHQT) / the bf16 peak of gpt2dist/observe/metrics.py."]
+    if matmul:
+        of_peak = (f" = {matmul['ceiling_of_peak']:.0%} of the datasheet peak {matmul['peak_tflops']:.0f}"
+                   if matmul.get("ceiling_of_peak") else "")
+        lines += ["", f"matmul ceiling (bench/gpu/matmul_ceiling.py): {matmul.get('ceiling_tflops', 0):.0f} TFLOP/s "
+                  f"{matmul.get('dtype', '')}{of_peak}"]
+    if ce.get("rows") if ce else False:
+        lines += ["", "## Chunked cross-entropy (bench/chunked_ce.py)", "",
+                  "| variant | peak MiB | ms per fwd+bwd |", "| --- | ---: | ---: |"]
+        lines += [f"| {r['variant']} | {r['peak_mib']:,.0f} | {r['ms']:.1f} |" for r in ce["rows"]]
+        if ce.get("summary"):
+            lines += ["", ce["summary"]]
     return "\n".join(lines) + "\n"
 
 
@@ -117,9 +155,11 @@ def main(argv: list[str]) -> int:
     stages, tests, bench, env = read_stages(logs), read_tests(logs), read_bench(logs), read_env(logs)
     check_file = logs / "check.log"
     check_lines = check_file.read_text(encoding="utf-8", errors="replace").splitlines() if check_file.is_file() else []
-    (out / "summary.md").write_text(markdown(stages, tests, bench, env, check_lines), encoding="utf-8")
+    matmul, ce = read_json(logs / "matmul.json"), read_json(logs / "chunked-ce.json")
+    (out / "summary.md").write_text(markdown(stages, tests, bench, env, check_lines, matmul, ce), encoding="utf-8")
     (out / "results.json").write_text(json.dumps({"env": env, "stages": stages, "tests": tests, "check": check_lines,
-                                                  "bench": bench}, indent=1), encoding="utf-8")
+                                                  "bench": bench, "matmul": matmul, "chunked_ce": ce}, indent=1),
+                                      encoding="utf-8")
     print((out / "summary.md").read_text(encoding="utf-8"))
     return 0
 

@@ -131,6 +131,10 @@ class TrainConfig:
     compile: str = "auto"  # auto (on CUDA; off on CPU, where it measured no faster) | true | false; a
     #                        compilation failure falls back to eager with a warning
     device: str = "auto"  # auto | cpu | cuda
+    # cross entropy in chunks of tokens, full-vocabulary fp32 logits never held at once (gpt2dist/engines/
+    # chunked_loss.py): auto (on CUDA; off on CPU, where it measured 1.09x slower) | true | false. Not with fp16
+    # (full logits there, with a warning when asked for)
+    chunked_loss: str = "auto"
 
 
 @dataclass
@@ -199,6 +203,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "train.schedule": ("cosine", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.compile": ("auto", "true", "false"),
+    "train.chunked_loss": ("auto", "true", "false"),
     "train.device": ("auto", "cpu", "cuda"),
     "logging.progress": ("auto", "bar", "lines"),
     "distributed.backend": ("auto", "torch", "deepspeed"),

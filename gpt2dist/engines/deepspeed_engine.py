@@ -21,6 +21,7 @@ from torch import nn
 from gpt2dist import dist
 from gpt2dist.config import BatchPlan, RunConfig
 from gpt2dist.engines.base import Engine, StepResult
+from gpt2dist.engines.chunked_loss import head_for
 from gpt2dist.engines.compile import FirstCallFallback, compiled_or_eager, wants_compile
 from gpt2dist.engines.device import enable_tf32, to_device
 from gpt2dist.engines.loss import lm_loss
@@ -61,6 +62,7 @@ class DeepSpeedEngine(Engine):
         enable_tf32(self.device)
         # In-place nn.Module.compile (not torch.compile's wrapper): state_dict keys and DeepSpeed's hooks stay
         # as they are, and undoing it is dropping the compiled call (what nn.Module.compile set).
+        self.head = head_for(self.model, tcfg.chunked_loss, self.device, tcfg.precision, self.stage)
         self.forward_model: FirstCallFallback | DeepSpeedEngineType = self.ds
         if wants_compile(tcfg.compile, self.device):
             def compile_in_place() -> DeepSpeedEngineType:
@@ -76,6 +78,8 @@ class DeepSpeedEngine(Engine):
 
     def forward_loss(self, batch: torch.Tensor) -> torch.Tensor:
         batch = to_device(batch, self.device)
+        if self.head is not None:  # the loss over the vocabulary in chunks
+            return self.head.loss(self.forward_model, batch[:, :-1], batch[:, 1:])
         logits = self.forward_model(input_ids=batch[:, :-1], use_cache=False).logits
         return lm_loss(logits, batch[:, 1:])
 

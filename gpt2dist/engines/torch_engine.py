@@ -13,6 +13,7 @@ from torch import nn
 
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan
 from gpt2dist.engines.base import Engine, StepResult
+from gpt2dist.engines.chunked_loss import head_for
 from gpt2dist.engines.compile import FirstCallFallback, compiled_or_eager, wants_compile
 from gpt2dist.engines.device import check_precision, enable_tf32, resolve_device, to_device
 from gpt2dist.engines.loss import lm_loss
@@ -42,6 +43,7 @@ class TorchEngine(Engine):
         self.optimizer = build_adamw(self.model, tcfg, fused=True)
         self._loss_bad: torch.Tensor | None = None  # any micro batch of this step had a non-finite loss
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_at(step, tcfg) / tcfg.lr)
+        self.head = head_for(self.model, tcfg.chunked_loss, self.device, tcfg.precision)  # before compiling
         self.forward_model = self.model
         if wants_compile(tcfg.compile, self.device):
             self.forward_model = compiled_or_eager(lambda: torch.compile(self.model), self.model)
@@ -59,6 +61,8 @@ class TorchEngine(Engine):
         batch = to_device(batch, self.device)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         with self._autocast():
+            if self.head is not None:  # the loss over the vocabulary in chunks
+                return self.head.loss(self.forward_model, inputs, targets)
             logits = self.forward_model(input_ids=inputs, use_cache=False).logits
         return lm_loss(logits, targets)
 

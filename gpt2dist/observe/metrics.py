@@ -7,33 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from gpt2dist.planning.hardware import GPUS, gpu_kind
 from gpt2dist.run.layout import METRICS_FILE
-
-# Dense (no sparsity) tensor-core peak FLOP/s per device, from the vendors' datasheets. "tf32" is what fp32
-# training reaches when matmuls may use TF32 (TorchEngine allows it on CUDA); "fp32" is the plain FP32 rate.
-# Keys match whole words of torch.cuda.get_device_name() ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"),
-# first match wins, so variants come before the base name. Unknown devices and every CPU give None.
-PEAK_FLOPS: dict[str, dict[str, float]] = {
-    "H200 NVL": {"bf16": 835e12, "fp16": 835e12, "tf32": 418e12, "fp32": 60e12},  # the PCIe card, lower clocks
-    "H200": {"bf16": 989e12, "fp16": 989e12, "tf32": 494.7e12, "fp32": 66.9e12},  # SXM
-    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51.2e12},
-    "H100 NVL": {"bf16": 835e12, "fp16": 835e12, "tf32": 418e12, "fp32": 60e12},
-    "H100": {"bf16": 989e12, "fp16": 989e12, "tf32": 494.7e12, "fp32": 66.9e12},  # SXM
-    "A100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
-    "A10": {"bf16": 125e12, "fp16": 125e12, "tf32": 62.5e12, "fp32": 31.2e12},
-    "L40S": {"bf16": 362e12, "fp16": 362e12, "tf32": 183e12, "fp32": 91.6e12},
-    "L4": {"bf16": 121e12, "fp16": 121e12, "tf32": 60e12, "fp32": 30.3e12},
-    "V100": {"fp16": 125e12, "fp32": 15.7e12},  # no bf16, no TF32
-    "RTX 4090": {"bf16": 165.2e12, "fp16": 165.2e12, "tf32": 82.6e12, "fp32": 82.6e12},
-    "MI300X": {"bf16": 1307.4e12, "fp16": 1307.4e12, "tf32": 653.7e12, "fp32": 163.4e12},
-}
-
 
 # How TensorBoard and W&B group the metrics.jsonl keys (the file keeps its keys): train/, eval/ and perf/ panels.
 TAGS: dict[str, str] = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
@@ -61,10 +41,8 @@ def peak_flops(device_name: str | None, precision: str, *, tf32: bool | None = N
 
             tf32 = torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32
         precision = "tf32" if tf32 else "fp32"
-    for key, table in PEAK_FLOPS.items():
-        if re.search(rf"(?<![\w]){re.escape(key)}(?![\w])", device_name):
-            return table.get(precision)
-    return None
+    kind = gpu_kind(device_name)
+    return GPUS[kind].peak.get(precision) if kind else None
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, peak: float | None, n_devices: int = 1) -> float | None:

@@ -14,11 +14,15 @@ bytes/s throughout. One optimizer step of data-parallel training is modelled as
   and reduce-scatter. Volumes follow the ZeRO paper (Rajbhandari et al. 2020, sec. 7: stages 1-2 move 2 psi,
   the same as data parallelism, stage 3 3 psi); DeepSpeed's implementation differs in two places, modelled as
   implemented and cited at `collectives`. Hierarchy: on one node collectives run at the intra-node busbw; once
-  they span nodes, the slower of the two links sets the pace (the inter-node link, on every GPU cluster).
+  they span nodes, the slower of the two links sets the pace (the inter-node link, on every GPU cluster), and
+  the latency grows with log2 of the node count (a tree's depth).
 - overlap: only communication issued during forward/backward can hide behind it, never the last bucket, and
   only a fraction `overlap` of it does (kernels share SMs and memory bandwidth); 0 on CPU, where DeepSpeed's
   CPU accelerator has no streams and every gloo call blocks.
-- ZeRO-Offload adds PCIe traffic (gradient partition down, updated weights up) and a host Adam step.
+- ZeRO-Offload adds PCIe traffic (gradient partition down, updated weights up) and a host Adam step; with
+  overlap_comm the download hides behind backward like communication, the rest does not.
+- achieved MFU, unless measured: `default_mfu`, per GPU kind, calibrated against published runs.
+- ASSUMPTIONS names each of these in one line for the doctor's output.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-GB = 1e9
-DEFAULT_MFU = 0.40  # GPT-2 sizes with torch.compile + flash attention on A100/H100; bench/RESULTS.md 'Scaling'
+from gpt2dist.planning.hardware import GB, GPUS, GpuKind, gpu_kind
+
+DEFAULT_MFU = 0.40  # a GPU kind with no published run (MFU_BY_GPU has the calibrated ones); bench/RESULTS.md
 DEFAULT_OVERLAP = 0.5  # share of overlappable communication actually hidden on a GPU (assumption; see above)
 RECOMPUTE = 8 / 6  # activation checkpointing: forward 2N + backward 4N + a second forward 2N
 DS_STAGE0_BUCKET = 500_000_000  # deepspeed.runtime.engine MEMORY_OPT_ALLREDUCE_SIZE: ZeRO-0's all-reduce bucket
@@ -37,45 +42,40 @@ BUS_FACTORS = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: 
                "reduce_scatter": lambda n: (n - 1) / n}
 
 
-@dataclass(frozen=True)
-class System:
-    """Default link figures for a GPU kind: replace them with `gpt2dist bench-comm`'s measurement.
-
-    intra: NVLink bandwidth per GPU and direction from the datasheet (all-reduce busbw on 8 GPUs of one node
-    reaches 80-100% of it in nccl-tests). inter: a rail-optimized fabric gives each GPU its own NIC and NCCL
-    spreads its rings over them, so a cross-node all-reduce's busbw is ~ NICs used x NIC rate x 0.9.
-    """
-
-    intra_busbw: float
-    nic_bw: float  # one NIC, bytes/s
-    nics_per_node: int
-    pcie_bw: float
-    hbm_bw: float
-    source: str
-
-    def inter_busbw(self, gpus_per_node: int) -> float:
-        return min(gpus_per_node, self.nics_per_node) * self.nic_bw * 0.9
 
 
-# NVIDIA datasheets: H100 SXM NVLink 4 900 GB/s bidirectional (450 each way), A100 SXM NVLink 3 600 GB/s, V100
-# SXM2 300 GB/s; DGX H100/H200 have 8 ConnectX-7 400 Gb/s (NDR, 50 GB/s) for the compute fabric, DGX A100 8 x
-# 200 Gb/s HDR (25 GB/s). PCIe cards: PCIe Gen5 x16 ~ 64 GB/s, Gen4 ~ 32 GB/s each way (~50 / 25 achieved), and
-# an assumed one 100 Gb/s NIC per node. Keys match `metrics.PEAK_FLOPS`.
-SYSTEMS: dict[str, System] = {
-    "H200 NVL": System(450 * GB, 50 * GB, 8, 50 * GB, 4800 * GB,
-                       "H200 NVL: NVLink bridges of 2 or 4 cards (900 GB/s), 8 x NDR 400 Gb/s"),
-    "H200": System(450 * GB, 50 * GB, 8, 50 * GB, 4800 * GB, "HGX/DGX H200: NVLink 4, 8 x NDR 400 Gb/s"),
-    "H100 PCIe": System(50 * GB, 12.5 * GB, 1, 50 * GB, 2000 * GB, "H100 PCIe: PCIe Gen5, 1 x 100 Gb/s per node"),
-    "H100 NVL": System(300 * GB, 50 * GB, 8, 50 * GB, 3900 * GB, "H100 NVL: NVLink bridge pairs, 8 x NDR 400 Gb/s"),
-    "H100": System(450 * GB, 50 * GB, 8, 50 * GB, 3350 * GB, "HGX/DGX H100 SXM: NVLink 4, 8 x NDR 400 Gb/s"),
-    "A100": System(300 * GB, 25 * GB, 8, 25 * GB, 2039 * GB, "HGX/DGX A100 SXM: NVLink 3, 8 x HDR 200 Gb/s"),
-    "A10": System(25 * GB, 12.5 * GB, 1, 25 * GB, 600 * GB, "A10: PCIe Gen4, 1 x 100 Gb/s per node"),
-    "L40S": System(25 * GB, 12.5 * GB, 1, 25 * GB, 864 * GB, "L40S: PCIe Gen4, 1 x 100 Gb/s per node"),
-    "L4": System(25 * GB, 12.5 * GB, 1, 25 * GB, 300 * GB, "L4: PCIe Gen4, 1 x 100 Gb/s per node"),
-    "V100": System(150 * GB, 12.5 * GB, 4, 16 * GB, 900 * GB, "DGX-1/-2 V100 SXM2: NVLink 2, 4 x EDR 100 Gb/s"),
-    "RTX 4090": System(25 * GB, 12.5 * GB, 1, 25 * GB, 1008 * GB, "RTX 4090: PCIe Gen4, 1 x 100 Gb/s per node"),
-    "MI300X": System(448 * GB, 50 * GB, 8, 50 * GB, 5300 * GB, "MI300X platform: Infinity Fabric, 8 x 400 Gb/s"),
-}
+# Achieved MFU of one GPU by kind, (low, typical, high), in this repo's 6N + 12LHQT convention, for GPT-2-shaped
+# models at T = 1024-2048 with flash attention and bf16: calibrated against published runs (bench/RESULTS.md,
+# 'Calibration'). A kind with no published run gets DEFAULT_MFU with the A100/H100 spread around it.
+# A100: MosaicML's MPT 125m-1b and llm.c's GPT-2 124M-774M imply 43-64% (median 54%); H100: MPT 760m-1b and
+# llm.c's GPT-2 1558M imply 35-49% (median 41%): the H100's peak grew 3.2x over the A100's, its memory bandwidth
+# 1.6x, so the same kernels reach a smaller share of it. PCIe/NVL cards and the H200 (the H100's compute) share
+# the H100's figures; the kinds with no published run get DEFAULT_MFU +- 20%.
+_A100, _H100 = (0.43, 0.53, 0.62), (0.35, 0.41, 0.49)
+MFU_BY_GPU: dict[str, tuple[float, float, float]] = {"A100": _A100, "H100": _H100, "H100 PCIe": _H100,
+                                                     "H100 NVL": _H100, "H200": _H100, "H200 NVL": _H100}
+SMALL_MODEL = 200e6  # below this many parameters, published MFU runs lower: the vocabulary and the per-layer
+#                      overheads (layer norms, softmax, the optimizer) weigh more against the matmuls
+SMALL_MODEL_FACTOR = 0.88  # A100 runs of 124-125M imply 43-60% (median 47%) against 54% for 350M-1B
+
+
+ASSUMPTIONS = ("assumes: MFU per GPU kind from published runs (bench/RESULTS.md 'Calibration'; lower below 200M "
+               "params); gradient reduction overlapped with backward where DeepSpeed does (ZeRO-1/2 with overlap_comm, "
+               "ZeRO-3 always; ZeRO-0 after backward); cross-node latency x log2(nodes); offload's gradient download "
+               "overlapped, host Adam and the weight upload not")
+
+
+def system_for(name: str | None) -> GpuKind:
+    """The figures of a device name's GPU kind (the H100's when the kind is unknown)."""
+    return GPUS[gpu_kind(name) or "H100"]
+
+
+def default_mfu(gpu: str | None, n_params: float, block_size: int) -> tuple[float, float, float]:
+    """(low, typical, high) achieved MFU of one GPU of kind `gpu` (a GPUS key or a device name) for a GPT-2
+    of `n_params` parameters at `block_size`: the calibrated table, scaled down for small models."""
+    low, typ, high = MFU_BY_GPU.get(gpu_kind(gpu) or "", (DEFAULT_MFU * 0.8, DEFAULT_MFU, DEFAULT_MFU * 1.2))
+    factor = SMALL_MODEL_FACTOR if n_params < SMALL_MODEL else 1.0
+    return low * factor, typ * factor, high * factor
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,10 @@ def collective_time(kind: str, nbytes: float, n: int, nodes: int, links: Links) 
         i = next(k for k in range(1, len(sizes)) if sizes[k] >= nbytes)
         x = (math.log(nbytes) - math.log(sizes[i - 1])) / (math.log(sizes[i]) - math.log(sizes[i - 1]))
         return nbytes * factor / (bus[i - 1] + x * (bus[i] - bus[i - 1]))
-    latency = links.intra_latency if nodes <= 1 else links.inter_latency
+    # Across nodes NCCL's small-message algorithm is a tree: its latency grows with the tree's depth, log2 of the
+    # node count (NCCL's tuning model: a per-hop latency per tree level), so a collective over 64 nodes pays
+    # 6 hops where 2 nodes pay 1.
+    latency = links.intra_latency if nodes <= 1 else links.inter_latency * max(1.0, math.log2(nodes))
     return latency + nbytes * factor / links.busbw(nodes)
 
 
@@ -238,8 +241,11 @@ def collectives(w: Workload, z: Zero, n: int) -> list[Collective]:
     if z.stage in (1, 2):
         per_micro = z.stage == 2
         kind = "reduce_scatter" if z.implementation == "paper" else "all_reduce"
+        # stage 1 too reduces from backward hooks, in the last micro batch's backward, when overlap_comm is on
+        # (stage_1_and_2.py process_gradients -> reduce_ready_partitions_and_remove_grads at the boundary)
+        in_backward = per_micro or z.overlap_comm
         out = [Collective(kind, psi * wb // buckets, buckets, w.accum if per_micro else 1,
-                          "backward" if per_micro else "boundary",
+                          "backward" if in_backward else "boundary",
                           "gradient buckets" + (", every micro batch" if per_micro else ""))]
         for name, numel in (("matrices", sum(m for _, m, d in w.tensors if d >= 2)),
                             ("vectors", sum(m for _, m, d in w.tensors if d < 2))):
@@ -349,14 +355,24 @@ def estimate_step(w: Workload, z: Zero, n_gpus: int, gpus_per_node: int, links: 
     if can_overlap and overlap > 0:
         fwd_share = (1 / 3) / (RECOMPUTE if w.activation_checkpointing else 1)  # forward's share of compute
         for phase, window in (("forward", compute_s * fwd_share), ("backward", compute_s * (1 - fwd_share))):
-            hideable = sum(t * c.hideable for c, t in times.items() if c.phase == phase)
+            # a collective issued in `passes` of the step's accum micro batches hides behind those passes only
+            hideable = sum(min(t * c.hideable, window * min(1.0, c.passes / w.accum))
+                           for c, t in times.items() if c.phase == phase)
             hidden += overlap * min(hideable, window)
     opt = optimizer_s / n_gpus if z.stage >= 1 else optimizer_s
     offload = 0.0
     if z.offload_optimizer and z.stage >= 1:
         part = w.n_params / n_gpus
-        # fp32 gradient partition to the host, updated 16-bit weights back, and Adam on the host's partition
-        offload = part * 4 / links.pcie_bw + part * w.weight_bytes / links.pcie_bw + part / host_adam
+        # fp32 gradient partition to the host, updated 16-bit weights back, and Adam on the host's partition.
+        # With overlap_comm DeepSpeed copies each reduced gradient bucket to pinned host memory from the
+        # backward pass (async_accumulate_grad_in_cpu_via_gpu / the offload copy stream), so the download hides
+        # behind the last micro batch's backward like communication does; the host Adam step and the upload of
+        # the updated weights come after it and stay exposed.
+        down = part * 4 / links.pcie_bw
+        if z.overlap_comm and overlap > 0:
+            backward = compute_s * (1 - (1 / 3) / (RECOMPUTE if w.activation_checkpointing else 1)) / w.accum
+            down -= overlap * min(down, backward)
+        offload = down + part * w.weight_bytes / links.pcie_bw + part / host_adam
         opt = 0.0
     if z.offload_param and z.stage == 3:
         gathers = sum(c.calls * c.nbytes for c in coll if c.kind == "all_gather")

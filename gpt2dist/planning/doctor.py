@@ -8,6 +8,7 @@ Exit 0 or 1 with a one-line verdict that scripts read.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +17,17 @@ from gpt2dist.data.checks import BYTES_PER_TOKEN
 from gpt2dist.data.sources import file_size
 from gpt2dist.errors import UserError
 from gpt2dist.planning import memory, scaling
-from gpt2dist.planning.preflight import Finding, ModelFacts, preflight, resolve_path
+from gpt2dist.planning.preflight import (
+    CHAR_VOCAB_GUESS,
+    Finding,
+    ModelFacts,
+    preflight,
+    resolve_path,
+    resolve_pretrained,
+)
 from gpt2dist.units import fmt_bytes, parse_size
 
+EPOCHS_WARN = 20  # train.max_steps beyond this many passes over data.train is a warning (repeated data overfits)
 TABLE_ROWS = [(0, False, False), (1, False, False), (2, False, False), (3, False, False),
               (1, True, False), (2, True, False), (3, True, True)]  # (stage, offload opt, offload param)
 
@@ -35,6 +44,18 @@ class DoctorReport:
     ranks_per_node: int = 1
     facts: ModelFacts | None = None  # what the model is (the scaling table reads it)
     scaling: list[str] = field(default_factory=list)  # gpt2dist.planning.scaling's table, after the memory table
+    scaling_report: scaling.ScalingReport | None = None  # the same, as data (--json)
+    assumed: list[str] = field(default_factory=list)  # what was not on this machine and what was assumed instead
+    world_size: int = 1
+    nodes: int = 1
+
+    @property
+    def recommendation(self) -> str | None:
+        """The one recommendation: the fastest ZeRO stage that fits when the scaling table is there, else the
+        lowest that fits (offload costs speed)."""
+        if self.scaling_report is not None and self.scaling_report.fastest:
+            return self.scaling_report.fastest
+        return self.recommended.label if self.recommended is not None else None
 
     @property
     def problems(self) -> list[Finding]:
@@ -51,16 +72,26 @@ class DoctorReport:
             return f"doctor: {n} problem{'s' if n > 1 else ''} ({self.problems[0].message})"
         warns = sum(f.level == "warn" for f in self.findings)
         parts = [f"{e.label} ~{fmt_bytes(e.total)} per GPU" for e in (self.configured,) if e]
-        parts += [f"lowest that fits: {e.label}" for e in (self.recommended,) if e]
+        parts += [f"recommend: {self.recommendation}"] if self.recommendation else []
         return f"doctor: OK ({'; '.join([*parts, f'{warns} warning' + ('s' if warns != 1 else '')])})"
 
 
 def run_doctor(cfg: RunConfig, world_size: int, gpu_mem_bytes: int | None = None, nodes: int = 1, *,
-               base_dir: str | Path | None = None) -> DoctorReport:
-    """Every check, the memory table and the lowest ZeRO stage that fits; nothing is built or written."""
+               base_dir: str | Path | None = None, model_config: str | None = None) -> DoctorReport:
+    """Every check, the memory table and the lowest ZeRO stage that fits; nothing is built or written.
+
+    Plans from anywhere: data or a model folder that is not on this machine is a warning that says what was
+    assumed instead (the model's shape from `model_config`, a config.json, if given, else the preset and
+    overrides), not a reason to withhold the tables."""
     base = Path(base_dir) if base_dir is not None else None
     findings, facts = preflight(cfg, world_size, base)
-    report = DoctorReport(findings=findings, gpu_mem_bytes=gpu_mem_bytes)
+    findings, assumed = _not_on_this_machine(cfg, findings, base)
+    if facts is None and assumed.get("model"):
+        facts = _assumed_facts(cfg, model_config)
+        assumed["model"] += (f": planned as L{facts.n_layer} x E{facts.n_embd}, {facts.n_head} heads, "
+                             f"{facts.n_positions} positions, vocab {facts.vocab_size} ({facts.vocab_source})")
+    report = DoctorReport(findings=findings, gpu_mem_bytes=gpu_mem_bytes, assumed=list(assumed.values()),
+                          world_size=world_size, nodes=nodes)
     if nodes < 1 or world_size % nodes:
         report.findings.append(Finding("error", f"--world-size {world_size} is not a multiple of --nodes {nodes}"))
         return report
@@ -73,11 +104,17 @@ def run_doctor(cfg: RunConfig, world_size: int, gpu_mem_bytes: int | None = None
         return report  # why is a finding already
     report.facts = facts
     block = cfg.data.block_size
+    epochs = _epoch_line(cfg, plan.global_batch * block, base)
     report.lines += [
         f"model: {facts.n_params / 1e6:.1f}M params (L{facts.n_layer} x E{facts.n_embd}, {facts.n_head} heads, "
         f"vocab {facts.vocab_size} from {facts.vocab_source}) | {cfg.train.precision}",
-        plan.describe(block),
-        *_epoch_line(cfg, plan.global_batch * block, base)]
+        plan.describe(block), *(line for line, _ in epochs)]
+    report.lines += [f"assumed: {line}" for line in report.assumed]
+    for _, n_epochs in epochs:
+        if n_epochs > EPOCHS_WARN:
+            report.findings.append(Finding("warn", f"train.max_steps {cfg.train.max_steps:,} is ~{n_epochs:,.0f} "
+                                                   f"epochs of data.train (more than {EPOCHS_WARN}): the model will "
+                                                   "memorize it; add data or lower train.max_steps"))
     report.table = [memory.estimate_for(cfg, facts, world_size, plan.micro, *row) for row in TABLE_ROWS]
     largest = memory.largest_layer_params(facts.n_embd, facts.vocab_size, facts.n_positions)
     if cfg.train.precision in memory.MIXED:  # DeepSpeed's estimators assume 16-bit weights
@@ -115,7 +152,56 @@ def _recommend(report: DoctorReport, cfg: RunConfig, facts: ModelFacts, world_si
     return Finding("ok", f"memory: configured {conf.label} ~{fmt(conf.total)} per GPU fits {budget}")
 
 
-def _epoch_line(cfg: RunConfig, tokens_per_step: int, base: Path | None) -> list[str]:
+def _not_on_this_machine(cfg: RunConfig, findings: list[Finding], base: Path | None,
+                         ) -> tuple[list[Finding], dict[str, str]]:
+    """Errors that only say a path is absent here -- data.train/data.val matching no file, a model or tokenizer
+    folder without its files -- become warnings (the job's nodes may well have them); the rest stay."""
+    assumed: dict[str, str] = {}
+    out = []
+    folder_absent = cfg.model.pretrained is not None and not (
+        Path(resolve_pretrained(cfg.model.pretrained, base)) / "config.json").is_file()
+    for f in findings:
+        msg = f.message
+        if f.level == "error" and "matches no file" in msg and msg.startswith(("config key data.train",
+                                                                                "config key data.val")):
+            key = msg.split(":")[0].removeprefix("config key ")
+            assumed[key] = f"{key} is not on this machine: planned without it (no steps per epoch)"
+            f = Finding("warn", f"{msg} -- not on this machine: planned without it; the job's nodes need it")
+        elif f.level == "error" and folder_absent and msg.startswith(("config key model.pretrained",
+                                                                      "config key tokenizer.path")):
+            assumed["model"] = f"model.pretrained {cfg.model.pretrained} is not on this machine"
+            f = Finding("warn", f"{msg} -- not on this machine: planned with an assumed shape; the job's nodes "
+                                "need it")
+        out.append(f)
+    return out, assumed
+
+
+def _assumed_facts(cfg: RunConfig, model_config: str | None) -> ModelFacts:
+    """The model's shape when its folder is elsewhere: a config.json given with --model-config (read as JSON,
+    nothing run), else the preset and overrides; the vocabulary from that file, the BPE size, or GPT-2's."""
+    dims = dict(cfg.resolved_model_dims())
+    vocab, source = None, ""
+    if model_config is not None:
+        if Path(model_config).is_symlink():
+            raise UserError(f"--model-config {model_config} is a symbolic link: give the file itself")
+        try:
+            hf = json.loads(Path(model_config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--model-config {model_config}: not a readable config.json ({exc})") from None
+        dims = {k: int(hf.get(k, dims[k])) for k in dims}
+        vocab, source = hf.get("vocab_size"), f"--model-config {model_config}"
+    if vocab is None:
+        if cfg.tokenizer.kind == "bpe":
+            vocab, source = cfg.tokenizer.vocab_size, "tokenizer.vocab_size, an upper bound"
+        elif cfg.tokenizer.kind == "char":
+            vocab, source = CHAR_VOCAB_GUESS, "a char tokenizer, assumed"
+        else:
+            vocab, source = 50257, "GPT-2's, assumed"
+    where = source if model_config is not None else f"model.preset {cfg.model.preset} and overrides; {source}"
+    return ModelFacts(dims["n_layer"], dims["n_embd"], dims["n_head"], dims["n_positions"], int(vocab), where)
+
+
+def _epoch_line(cfg: RunConfig, tokens_per_step: int, base: Path | None) -> list[tuple[str, float]]:
     """Steps per epoch from the text volume: approximate (bytes / typical bytes per token of the tokenizer)."""
     from gpt2dist.data.text import resolve_files
 
@@ -127,8 +213,9 @@ def _epoch_line(cfg: RunConfig, tokens_per_step: int, base: Path | None) -> list
         return []
     per_token = BYTES_PER_TOKEN[cfg.tokenizer.kind]
     steps = max(sum(file_size(f) for f in files) / per_token / tokens_per_step, 1e-9)
-    return [f"data: ~{steps * tokens_per_step:,.0f} tokens (~{per_token:g} bytes/token) -> ~{steps:,.1f} steps/epoch;"
-            f" train.max_steps {cfg.train.max_steps:,} = ~{cfg.train.max_steps / steps:,.1f} epochs"]
+    return [(f"data: ~{steps * tokens_per_step:,.0f} tokens (~{per_token:g} bytes/token) -> ~{steps:,.1f} "
+             f"steps/epoch; train.max_steps {cfg.train.max_steps:,} = ~{cfg.train.max_steps / steps:,.1f} epochs",
+             cfg.train.max_steps / steps)]
 
 
 def render(report: DoctorReport) -> str:
@@ -137,9 +224,12 @@ def render(report: DoctorReport) -> str:
     if report.table:
         out += memory.format_table(report.table, report.ds_estimates, report.configured, report.gpu_mem_bytes,
                                    memory.HEADROOM, report.ranks_per_node)
-    if report.recommended is not None:
-        out.append(f"recommend: {report.recommended.label} (the lowest ZeRO stage that fits; offload only if needed)")
     out += report.scaling
+    if report.recommendation is not None:
+        why = ("the fastest ZeRO stage that fits, from the scaling table"
+               if report.scaling_report is not None and report.scaling_report.fastest
+               else "the lowest ZeRO stage that fits; offload only if needed")
+        out.append(f"recommend: {report.recommendation} ({why})")
     return "\n".join(out + [f"  {f}" for f in report.findings])
 
 
@@ -151,11 +241,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "--nodes x --gpus-per-node)")
     parser.add_argument("--gpu-mem", default=None, help="memory per GPU, e.g. 80GiB, 80GB, 40000MiB")
     parser.add_argument("--nodes", type=int, default=1, help="nodes the ranks are spread over (default 1)")
+    parser.add_argument("--model-config", default=None, help="a config.json giving the model's shape when "
+                        "model.pretrained is not on this machine (default: the preset and overrides)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object (for "
+                        "schedulers and CI) instead of the tables; same exit code")
     scaling.add_arguments(parser)
 
 
 def doctor_command(config: str, overrides: list[str], world_size: int | None, gpu_mem: str | None, nodes: int,
-                   scaling_options: scaling.ScalingOptions | None = None) -> int:
+                   scaling_options: scaling.ScalingOptions | None = None, *, model_config: str | None = None,
+                   as_json: bool = False) -> int:
     """Load the config as training will, print the report and the verdict, return 0 or 1. A config that does
     not load is a problem too (exit 1); a malformed --gpu-mem is a usage error (UserError: exit 2).
     `scaling_options` adds the scaling table (gpt2dist.planning.scaling) after the memory table."""
@@ -173,12 +268,52 @@ def doctor_command(config: str, overrides: list[str], world_size: int | None, gp
     except UserError as exc:
         report = DoctorReport(findings=[Finding("error", str(exc))])
     else:
-        report = run_doctor(cfg, world_size, gpu_mem_bytes, nodes)
-        if scaling_options is not None and report.facts is not None and not report.problems:
-            report.scaling = scaling.doctor_lines(cfg, report.facts, scaling_options, gpu_mem_bytes)
+        report = run_doctor(cfg, world_size, gpu_mem_bytes, nodes, model_config=model_config)
+        if scaling_options is not None and report.facts is not None:  # problems or not: the plan is shown
+            report.scaling_report = scaling.doctor_report(cfg, report.facts, scaling_options, gpu_mem_bytes)
+            report.scaling = scaling.render(report.scaling_report)
+    if as_json:
+        print(json.dumps(as_dict(report), indent=1), flush=True)
+        return report.exit_code
     print(render(report))
     print(report.verdict(), flush=True)
     return report.exit_code
+
+
+def as_dict(report: DoctorReport) -> dict:
+    """The report's figures for machines (`gpt2dist doctor --json`): per node count nodes, gpus, step_s,
+    tokens_per_s, mfu, scaling efficiency, time and GPU-hours; per ZeRO stage memory per GPU and fits."""
+    usable = int(report.gpu_mem_bytes * memory.HEADROOM) if report.gpu_mem_bytes else None
+    facts = report.facts
+    out: dict = {
+        "verdict": report.verdict(), "exit_code": report.exit_code, "recommend": report.recommendation,
+        "world_size": report.world_size, "nodes": report.nodes, "gpu_mem_bytes": report.gpu_mem_bytes,
+        "usable_bytes": usable, "assumed": report.assumed,
+        "findings": [{"level": f.level, "message": f.message} for f in report.findings],
+        "model": None if facts is None else {
+            "n_params": facts.n_params, "n_layer": facts.n_layer, "n_embd": facts.n_embd, "n_head": facts.n_head,
+            "n_positions": facts.n_positions, "vocab_size": facts.vocab_size, "vocab_source": facts.vocab_source},
+        "memory": [{"label": e.label, "zero_stage": e.zero_stage, "offload_optimizer": e.offload_optimizer,
+                    "offload_param": e.offload_param, "params": e.params, "grads": e.grads,
+                    "optimizer": e.optimizer, "activations": e.activations, "buffers": e.buffers,
+                    "total_per_gpu": e.total, "host": e.host, "fits": None if usable is None else e.fits(usable),
+                    "configured": report.configured is not None and e.label == report.configured.label}
+                   for e in report.table],
+        "scaling": None}
+    sr = report.scaling_report
+    if sr is not None:
+        out["scaling"] = {"header": sr.header, "verdict": sr.verdict, "fastest": sr.fastest, "nodes": [
+            {"nodes": r.nodes, "gpus": r.gpus, "note": r.note,
+             **({} if r.step is None else {
+                 "micro": r.plan[0], "accum": r.plan[1], "global_batch": r.plan[2], "step_s": r.step.step_s,
+                 "tokens_per_s": r.step.tokens_per_s, "tokens_per_s_per_gpu": r.step.tokens_per_s_per_gpu,
+                 "mfu": r.step.mfu, "scaling_efficiency": r.step.efficiency,
+                 "exposed_comm_s": r.step.exposed_comm_s, "offload_s": r.step.offload_s}),
+             **({} if r.run is None else {"steps": r.run.steps, "tokens": r.run.tokens, "time_s": r.run.seconds,
+                                          "gpu_hours": r.run.gpu_hours})} for r in sr.rows],
+            "stages": [{"label": label, "fits": ok, "step_s": None if st is None else st.step_s,
+                        "tokens_per_s": None if st is None else st.tokens_per_s} for label, ok, st in sr.stages]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(item.startswith("-") or "=" not in item for item in extra):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     options, world_size, nodes = scaling.options_from_args(args)
-    return doctor_command(args.config, [*args.overrides, *extra], world_size, args.gpu_mem, nodes, options)
+    return doctor_command(args.config, [*args.overrides, *extra], world_size, args.gpu_mem, nodes, options,
+                          model_config=args.model_config, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -91,20 +91,27 @@ def layer_activation_bytes(seq: int, batch: int, n_embd: int, n_head: int, preci
     return total
 
 
-def logits_bytes(seq: int, batch: int, vocab_size: int) -> int:
+def logits_bytes(seq: int, batch: int, vocab_size: int, *, chunk: int | None = None, n_embd: int = 768) -> int:
     """Peak bytes of the output layer: three fp32 b*s*V tensors live at the head of the backward pass.
 
     Cross entropy runs in fp32 (`engine.lm_loss` upcasts). Its log-softmax output is saved; backward then
     holds that, its incoming gradient and the logits' gradient at once. With GPT-2's 50,257-token vocabulary
     this rivals all transformer blocks together (gpt2, b=8, s=1024, bf16: 4.9 GB vs 2.4 GB for the 12 blocks).
+
+    With the chunked loss (`chunk` tokens at a time, engines/chunked_loss.py) two fp32 chunk x V tensors (the
+    logits, turned into the softmax in place, and their 16/32-bit copy for the gradient matmuls, counted at
+    4 bytes) and the fp32 gradient of the V x E output weight it accumulates.
     """
+    if chunk:
+        return 2 * 4 * min(chunk, seq * batch) * vocab_size + 4 * vocab_size * n_embd
     return 3 * 4 * seq * batch * vocab_size
 
 
 def activation_bytes(n_layer: int, n_embd: int, n_head: int, block_size: int, micro_batch: int, vocab_size: int,
                      precision: str, *, checkpointing: bool = False, attention: str = "sdpa",
-                     dropout: float = 0.0) -> int:
-    """Activation peak of one micro batch: all blocks + ln_f/lm_head inputs + the logits term.
+                     dropout: float = 0.0, loss_chunk: int | None = None) -> int:
+    """Activation peak of one micro batch: all blocks + ln_f/lm_head inputs + the logits term (`loss_chunk`:
+    tokens per chunk of the chunked loss, None for full logits).
 
     With activation checkpointing (HF gradient checkpointing per block) each block keeps only its input and
     one block's activations are alive at a time while it is recomputed.
@@ -114,7 +121,8 @@ def activation_bytes(n_layer: int, n_embd: int, n_head: int, block_size: int, mi
     layer = layer_activation_bytes(block_size, micro_batch, n_embd, n_head, precision, attention=attention,
                                    dropout=dropout)
     blocks = n_layer * e * sbh + layer if checkpointing else n_layer * layer
-    return blocks + 2 * e * sbh + logits_bytes(block_size, micro_batch, vocab_size)
+    return blocks + 2 * e * sbh + logits_bytes(block_size, micro_batch, vocab_size, chunk=loss_chunk,
+                                               n_embd=n_embd)
 
 
 def zero_bucket_bytes(zero_stage: int, precision: str, reduce_bucket_size: int, *, overlap_comm: bool = True,
@@ -161,7 +169,8 @@ class MemoryEstimate:
 def estimate(n_params: int, n_layer: int, n_embd: int, n_head: int, block_size: int, micro_batch: int,
              precision: str, zero_stage: int, world_size: int, offload_optimizer: bool = False,
              offload_param: bool = False, *, vocab_size: int, largest_layer: int | None = None, buffers: int = 0,
-             checkpointing: bool = False, attention: str = "sdpa", dropout: float = 0.0) -> MemoryEstimate:
+             checkpointing: bool = False, attention: str = "sdpa", dropout: float = 0.0,
+             loss_chunk: int | None = None) -> MemoryEstimate:
     """Per-rank bytes for ZeRO `zero_stage` on `world_size` data-parallel ranks (conventions: module docstring).
 
     Stage 3 adds the largest layer gathered in full, as weight + gradient (DeepSpeed's estimator counts
@@ -195,7 +204,7 @@ def estimate(n_params: int, n_layer: int, n_embd: int, n_head: int, block_size: 
             largest_layer = largest_layer_params(n_embd, vocab_size, block_size)
         params += 2 * w * largest_layer
     acts = activation_bytes(n_layer, n_embd, n_head, block_size, micro_batch, vocab_size, precision,
-                            checkpointing=checkpointing, attention=attention, dropout=dropout)
+                            checkpointing=checkpointing, attention=attention, dropout=dropout, loss_chunk=loss_chunk)
     return MemoryEstimate(zero_stage, offload_optimizer, offload_param, params, grads, optim, acts, buffers, host)
 
 
@@ -272,4 +281,11 @@ def estimate_for(cfg: RunConfig, facts: ModelFacts, world_size: int, micro: int,
         buffers=zero_bucket_bytes(stage, precision, d.reduce_bucket_size, overlap_comm=d.overlap_comm,
                                   contiguous_gradients=d.contiguous_gradients),
         checkpointing=cfg.model.activation_checkpointing if checkpointing is None else checkpointing,
-        dropout=cfg.model.dropout or 0.0)
+        dropout=cfg.model.dropout or 0.0, loss_chunk=loss_chunk(cfg, stage))
+
+
+def loss_chunk(cfg: RunConfig, stage: int) -> int | None:
+    """Tokens per chunk of the loss the planned (GPU) run computes, None for full logits."""
+    from gpt2dist.engines.loss_plan import planned_chunk
+
+    return planned_chunk(cfg.train.chunked_loss, cfg.train.precision, stage)

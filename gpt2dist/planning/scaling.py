@@ -8,7 +8,6 @@ adding nodes stops paying, and which ZeRO stage is fastest among those that fit 
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,13 +17,12 @@ from gpt2dist.config import RunConfig, batch_plan
 from gpt2dist.errors import UserError
 from gpt2dist.planning import costmodel, memory
 from gpt2dist.planning.costmodel import GB
+from gpt2dist.planning.hardware import GPUS, gpu_kind
 from gpt2dist.run.layout import METRICS_FILE
 
 PAYS = 1.5  # a doubling of nodes "pays" while it gives at least 1.5x the tokens/s (75% marginal efficiency)
 STAGES = [(0, False, False), (1, False, False), (2, False, False), (3, False, False), (2, True, False),
           (3, True, True)]  # (stage, offload optimizer, offload params) compared for "fastest that fits"
-GPU_MEMORY = {"H200": 141, "H100 PCIe": 80, "H100 NVL": 94, "H100": 80, "A100": 80, "A10": 24, "L40S": 48, "L4": 24,
-              "V100": 32, "RTX 4090": 24, "MI300X": 192}  # GB per GPU (datasheets; the A100 40GB: --gpu-mem 40GB)
 
 
 @dataclass
@@ -44,11 +42,10 @@ class ScalingOptions:
 
 
 def gpu_key(name: str) -> str:
-    """The SYSTEMS / PEAK_FLOPS key a GPU name matches (whole words, first match: 'H100 PCIe' before 'H100')."""
-    for key in costmodel.SYSTEMS:
-        if re.search(rf"(?<![\w]){re.escape(key)}(?![\w])", name, flags=re.IGNORECASE):
-            return key
-    raise UserError(f"--gpu {name!r} is not a GPU the doctor knows: use one of {', '.join(costmodel.SYSTEMS)}")
+    """The hardware.GPUS key a GPU name matches, or a one-line error listing the known kinds."""
+    if key := gpu_kind(name):
+        return key
+    raise UserError(f"--gpu {name!r} is not a GPU the doctor knows: use one of {', '.join(GPUS)}")
 
 
 def workload(cfg: RunConfig, facts, micro: int, accum: int) -> costmodel.Workload:
@@ -84,7 +81,7 @@ def control_allreduces(cfg: RunConfig, stage: int) -> float:
 
 def links_for(opts: ScalingOptions) -> costmodel.Links:
     """Defaults of the GPU's system, replaced by --intra-bw/--inter-bw, then by a bench-comm report's curves."""
-    system = costmodel.SYSTEMS[gpu_key(opts.gpu)] if opts.gpu else None
+    system = GPUS[gpu_key(opts.gpu)] if opts.gpu else None
     intra = opts.intra_bw * GB if opts.intra_bw else (system.intra_busbw if system else None)
     inter = opts.inter_bw * GB if opts.inter_bw else (system.inter_busbw(opts.gpus_per_node) if system else None)
     if intra is None or inter is None:
@@ -137,6 +134,8 @@ class ScalingReport:
     rows: list[Row] = field(default_factory=list)
     stages: list[tuple[str, bool | None, costmodel.StepEstimate | None]] = field(default_factory=list)
     verdict: list[str] = field(default_factory=list)
+    fastest: str | None = None  # the fastest ZeRO stage that fits (or may: memory unknown) at the largest count
+    mfu_range: tuple[float, float, float] | None = None  # (low, typical, high) when the MFU is the default
 
 
 def node_counts(nodes: int) -> list[int]:
@@ -158,14 +157,16 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
     peak = peak_flops(key, precision, tf32=True) if key else None
     if peak is None:
         raise UserError(f"scaling: no {precision} peak FLOP/s for --gpu {opts.gpu}: pick a GPU with one "
-                        "(gpt2dist.observe.metrics.PEAK_FLOPS)")
+                        "(gpt2dist.planning.hardware.GPUS)")
     if opts.mfu is not None and not 0 < opts.mfu <= 1:
         raise UserError(f"--mfu {opts.mfu} must be in (0, 1], e.g. 0.4")
     measured = opts.mfu is not None or opts.from_run is not None
-    mfu = opts.mfu if opts.mfu is not None else (run_mfu(opts.from_run) if opts.from_run else costmodel.DEFAULT_MFU)
-    mfu_src = "--mfu" if opts.mfu is not None else (f"median of {opts.from_run}" if opts.from_run else "default")
+    low, typical, high = costmodel.default_mfu(key, facts.n_params, cfg.data.block_size)
+    mfu = opts.mfu if opts.mfu is not None else (run_mfu(opts.from_run) if opts.from_run else typical)
+    mfu_src = "--mfu" if opts.mfu is not None else (f"median of {opts.from_run}" if opts.from_run else
+                                                    f"default for {key}, published runs {low:.0%}-{high:.0%}")
     links = links_for(opts)
-    hbm = costmodel.SYSTEMS[key].hbm_bw
+    hbm = GPUS[key].hbm_bw
     g = opts.gpus_per_node
     level = [f"{links.intra_busbw / GB:,.0f} GB/s inside a node", f"{links.inter_busbw / GB:,.0f} GB/s across nodes"]
     if links.curves.get("all_reduce"):
@@ -180,11 +181,12 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
         f"  links: all-reduce busbw {level[0]}, {level[1]} ({links.source})"
         + ("" if opts.comm_json else "; measure yours: gpt2dist launch CONFIG --nproc G --module gpt2dist.commbench")])
 
-    def estimate(world: int, stage, off_opt, off_param) -> tuple[tuple[int, int, int], costmodel.StepEstimate]:
+    def estimate(world: int, stage, off_opt, off_param, at_mfu: float | None = None,
+                 ) -> tuple[tuple[int, int, int], costmodel.StepEstimate]:
         plan = batch_plan(cfg.train, world)
         w = workload(cfg, facts, plan.micro, plan.accum)
         z = zero_settings(cfg, stage, off_opt, off_param)
-        compute = costmodel.compute_time(w.flops_per_token, w.tokens_per_gpu, peak, mfu,
+        compute = costmodel.compute_time(w.flops_per_token, w.tokens_per_gpu, peak, at_mfu or mfu,
                                          activation_checkpointing=w.activation_checkpointing, mfu_measured=measured)
         step = costmodel.estimate_step(w, z, world, g, links, compute_s=compute, overlap=opts.overlap, peak=peak,
                                        optimizer_s=costmodel.optimizer_time(w.n_params, hbm),
@@ -209,6 +211,17 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
     good = [r for r in report.rows if r.step is not None]
     if good:
         report.verdict.append(_where_it_stops(good))
+        if not measured:  # the evidence is spread: say what its ends mean for the largest count
+            last = good[-1]
+            ends = [estimate(last.gpus, *configured, at_mfu=m)[1] for m in (low, high)]
+            runs = [costmodel.time_to_train(e, tokens=opts.tokens) if opts.tokens else
+                    costmodel.time_to_train(e, steps=cfg.train.max_steps) for e in ends]
+            report.verdict.append(
+                f"at the published range of MFU ({low:.0%}-{high:.0%}) {last.nodes} node{'s' if last.nodes > 1 else ''}"
+                f" give {ends[0].tokens_per_s:,.0f}-{ends[1].tokens_per_s:,.0f} tokens/s, "
+                f"{costmodel.fmt_duration(runs[1].seconds)}-{costmodel.fmt_duration(runs[0].seconds)}, "
+                f"{runs[1].gpu_hours:,.0f}-{runs[0].gpu_hours:,.0f} GPU-h; measure yours: --from-run RUN_DIR")
+            report.mfu_range = (low, typical, high)
     world = opts.nodes * g
     for stage, off_opt, off_param in STAGES:
         label = f"ZeRO-{stage}" + (" offload opt+param" if off_param else " offload opt" if off_opt else "")
@@ -220,10 +233,12 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
     candidates = [(label, s) for label, ok, s in report.stages if s is not None and ok is not False]
     if candidates:
         label, best = min(candidates, key=lambda c: c[1].step_s)
+        report.fastest = label
         known = any(ok is not None for _, ok, _ in report.stages)
         report.verdict.append(f"fastest ZeRO stage on {opts.nodes} node{'s' if opts.nodes > 1 else ''} x {g} "
                               f"{'that fits memory' if known else '(add --gpu-mem to check memory)'}: {label} "
                               f"({best.step_s * 1e3:,.0f} ms/step, {best.tokens_per_s:,.0f} tokens/s)")
+    report.header.append(f"  {costmodel.ASSUMPTIONS}")
     report.header.append(f"  time to train: {target}")
     return report
 
@@ -282,15 +297,15 @@ def add_arguments(parser) -> None:
     g.add_argument("--gpus-per-node", type=int, default=None, help="GPUs (ranks) per node; with --nodes it sets the "
                    "world size")
     g.add_argument("--gpu", default=None, help=f"GPU kind for peak FLOP/s, memory and default links: "
-                   f"{', '.join(costmodel.SYSTEMS)}")
+                   f"{', '.join(GPUS)}")
     g.add_argument("--intra-bw", type=float, default=None, help="all-reduce bus bandwidth inside a node, GB/s "
                    "(nccl-tests busbw; default: the GPU's NVLink/PCIe figure)")
     g.add_argument("--inter-bw", type=float, default=None, help="all-reduce bus bandwidth across nodes, GB/s "
                    "(~ NICs per node x NIC GB/s x 0.9; default: the GPU's usual fabric)")
     g.add_argument("--comm-json", default=None, help="bench-comm's report: its measured curves replace the "
                    "bandwidth of the level it ran on (one node, or several)")
-    g.add_argument("--mfu", type=float, default=None, help=f"achieved MFU of one GPU (default "
-                   f"{costmodel.DEFAULT_MFU:.2f})")
+    g.add_argument("--mfu", type=float, default=None, help="achieved MFU of one GPU (default: calibrated per GPU "
+                   "kind against published runs, costmodel.default_mfu)")
     g.add_argument("--from-run", default=None, help="take the MFU from a run dir's metrics.jsonl (median)")
     g.add_argument("--overlap", type=float, default=costmodel.DEFAULT_OVERLAP, help="share of overlappable "
                    f"communication hidden behind compute (default {costmodel.DEFAULT_OVERLAP})")
@@ -352,11 +367,16 @@ def options_from_args(args) -> tuple[ScalingOptions | None, int, int]:
 
 def default_gpu_mem(opts: ScalingOptions | None) -> int | None:
     """The GPU kind's memory in bytes (datasheet GB), for --gpu without --gpu-mem."""
-    return int(GPU_MEMORY[gpu_key(opts.gpu)] * 1e9) if opts is not None and opts.gpu else None
+    return int(GPUS[gpu_key(opts.gpu)].memory_gb * 1e9) if opts is not None and opts.gpu else None
 
 
 def doctor_lines(cfg: RunConfig, facts, opts: ScalingOptions, gpu_mem_bytes: int | None) -> list[str]:
     """The scaling section of the doctor's report: the memory table's own fit test decides 'fits'."""
+    return render(doctor_report(cfg, facts, opts, gpu_mem_bytes))
+
+
+def doctor_report(cfg: RunConfig, facts, opts: ScalingOptions, gpu_mem_bytes: int | None) -> ScalingReport:
+    """The scaling report the doctor prints (`render`) and writes as JSON, with the memory table's fit test."""
     def fits(stage: int, off_opt: bool, off_param: bool, world: int) -> bool | None:
         if gpu_mem_bytes is None:
             return None
@@ -367,4 +387,4 @@ def doctor_lines(cfg: RunConfig, facts, opts: ScalingOptions, gpu_mem_bytes: int
         est = memory.estimate_for(cfg, facts, world, micro, stage, off_opt, off_param)
         return est.fits(int(gpu_mem_bytes * memory.HEADROOM))
 
-    return render(scaling_report(cfg, facts, opts, fits))
+    return scaling_report(cfg, facts, opts, fits)
