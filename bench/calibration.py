@@ -117,16 +117,16 @@ HELD_OUT = [
     Run("rasbt GPT-2 124M 4x", "A100", 4, 12, 768, 1024, 32, 1, 0, 419_259 / 4,
         "rasbt/LLMs-from-scratch ch05/10_llm-training-speed/README.md: 419,259 tok/s on 4x A100, DDP, vocab 50,304 "
         "(also in bench/scaling.py --references, never fitted)", untied=True, vocab=50304, zero=DDP25),
-    Run("MPT-125m T=4096", "A100", 8, 12, 768, 4096, 16, 2, 3, 118_396, f"{FOUNDRY}, A100 80GB table"),
-    Run("MPT-350m T=4096", "A100", 8, 24, 1024, 4096, 16, 2, 3, 49_555, f"{FOUNDRY}, A100 80GB table"),
-    Run("MPT-760m T=4096", "A100", 8, 24, 1536, 4096, 12, 2, 3, 27_351, f"{FOUNDRY}, A100 80GB table"),
-    Run("MPT-760m T=1024", "A100", 8, 24, 1536, 1024, 48, 2, 3, 29_765, f"{FOUNDRY}, A100 80GB table"),
-    Run("MPT-1b T=4096", "A100", 8, 24, 2048, 4096, 7, 4, 3, 17_807, f"{FOUNDRY}, A100 80GB table"),
-    Run("MPT-1b T=1024", "A100", 8, 24, 2048, 1024, 18, 4, 3, 22_112, f"{FOUNDRY}, A100 80GB table"),
-    Run("MPT-1b T=2048 40GB", "A100", 8, 24, 2048, 2048, 8, 8, 3, 19_271, f"{FOUNDRY}, A100 40GB table"),
-    Run("MPT-760m T=4096", "H100", 8, 24, 1536, 4096, 12, 2, 3, 55_459, f"{FOUNDRY}, H100 80GB BF16 table"),
-    Run("MPT-1b T=4096", "H100", 8, 24, 2048, 4096, 7, 4, 3, 38_535, f"{FOUNDRY}, H100 80GB BF16 table"),
-    Run("MPT-1b T=1024", "H100", 8, 24, 2048, 1024, 18, 4, 3, 48_910, f"{FOUNDRY}, H100 80GB BF16 table"),
+    Run("MPT-125m T=4096 A100", "A100", 8, 12, 768, 4096, 16, 2, 3, 118_396, f"{FOUNDRY}, A100 80GB table"),
+    Run("MPT-350m T=4096 A100", "A100", 8, 24, 1024, 4096, 16, 2, 3, 49_555, f"{FOUNDRY}, A100 80GB table"),
+    Run("MPT-760m T=4096 A100", "A100", 8, 24, 1536, 4096, 12, 2, 3, 27_351, f"{FOUNDRY}, A100 80GB table"),
+    Run("MPT-760m T=1024 A100", "A100", 8, 24, 1536, 1024, 48, 2, 3, 29_765, f"{FOUNDRY}, A100 80GB table"),
+    Run("MPT-1b T=4096 A100", "A100", 8, 24, 2048, 4096, 7, 4, 3, 17_807, f"{FOUNDRY}, A100 80GB table"),
+    Run("MPT-1b T=1024 A100", "A100", 8, 24, 2048, 1024, 18, 4, 3, 22_112, f"{FOUNDRY}, A100 80GB table"),
+    Run("MPT-1b T=2048 A100 40GB", "A100", 8, 24, 2048, 2048, 8, 8, 3, 19_271, f"{FOUNDRY}, A100 40GB table"),
+    Run("MPT-760m T=4096 H100", "H100", 8, 24, 1536, 4096, 12, 2, 3, 55_459, f"{FOUNDRY}, H100 80GB BF16 table"),
+    Run("MPT-1b T=4096 H100", "H100", 8, 24, 2048, 4096, 7, 4, 3, 38_535, f"{FOUNDRY}, H100 80GB BF16 table"),
+    Run("MPT-1b T=1024 H100", "H100", 8, 24, 2048, 1024, 18, 4, 3, 48_910, f"{FOUNDRY}, H100 80GB BF16 table"),
 ]
 
 
