@@ -99,17 +99,20 @@ HELD_OUT = [
     Run("Megatron 1.7B", "A100", 32, 24, 2304, 2048, 4, 4, 0, megatron_tokens_per_s(137, 24, 2304, 2048, 51200),
         "NVIDIA/Megatron-LM README / Narayanan et al. 2021 Table 1: 1.7B (24 x 2304), 32 A100, batch 512, TP=PP=1, "
         "137 TFLOP/s per GPU with full recomputation; micro 4 assumed", vocab=51200, checkpointing=True),
-    Run("MPT-1.3B (whole run)", "A100", 440, 24, 2048, 2048, 8, 1, 3, 200e9 / (440 * 12 * 3600),
-        f"{TINYLLAMA} quoting huggingface.co/mosaicml/mpt-1b-redpajama-200b: 'trained on 440 A100-40GBs for about "
-        "half a day' on 200B tokens; micro 8 assumed", vocab=50432),
+    Run("MPT-1.3B (whole run)", "A100", 440, 24, 2048, 2048, 5, 1, 3, 200e9 / (440 * 12 * 3600),
+        "huggingface.co/mosaicml/mpt-1b-redpajama-200b model card: 200B tokens, batch 2,200 x 2048 (5 per GPU), "
+        "'trained on 440 A100-40GBs for about half a day', FSDP (quoted by TinyLlama's README as 7,920 A100 hours "
+        "per 300B)", vocab=50432),
     Run("SmolLM2-135M (whole run)", "H100", 64, 30, 543, 2048, 8, 1, 1, 2e12 / (5000 * 3600),
         SMOL.format("135M") + "; 64 H100, 2T tokens; Llama 30 x 576, GQA 3 kv heads, SwiGLU 1536 (GPT-2 width "
         "543), vocab 49,152 tied; micro 8, ZeRO-1 assumed", vocab=49152),
     Run("SmolLM2-360M (whole run)", "H100", 64, 32, 905, 2048, 8, 1, 1, 4e12 / (20_000 * 3600),
-        SMOL.format("360M") + "; 64 H100, 4T tokens; Llama 32 x 960, GQA 5 kv heads, SwiGLU 2560 (GPT-2 width 905)",
+        SMOL.format("360M") + "; 64 H100, 4T tokens; Llama 32 x 960, GQA 5 kv heads, SwiGLU 2560 (GPT-2 width 905); "
+        "micro 8, ZeRO-1 assumed",
         vocab=49152),
     Run("SmolLM2-1.7B (whole run)", "H100", 256, 24, 2365, 2048, 8, 1, 1, 11e12 / (140_000 * 3600),
-        SMOL.format("1.7B") + "; 256 H100, 11T tokens; Llama 24 x 2048, SwiGLU 8192 (GPT-2 width 2365)",
+        SMOL.format("1.7B") + "; 256 H100, 11T tokens; Llama 24 x 2048, SwiGLU 8192 (GPT-2 width 2365); "
+        "micro 8, ZeRO-1 assumed",
         vocab=49152),
     Run("nanoGPT GPT-2 124M (whole run)", "A100", 8, 12, 768, 1024, 12, 5, 0, 491_520 * 600_000 / (4 * 86400) / 8,
         "karpathy/nanoGPT README (3adf61e): 600k iters of 491,520 tokens 'in about 4 days' on 8X A100 40GB, DDP "
@@ -185,7 +188,7 @@ def main() -> int:
     ratios = table("HELD-OUT (never used for a figure)", HELD_OUT)
     pairs = list(zip(HELD_OUT, ratios, strict=True))
     others = [r for run, r in pairs if not run.source.startswith(FOUNDRY)]
-    print(f"held-out, sources other than MosaicML: {summary(others)}")
+    print(f"held-out, not llm-foundry benchmarks:  {summary(others)}")
     print(f"held-out, benchmark throughput:        {summary([r for run, r in pairs if not run.whole_run])}")
     print(f"held-out, whole runs (GPU-hours):      {summary([r for run, r in pairs if run.whole_run])}")
     return 0
