@@ -120,6 +120,9 @@ HELD_OUT = [
     Run("rasbt GPT-2 124M 4x", "A100", 4, 12, 768, 1024, 32, 1, 0, 419_259 / 4,
         "rasbt/LLMs-from-scratch ch05/10_llm-training-speed/README.md: 419,259 tok/s on 4x A100, DDP, vocab 50,304 "
         "(also in bench/scaling.py --references, never fitted)", untied=True, vocab=50304, zero=DDP25),
+    Run("llm.c GPT-2 124M H100", "H100", 8, 12, 768, 1024, 64, 1, 1, 524_288 / 0.139 / 8,
+        "KellerJordan/modded-nanogpt records/101324_llmc/README.md: llm.c (Oct 2024) on 8x H100 HBM3 per "
+        "karpathy/llm.c discussion #481 (-b 64 -t 1024, 524,288 tokens/step), 'median per-step time was 139ms'"),
     Run("MPT-125m T=4096 A100", "A100", 8, 12, 768, 4096, 16, 2, 3, 118_396, f"{FOUNDRY}, A100 80GB table"),
     Run("MPT-350m T=4096 A100", "A100", 8, 24, 1024, 4096, 16, 2, 3, 49_555, f"{FOUNDRY}, A100 80GB table"),
     Run("MPT-760m T=4096 A100", "A100", 8, 24, 1536, 4096, 12, 2, 3, 27_351, f"{FOUNDRY}, A100 80GB table"),
