@@ -225,3 +225,19 @@ def test_gpu_kit_skips_what_no_longer_fits_and_still_summarizes(tmp_path):
     rows = [line.split("\t") for line in (work / "logs" / "stages.tsv").read_text().splitlines()[1:]]
     assert [r[0] for r in rows] == STAGES[:-1] and {r[1] for r in rows} == {"skipped"}
     assert "| bench-zero1 | skipped | 0 |" in (out / "summary.md").read_text()
+
+
+def test_calibration_held_out_rows_are_never_in_the_fitted_set():
+    """bench/calibration.py: no held-out run is one of the in-sample (fitted) rows, by name or by configuration,
+    and each gets a low < typical < high prediction from the same doctor arithmetic."""
+    from bench import calibration
+
+    def config(run):
+        return (run.gpu, run.n_gpus, run.n_layer, run.n_embd, run.seq, run.micro, run.tokens_per_s_per_gpu)
+
+    assert {r.name for r in calibration.RUNS}.isdisjoint(r.name for r in calibration.HELD_OUT)
+    assert {config(r) for r in calibration.RUNS}.isdisjoint(config(r) for r in calibration.HELD_OUT)
+    assert len(calibration.HELD_OUT) >= 10
+    for run in calibration.HELD_OUT:
+        implied, typical, (low, high) = calibration.predict(run)
+        assert 0 < low < typical < high and 0 < implied < 1, run.name

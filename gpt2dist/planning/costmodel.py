@@ -62,7 +62,8 @@ SMALL_MODEL_FACTOR = 0.88  # A100 runs of 124-125M imply 43-60% (median 47%) aga
 ASSUMPTIONS = ("assumes: MFU per GPU kind from published runs (bench/RESULTS.md 'Calibration'; lower below 200M "
                "params); gradient reduction overlapped with backward where DeepSpeed does (ZeRO-1/2 with overlap_comm, "
                "ZeRO-3 always; ZeRO-0 after backward); cross-node latency x log2(nodes); offload's gradient download "
-               "overlapped, host Adam and the weight upload not")
+               "overlapped, host Adam and the weight upload not; steady-state steps only (published whole runs, "
+               "with evaluation, checkpoints and restarts, took 1.5-2.6x the hours)")
 
 
 def system_for(name: str | None) -> GpuKind:
