@@ -394,12 +394,15 @@ def test_a_config_mistake_fails_before_torch_is_imported(tmp_path):
     every command pay for transformers)."""
     code = ("import sys; from gpt2dist import cli; from gpt2dist.errors import UserError\n"
             "cli.build_parser()\n"
-            "try:\n    cli.check_before_torch(sys.argv[1], ['train.lr=-1'])\nexcept UserError:\n    pass\n"
+            "try:\n    cli.check_before_torch(sys.argv[1], ['train.lr=-1'])\n"
+            "except UserError as exc:\n    refused = str(exc)\nelse:\n    refused = 'NOT REFUSED'\n"
             "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'deepspeed') if m in sys.modules)\n"
-            "print(' '.join(heavy))")
+            "print(refused); print(' '.join(heavy))")
     train = tmp_path / "train.txt"
     train.write_text("some text\n")
     config = tmp_path / "run.yaml"
     config.write_text(f"data:\n  train: [{train}]\n")
     proc = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0 and proc.stdout.strip() == "", f"imported: {proc.stdout.strip()} {proc.stderr}"
+    refused, heavy = (proc.stdout.splitlines() + ["", ""])[:2]
+    assert proc.returncode == 0 and "train.lr" in refused, f"the bad value was not refused: {proc.stdout} {proc.stderr}"
+    assert heavy.strip() == "", f"imported before the check failed: {heavy}"
