@@ -46,7 +46,7 @@ from gpt2dist.data.manifest import (
     write_manifest,
 )
 from gpt2dist.data.sources import require_local
-from gpt2dist.data.text import clean_text, is_heldout, iter_documents, iter_texts, open_stream, resolve_files
+from gpt2dist.data.text import clean_text, is_heldout, iter_documents, iter_file_texts, resolve_files
 from gpt2dist.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def read_chunks(path: Path, cfg: RunConfig) -> Iterator[list[str]]:
     """The file's raw rows (as the streaming path reads them), in chunks of about CHUNK_CHARS characters."""
     chunk: list[str] = []
     size = 0
-    for text in iter_texts(open_stream([path], cfg.data), [path], cfg.data):
+    for text in iter_file_texts(path, cfg.data):
         chunk.append(text)
         size += len(text)
         if size >= CHUNK_CHARS:

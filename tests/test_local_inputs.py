@@ -1,0 +1,196 @@
+"""Local inputs (issue 25): directories, every file type, encodings, and rows identical to what `datasets` read.
+
+The expected texts come from tests/zh_text.py (real Chinese poems and prose) and, for the row layout old
+cursors depend on, from `datasets`' own packaged builders (the reader gpt2dist used before).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import unicodedata
+from pathlib import Path
+
+import pytest
+from zh_text import TEXTS, write_zh_files
+
+from gpt2dist.config import DataConfig
+from gpt2dist.data.encodings import guess_encoding
+from gpt2dist.data.local import read_rows
+from gpt2dist.data.text import clean_text, iter_documents, resolve_files
+from gpt2dist.errors import UserError
+
+
+def docs(patterns: list[str], **keys) -> list[str]:
+    cfg = DataConfig(train=patterns, **keys)
+    return [d.strip("\n") for d in iter_documents(resolve_files(patterns, "data.train"), cfg)]
+
+
+# ------------------------------------------------------------------------------------------------ directories
+def test_directory_is_walked_recursively_in_a_stable_order(tmp_path: Path) -> None:
+    files = write_zh_files(tmp_path / "corpus", 30)
+    (tmp_path / "corpus" / ".hidden.txt").write_text("隐藏", encoding="utf-8")
+    (tmp_path / "corpus" / ".git").mkdir()
+    (tmp_path / "corpus" / ".git" / "x.txt").write_text("隐藏", encoding="utf-8")
+    (tmp_path / "corpus" / "README.md").write_text("# not data", encoding="utf-8")
+    os.symlink(files[0], tmp_path / "corpus" / "link.txt")  # never read through a symlink
+    found = resolve_files([str(tmp_path / "corpus")], "data.train")
+    assert found == sorted(files, key=lambda p: p.relative_to(tmp_path / "corpus").as_posix())
+    assert resolve_files([str(tmp_path / "corpus") + "/"], "data.train") == found  # the same list every time
+    # directories, globs and files mixed in one list, each expanded in place
+    (tmp_path / "extra.jsonl").write_text(json.dumps({"text": TEXTS[0]}, ensure_ascii=False) + "\n", encoding="utf-8")
+    mixed = resolve_files([str(tmp_path / "extra.jsonl"), str(tmp_path / "corpus" / "part1" / "*.txt"),
+                           str(tmp_path / "corpus")], "data.train")
+    part1 = sorted(p for p in files if p.parent.name == "part1")
+    assert mixed == [tmp_path / "extra.jsonl", *part1, *found]
+    assert docs([str(tmp_path / "corpus")]) == [TEXTS[files.index(p) % len(TEXTS)] for p in found]
+
+
+def test_empty_directory_and_unknown_types_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"data\.train: .*empty' matches no file; the directory holds no "):
+        resolve_files([str(tmp_path / "empty")], "data.train")
+    (tmp_path / "a.docx").write_bytes(b"PK")
+    with pytest.raises(UserError, match=r"data\.train: unsupported file type '\.docx'"):
+        resolve_files([str(tmp_path / "a.docx")], "data.train")
+
+
+# ------------------------------------------------------------------------------------------------ file types
+def write_every_type(root: Path) -> dict[str, Path]:
+    """TEXTS in each supported layout; each must read back as exactly TEXTS."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root.mkdir(parents=True, exist_ok=True)
+    out = {"txt": root / "a.txt", "txt.gz": root / "a.txt.gz", "jsonl": root / "a.jsonl",
+           "jsonl.gz": root / "b.jsonl.gz", "json-strings": root / "strings.json", "json-objects": root / "objs.json",
+           "json-holder": root / "holder.json", "csv": root / "a.csv", "tsv": root / "a.tsv",
+           "parquet": root / "a.parquet", "saved": root / "saved"}
+    paragraphs = "\n\n".join(TEXTS) + "\n"
+    out["txt"].write_text(paragraphs, encoding="utf-8")
+    out["txt.gz"].write_bytes(gzip.compress(paragraphs.encode("utf-8")))
+    lines = "".join(json.dumps({"text": t, "id": i}, ensure_ascii=False) + "\n" for i, t in enumerate(TEXTS))
+    out["jsonl"].write_text(lines, encoding="utf-8")
+    out["jsonl.gz"].write_bytes(gzip.compress(lines.encode("utf-8")))
+    out["json-strings"].write_text(json.dumps(TEXTS, ensure_ascii=False), encoding="utf-8")  # GPT2-Chinese train.json
+    out["json-objects"].write_text(json.dumps([{"text": t} for t in TEXTS], ensure_ascii=False), encoding="utf-8")
+    out["json-holder"].write_text(json.dumps({"version": 1, "data": TEXTS}, ensure_ascii=False), encoding="utf-8")
+    import csv
+
+    for key, sep in (("csv", ","), ("tsv", "\t")):
+        with open(out[key], "w", encoding="utf-8", newline="") as fh:  # quoted fields hold the poems' newlines
+            writer = csv.writer(fh, delimiter=sep)
+            writer.writerow(["id", "text"])
+            writer.writerows([i, t] for i, t in enumerate(TEXTS))
+    pq.write_table(pa.table({"text": TEXTS}), out["parquet"])
+    datasets.Dataset.from_dict({"text": TEXTS, "n": list(range(len(TEXTS)))}).save_to_disk(str(out["saved"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def every_type(tmp_path_factory) -> dict[str, Path]:
+    return write_every_type(tmp_path_factory.mktemp("types"))
+
+
+@pytest.mark.parametrize("kind", ["txt", "txt.gz", "jsonl", "jsonl.gz", "json-strings", "json-objects",
+                                  "json-holder", "csv", "tsv", "parquet", "saved"])
+def test_every_file_type_reads_the_texts(every_type: dict[str, Path], kind: str) -> None:
+    assert docs([str(every_type[kind])]) == TEXTS
+
+
+def test_a_directory_of_every_type_and_saved_dataset_splits(every_type: dict[str, Path], tmp_path: Path) -> None:
+    root = every_type["txt"].parent
+    assert docs([str(root)]) == TEXTS * len(every_type)  # the saved dataset's .arrow files count as one entry
+    import datasets
+
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": TEXTS[:3]})})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(UserError, match=r"saved DatasetDict with splits \['train'\]: name one split's folder"):
+        resolve_files([str(tmp_path / "dd")], "data.train")
+    assert docs([str(tmp_path / "dd" / "train")]) == TEXTS[:3]
+
+
+def test_wrong_text_field_names_the_columns(every_type: dict[str, Path]) -> None:
+    for kind in ("csv", "jsonl", "parquet", "saved"):
+        with pytest.raises(UserError, match=r"data\.text_field='body'.*(columns|fields)"):
+            docs([str(every_type[kind])], text_field="body")
+
+
+TRICKY = "first line\r\nsecond\n\n\nthird para\rstill third\n\n\n\nfourth 末尾\n\nlast without newline"
+
+
+@pytest.mark.parametrize("sample_by", ["line", "paragraph", "document"])
+def test_text_rows_are_datasets_rows(tmp_path: Path, sample_by: str) -> None:
+    """Old cursors name (file, row): the rows must be the ones `datasets`' text builder gave (keep_linebreaks)."""
+    import datasets
+
+    path = tmp_path / "t.txt"
+    path.write_bytes(TRICKY.encode("utf-8"))
+    expected = [r["text"] for r in datasets.load_dataset("text", data_files=[str(path)], split="train",
+                                                         streaming=True, sample_by=sample_by, keep_linebreaks=True)]
+    cfg = DataConfig(train=[str(path)], sample_by=sample_by)
+    assert list(read_rows(path, cfg)) == expected
+    assert list(read_rows(path, cfg, start=2)) == expected[2:]
+
+
+def test_jsonl_rows_are_datasets_rows(tmp_path: Path) -> None:
+    import datasets
+
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "一"}\n\n{"text": "二", "x": 1}\n{"text": null}\n{"text": "三"}', encoding="utf-8")
+    expected = [r["text"] or "" for r in datasets.load_dataset("json", data_files=[str(path)], split="train",
+                                                               streaming=True)]
+    assert list(read_rows(path, DataConfig(train=[str(path)]))) == expected
+
+
+# ------------------------------------------------------------------------------------------------ encodings
+@pytest.mark.parametrize("encoding", ["gb18030", "gbk", "big5", "utf-16", "utf-8-sig"])
+def test_data_encoding_reads_the_file(tmp_path: Path, encoding: str) -> None:
+    big5 = ["床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。", "春眠不覺曉，處處聞啼鳥。"]  # traditional script
+    texts = big5 if encoding == "big5" else TEXTS
+    path = tmp_path / "a.txt"
+    path.write_bytes("\n\n".join(texts).encode(encoding))
+    assert docs([str(path)], encoding=encoding) == texts
+
+
+@pytest.mark.parametrize(("encoding", "named"), [("gbk", "GBK/GB18030; set data.encoding=gb18030"),
+                                                 ("big5", "Big5; set data.encoding=big5"),
+                                                 ("utf-16", "UTF-16; set data.encoding=utf-16")])
+def test_a_decode_failure_names_the_likely_encoding(tmp_path: Path, encoding: str, named: str) -> None:
+    text = "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。" if encoding == "big5" else "\n\n".join(TEXTS)
+    path = tmp_path / "gbk.txt"
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(UserError, match=rf"gbk\.txt at byte \d+ is not valid UTF-8: it looks like {named}"):
+        docs([str(path)])
+
+
+def test_guess_prefers_the_encoding_that_gives_common_characters() -> None:
+    prose = "".join(TEXTS)
+    assert guess_encoding(prose.encode("gb18030")) == "gb18030"
+    assert guess_encoding("學而時習之，不亦說乎？有朋自遠方來，不亦樂乎？".encode("big5")) == "big5"
+    assert guess_encoding(prose.encode("utf-8")) == "utf-8"
+
+
+# ------------------------------------------------------------------------------------------------ CJK cleaning
+def test_halfwidth_is_nfkc_of_the_fullwidth_forms_and_off_by_default() -> None:
+    fullwidth = "".join(chr(c) for c in range(0xFF01, 0xFF5F)) + "\u3000"
+    expected = unicodedata.normalize("NFKC", fullwidth)  # Unicode's own mapping, independent of our table
+    assert clean_text(fullwidth, DataConfig(halfwidth=True)) == expected
+    assert clean_text(fullwidth, DataConfig()) == fullwidth
+    poem = TEXTS[0]
+    assert clean_text(poem, DataConfig(halfwidth=True)) == poem.replace("，", ",")  # 。 is not a full-width form
+
+
+def test_char_and_bpe_tokenizers_round_trip_cjk() -> None:
+    from gpt2dist.data.pieces import splits_exactly
+    from gpt2dist.tokenizer import train_bpe, train_char
+
+    for tok in (train_char(TEXTS), train_bpe(TEXTS, 400)):
+        ids = tok(TEXTS, add_special_tokens=False)["input_ids"]
+        assert [tok.decode(i) for i in ids] == TEXTS
+        assert tok.unk_token_id not in {t for i in ids for t in i}
+        assert splits_exactly(tok)
+    char = train_char(TEXTS)
+    assert len(char(TEXTS[0], add_special_tokens=False)["input_ids"]) == len(TEXTS[0])  # one token per character
