@@ -52,12 +52,14 @@ def own_separator(tok: PreTrainedTokenizerBase) -> str | None:
 # CJK ideographs, kana, Hangul and their punctuation (U+3000-303F, full-width forms U+FF00-FFEF)
 _CJK = "\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af" \
        "\uf900-\ufaff\uff00-\uffef"
-_CJK_SPACE = re.compile(f"(?<=[{_CJK}]) (?=[{_CJK}])")
+_PUNCT = "\u3000-\u303f\uff00-\uffef"  # full-width punctuation: never spaced in the text
+_CJK_SPACE = re.compile(f"(?<=[{_CJK}]) (?=[{_CJK}])|(?<=[{_PUNCT}]) | (?=[{_PUNCT}])")
 
 
 def decode(tok: PreTrainedTokenizerBase, ids: list[int]) -> str:
     """Text of token ids without special tokens. A WordPiece (BERT-vocabulary) tokenizer joins tokens with spaces:
-    between two CJK characters that space was never in the text, so it goes; Latin words keep theirs."""
+    between two CJK characters or next to full-width punctuation that space was never in the text, so it goes;
+    Latin words keep theirs."""
     text = tok.decode(ids, skip_special_tokens=True)
     backend = getattr(tok, "backend_tokenizer", None)
     decoder = getattr(backend, "decoder", None)
