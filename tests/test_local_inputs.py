@@ -194,3 +194,34 @@ def test_char_and_bpe_tokenizers_round_trip_cjk() -> None:
         assert splits_exactly(tok)
     char = train_char(TEXTS)
     assert len(char(TEXTS[0], add_special_tokens=False)["input_ids"]) == len(TEXTS[0])  # one token per character
+
+
+# ------------------------------------------------------------------------------------------------ the doctor
+def test_rows_per_rank_count_every_type_in_characters(every_type: dict[str, Path]) -> None:
+    from gpt2dist.config import load_config
+    from gpt2dist.data.checks import ascii_only_check, bytes_per_token, shard_check
+
+    root = str(every_type["txt"].parent)
+    files = resolve_files([root], "data.train")
+    cfg = load_config(None, [f"data.train=[{root}]", "tokenizer.kind=char", "data.block_size=32"])
+    rows = len(TEXTS) * len(files)  # each file (and the saved dataset's one .arrow file) holds TEXTS
+    world = len(files) + 5  # fewer files than ranks: rows are dealt
+    level, message = shard_check(files, cfg, world)
+    assert level == "ok" and f"{rows:,} rows -> ~{rows // world:,} per rank" in message, message
+    utf8 = "".join(TEXTS)
+    assert bytes_per_token(files[:1], cfg) == pytest.approx(len(utf8.encode("utf-8")) / len(utf8), rel=0.05)
+    assert ascii_only_check(files, cfg) is None
+    level, message = ascii_only_check(files, load_config(None, [f"data.train=[{root}]", "data.ascii_only=true"]))
+    assert level == "warn" and "data.ascii_only would drop" in message and "data.ascii_only=false" in message
+
+
+def test_the_doctor_names_a_gbk_file(tmp_path: Path) -> None:
+    from gpt2dist.config import load_config
+    from gpt2dist.data.checks import shard_check
+
+    (tmp_path / "gbk.txt").write_bytes("\n\n".join(TEXTS).encode("gbk"))
+    files = resolve_files([str(tmp_path)], "data.train")
+    level, message = shard_check(files, load_config(None, [f"data.train=[{tmp_path}]"]), 2)
+    assert level == "error" and "gbk.txt at byte" in message and "data.encoding=gb18030" in message
+    cfg = load_config(None, [f"data.train=[{tmp_path}]", "data.encoding=gb18030"])
+    assert shard_check(files, cfg, 2)[0] == "ok"
