@@ -225,3 +225,37 @@ def test_the_doctor_names_a_gbk_file(tmp_path: Path) -> None:
     assert level == "error" and "gbk.txt at byte" in message and "data.encoding=gb18030" in message
     cfg = load_config(None, [f"data.train=[{tmp_path}]", "data.encoding=gb18030"])
     assert shard_check(files, cfg, 2)[0] == "ok"
+
+
+# ------------------------------------------------------------------------------------------------ many files
+def ords(texts: list[str]) -> list[list[int]]:
+    return [[ord(c) for c in text] + [0] for text in texts]
+
+
+def test_the_cursor_stays_small_over_many_files_and_resumes(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from gpt2dist.data.stream import TextStream
+
+    write_zh_files(tmp_path / "corpus", 100)  # > sharding.FILES_LISTED: named by count and digest
+    files = resolve_files([str(tmp_path / "corpus")], "data.train")
+    cfg = DataConfig(train=[str(tmp_path / "corpus")], block_size=31)
+    reference = [w.tokens for w in TextStream(files, cfg, ords, repeat=False)]
+    stream = TextStream(files, cfg, ords, repeat=False)
+    k = len(reference) // 2
+    head = [next(stream).tokens for _ in range(k)]
+    state = json.loads(json.dumps(stream.state_dict()))
+    names = json.dumps([str(f) for f in files])
+    assert str(files[0]) not in json.dumps(state) and len(json.dumps(state)) < len(names) / 4
+    resumed = TextStream(files, cfg, ords, repeat=False)
+    resumed.load_state_dict(state)
+    assert head + [w.tokens for w in resumed] == reference  # exact resume
+    with pytest.raises(UserError, match="training files differ"):
+        TextStream(files[1:], cfg, ords, repeat=False).load_state_dict(state)
+    rest = Counter(t for w in reference[k:] for t in w)
+    got: Counter = Counter()
+    for rank in range(2):  # a world-size change 1 -> 2 re-splits the rest
+        part = TextStream(files, cfg, ords, rank=rank, world_size=2, repeat=False)
+        part.load_cursors([state])
+        got.update(t for w in part for t in w.tokens)
+    assert got <= rest and sum(got.values()) >= sum(rest.values()) - 2 * 32
