@@ -26,11 +26,21 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
         raise UserError(f"tokenizer folder {path} not found: set tokenizer.path to a local Hugging Face "
                         "tokenizer folder (e.g. one saved by AutoTokenizer.save_pretrained)")
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as exc:
+        if (path / "vocab.txt").is_file() and not any((path / n).is_file() for n in ("tokenizer.json", "vocab.json")):
+            # a GPT2-Chinese folder: a BERT vocab.txt and a config.json that may not name the tokenizer class, where
+            # AutoTokenizer would build an empty GPT-2 tokenizer from the model type
+            from transformers import BertTokenizerFast
+
+            tok = BertTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        else:
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"tokenizer folder {path} could not be loaded ({first}): it needs tokenizer.json "
-                        "or vocab.json + merges.txt") from None
+                        "or vocab.json + merges.txt (or a BERT vocab.txt)") from None
+    if len(tok) < 2:
+        raise UserError(f"tokenizer folder {path} has an empty vocabulary: it needs tokenizer.json, vocab.json + "
+                        "merges.txt, or a BERT vocab.txt")
     if tok.eos_token_id is None:
         own = own_separator(tok)
         if own is not None:  # e.g. a BERT vocabulary's [SEP]: the vocabulary (and the embeddings) stay as they are
@@ -44,7 +54,8 @@ def own_separator(tok: PreTrainedTokenizerBase) -> str | None:
     """The token a tokenizer without an EOS already has for "end of text": [SEP] (BERT-vocabulary GPT-2 models
     such as GPT2-Chinese and the CLUECorpus ones are trained on "[CLS] text [SEP]"), else the CLS token."""
     for token in (tok.sep_token, tok.cls_token):
-        if token is not None and tok.convert_tokens_to_ids(token) not in (None, tok.unk_token_id):
+        found = None if token is None else tok.convert_tokens_to_ids(token)
+        if found is not None and found != tok.unk_token_id and found < tok.vocab_size:  # in the vocabulary proper
             return str(token)
     return None
 

@@ -259,3 +259,24 @@ def test_the_cursor_stays_small_over_many_files_and_resumes(tmp_path: Path) -> N
         part.load_cursors([state])
         got.update(t for w in part for t in w.tokens)
     assert got <= rest and sum(got.values()) >= sum(rest.values()) - 2 * 32
+
+
+# ------------------------------------------------------------------------------------------------ BERT vocabularies
+@pytest.mark.slow  # builds and saves a model: ~5 s of transformers imports
+def test_a_gpt2_chinese_folder_keeps_its_bert_vocabulary(tmp_path: Path) -> None:
+    """GPT2-Chinese folders may have only vocab.txt and a config.json naming no tokenizer class."""
+    from zh_text import bert_gpt2
+
+    from gpt2dist.tokenizer import decode, load_tokenizer
+
+    folder = bert_gpt2(tmp_path / "zh")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    del config["tokenizer_class"]
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    vocab = (folder / "vocab.txt").read_text(encoding="utf-8").split()
+    tok = load_tokenizer(folder)
+    assert len(tok) == len(vocab) and tok.eos_token == "[SEP]" and tok.eos_token_id == vocab.index("[SEP]")
+    assert decode(tok, tok(TEXTS[0], add_special_tokens=False)["input_ids"]) == "".join(TEXTS[0].split())
+    (folder / "vocab.txt").write_text("\n".join(v for v in vocab if v != "[SEP]") + "\n", encoding="utf-8")
+    tok = load_tokenizer(folder)  # no [SEP] in the vocabulary: its [CLS] ends documents
+    assert tok.eos_token == "[CLS]" and tok.eos_token_id == vocab.index("[CLS]")
