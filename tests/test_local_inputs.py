@@ -112,6 +112,15 @@ def test_a_directory_of_every_type_and_saved_dataset_splits(every_type: dict[str
     assert docs([str(tmp_path / "dd" / "train")]) == TEXTS[:3]
 
 
+def test_broken_json_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text('[\n  "床前明月光",\n  "疑是地上霜"\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"a\.json is not valid JSON \(.*\): fix the file"):
+        docs([str(tmp_path / "a.json")])
+    (tmp_path / "a.json").write_text('{"text": "一"}\n{"text": \n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"a\.json line 2 is not JSON"):
+        docs([str(tmp_path / "a.json")])
+
+
 def test_wrong_text_field_names_the_columns(every_type: dict[str, Path]) -> None:
     for kind in ("csv", "jsonl", "parquet", "saved"):
         with pytest.raises(UserError, match=r"data\.text_field='body'.*(columns|fields)"):

@@ -158,11 +158,15 @@ def _field_of(row: Any, field: str, path: Path, where: str) -> str:
 
 def _json_rows(path: Path, field: str, encoding: str, errors: str) -> Iterator[str]:
     with _open_text(path, encoding, errors) as fh:
-        head = fh.read(1 << 16)
-        first = head.lstrip("\ufeff \t\r\n")[:1]
-        if first == "[" or (first == "{" and path.suffix.lower() != ".jsonl" and _one_object(head + fh.read())):
+        first = fh.read(1 << 16).lstrip("\ufeff \t\r\n")[:1]
+        fh.seek(0)
+        if first == "[" or (first == "{" and path.suffix.lower() != ".jsonl" and _one_object(fh, field)):
             fh.seek(0)
-            yield from _json_document(json.loads(fh.read().lstrip("\ufeff")), field, path)
+            try:
+                doc = json.loads(fh.read().lstrip("\ufeff"))
+            except ValueError as exc:
+                raise UserError(f"{path} is not valid JSON ({exc}): fix the file") from None
+            yield from _json_document(doc, field, path)
             return
         fh.seek(0)
         for number, line in enumerate(fh, 1):
@@ -174,11 +178,20 @@ def _json_rows(path: Path, field: str, encoding: str, errors: str) -> Iterator[s
                 yield _field_of(row, field, path, f"line {number}")
 
 
-def _one_object(text: str) -> bool:
+def _one_object(fh: IO[str], field: str) -> bool:
+    """Is this .json file one object (pretty-printed, or one line holding the list) rather than JSON lines? Decided
+    from its first line, so a large JSON-lines file is never read whole to find out."""
+    first = fh.readline()
+    while first and not first.strip():
+        first = fh.readline()
     try:
-        return isinstance(json.loads(text.lstrip("\ufeff")), dict)
+        row = json.loads(first.lstrip("\ufeff"))
     except ValueError:
-        return False  # JSON lines (several objects) or broken JSON: read line by line, which names the line
+        return True  # the first line is not a whole object: a pretty-printed document (or broken, named later)
+    rest = fh.readline()
+    while rest and not rest.strip():
+        rest = fh.readline()
+    return not rest and isinstance(row, dict) and field not in row
 
 
 def _json_document(doc: Any, field: str, path: Path) -> Iterator[str]:
