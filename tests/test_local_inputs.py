@@ -121,6 +121,19 @@ def test_broken_json_is_one_line(tmp_path: Path) -> None:
         docs([str(tmp_path / "a.json")])
 
 
+def test_a_broken_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a.txt.gz").write_bytes(b"not gzip at all")
+    (tmp_path / "b.parquet").write_bytes(b"PAR1 broken")
+    for name in ("a.txt.gz", "b.parquet"):
+        with pytest.raises(UserError, match=rf"{name} cannot be read \(.*\): fix or remove the file"):
+            docs([str(tmp_path / name)])
+    from gpt2dist.config import load_config
+    from gpt2dist.data.checks import shard_check
+
+    level, message = shard_check([tmp_path / "a.txt.gz"], load_config(None, [f"data.train=[{tmp_path}]"]), 2)
+    assert level == "error" and "a.txt.gz cannot be read" in message
+
+
 def test_wrong_text_field_names_the_columns(every_type: dict[str, Path]) -> None:
     for kind in ("csv", "jsonl", "parquet", "saved"):
         with pytest.raises(UserError, match=r"data\.text_field='body'.*(columns|fields)"):

@@ -10,6 +10,7 @@ renderer run them before any expensive work. Each returns (level, message) for t
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ def units_per_row(files: list[DataFile], sample_by: str, piece_chars: int | None
                 out.append([_text_units(text, piece_chars) for text in read_rows(path, data)])
             except UnicodeDecodeError:
                 raise decode_error(path, data.encoding) from None
+            except (OSError, EOFError, ValueError, csv.Error) as exc:  # a broken .gz, .csv, .parquet or .arrow
+                raise UserError(f"{path} cannot be read ({type(exc).__name__}): fix or remove the file") from None
         return out
     out = []
     for path in files:
@@ -175,8 +178,8 @@ def sample_text(files: list[DataFile], cfg: RunConfig, chars: int = 1 << 16) -> 
                 n += len(text)
                 if n >= chars:
                     return "".join(out)
-    except (UnicodeDecodeError, UserError):
-        pass  # the decode and field errors are other checks' findings
+    except (UserError, OSError, EOFError, ValueError, csv.Error):
+        pass  # decode, field and broken-file errors are other checks' findings
     return "".join(out)
 
 

@@ -9,6 +9,7 @@ memory; rows come as Arrow batches. Both the streaming path (`stream.py`) and `g
 from __future__ import annotations
 
 import codecs
+import csv
 import glob
 import hashlib
 import re
@@ -149,10 +150,16 @@ def iter_file_texts(path: DataFile, cfg: DataConfig, start: int = 0) -> Iterator
     through `datasets`: rows come as Arrow batches and only the text column becomes Python objects; `skip(start)`
     drops whole Arrow batches, so a resume re-reads the consumed part of this one file but converts none of it.
     """
-    try:
-        if isinstance(path, Path):
+    if isinstance(path, Path):
+        try:
             yield from read_rows(path, cfg, start)
-            return
+        except UnicodeDecodeError:
+            raise _decode_error(path, cfg) from None
+        except (OSError, EOFError, ValueError, csv.Error) as exc:  # a broken .gz, .csv, .parquet or .arrow file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{path} cannot be read ({first}): fix or remove the file") from None
+        return
+    try:
         ds = open_stream([path], cfg)
         if start:
             ds = ds.skip(start)
