@@ -26,7 +26,12 @@ def load_hf_model(model_dir: str | Path, device: str = "auto") -> tuple[GPT2LMHe
     pretrained_config(str(model_dir), key="--model")
     dev = resolve_device(device)
     model = from_pretrained_complete(model_dir).to(dev).eval()
-    return model, load_tokenizer(model_dir), dev
+    tokenizer = load_tokenizer(model_dir)
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:  # an id past the table is an IndexError deep inside torch
+        raise UserError(f"{model_dir}: its tokenizer has {len(tokenizer)} tokens but the model's embeddings only "
+                        f"{rows}: use the tokenizer the model was trained with")
+    return model, tokenizer, dev
 
 
 def default_block_size(model_dir: Path, model: GPT2LMHeadModel) -> int:

@@ -9,6 +9,7 @@ import torch
 
 from gpt2dist.errors import UserError
 from gpt2dist.evaluate import default_block_size, load_hf_model
+from gpt2dist.tokenizer import decode
 
 log = logging.getLogger(__name__)
 
@@ -40,4 +41,4 @@ def generate(model_dir: str, prompt: str = "", *, max_new_tokens: int = 80, top_
         top_k=top_k if sample else None, top_p=top_p if sample else None,
         temperature=temperature if sample else None, pad_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id)
-    return [tokenizer.decode(seq[1:], skip_special_tokens=True) for seq in out]
+    return [decode(tokenizer, seq[1:].tolist()) for seq in out]

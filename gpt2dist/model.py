@@ -64,7 +64,13 @@ def build_model(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) -> GPT2LMHea
         log.info("resizing embeddings %d -> %d to fit the tokenizer",
                  model.get_input_embeddings().num_embeddings, vocab)
         model.resize_token_embeddings(vocab)
+    # the tokenizer's ids, never GPT2Config's defaults (50256 lies outside a BERT vocabulary of ~21k tokens)
     model.config.eos_token_id = model.config.bos_token_id = tokenizer.eos_token_id
+    if tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.update(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                       pad_token_id=model.config.pad_token_id)
     return model
 
 

@@ -6,6 +6,7 @@ reuses it byte for byte and `export` copies it beside the weights where `AutoTok
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,14 +26,57 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
         raise UserError(f"tokenizer folder {path} not found: set tokenizer.path to a local Hugging Face "
                         "tokenizer folder (e.g. one saved by AutoTokenizer.save_pretrained)")
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as exc:
+        if (path / "vocab.txt").is_file() and not any((path / n).is_file() for n in ("tokenizer.json", "vocab.json")):
+            # a GPT2-Chinese folder: a BERT vocab.txt and a config.json that may not name the tokenizer class, where
+            # AutoTokenizer would build an empty GPT-2 tokenizer from the model type
+            from transformers import BertTokenizerFast
+
+            tok = BertTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        else:
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"tokenizer folder {path} could not be loaded ({first}): it needs tokenizer.json "
-                        "or vocab.json + merges.txt") from None
+                        "or vocab.json + merges.txt (or a BERT vocab.txt)") from None
+    if len(tok) < 2:
+        raise UserError(f"tokenizer folder {path} has an empty vocabulary: it needs tokenizer.json, vocab.json + "
+                        "merges.txt, or a BERT vocab.txt")
     if tok.eos_token_id is None:
-        tok.add_special_tokens({"eos_token": EOS})
+        own = own_separator(tok)
+        if own is not None:  # e.g. a BERT vocabulary's [SEP]: the vocabulary (and the embeddings) stay as they are
+            tok.eos_token = own
+        else:
+            tok.add_special_tokens({"eos_token": EOS})
     return tok
+
+
+def own_separator(tok: PreTrainedTokenizerBase) -> str | None:
+    """The token a tokenizer without an EOS already has for "end of text": [SEP] (BERT-vocabulary GPT-2 models
+    such as GPT2-Chinese and the CLUECorpus ones are trained on "[CLS] text [SEP]"), else the CLS token."""
+    for token in (tok.sep_token, tok.cls_token):
+        found = None if token is None else tok.convert_tokens_to_ids(token)
+        if found is not None and found != tok.unk_token_id and found < tok.vocab_size:  # in the vocabulary proper
+            return str(token)
+    return None
+
+
+# CJK ideographs, kana, Hangul and their punctuation (U+3000-303F, full-width forms U+FF00-FFEF)
+_CJK = "\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af" \
+       "\uf900-\ufaff\uff00-\uffef"
+_PUNCT = "\u3000-\u303f\uff00-\uffef"  # full-width punctuation: never spaced in the text
+_CJK_SPACE = re.compile(f"(?<=[{_CJK}]) (?=[{_CJK}])|(?<=[{_PUNCT}]) | (?=[{_PUNCT}])")
+
+
+def decode(tok: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    """Text of token ids without special tokens. A WordPiece (BERT-vocabulary) tokenizer joins tokens with spaces:
+    between two CJK characters or next to full-width punctuation that space was never in the text, so it goes;
+    Latin words keep theirs."""
+    text = tok.decode(ids, skip_special_tokens=True)
+    backend = getattr(tok, "backend_tokenizer", None)
+    decoder = getattr(backend, "decoder", None)
+    if decoder is not None and type(decoder).__name__ == "WordPiece":
+        text = _CJK_SPACE.sub("", text)
+    return text
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:

@@ -101,7 +101,9 @@ def list_yaml(root: Path) -> None:
 
 
 def csv_file(root: Path) -> None:
-    (root / "data.csv").write_text("text\nhello\nworld\n", encoding="utf-8")
+    rows = [f"document number {i} says hello to the world" for i in range(100)]
+    (root / "data.csv").write_text("text\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    (root / "data.xlsx").write_bytes(b"PK\x03\x04")
 
 
 def jsonl_file(root: Path) -> None:
@@ -190,9 +192,9 @@ CASES = [
     Case("non-utf8-text-pretrained-tokenizer",
          train("data.train=[bad.txt]", "tokenizer.kind=pretrained", "tokenizer.path=tok"),
          ("bad.txt", f"at byte {BAD_UTF8_OFFSET}", "UTF-8"), bad_utf8_and_tokenizer_folder),
-    Case("unsupported-csv", train("data.train=[data.csv]"), ("data.train", "'.csv'"), csv_file),
-    Case("mixed-txt-jsonl", train("data.train=[train.txt,docs.jsonl]"), ("data.train", "mixes file types"),
-         jsonl_file),
+    Case("unsupported-xlsx", train("data.train=[data.xlsx]"), ("data.train", "'.xlsx'"), csv_file),
+    Case("csv-wrong-text-field", train("data.train=[data.csv]", "data.text_field=body"),
+         ("data.text_field='body'", "data.csv"), csv_file),
     Case("jsonl-wrong-text-field", train("data.train=[docs.jsonl]", "data.text_field=body"),
          ("data.text_field='body'", "docs.jsonl"), jsonl_file),
     # -- config keys and values --

@@ -81,17 +81,21 @@ class TokenizerConfig:
 
 @dataclass
 class DataConfig:
-    train: list[str] = field(default_factory=list)  # files or globs: .txt, .jsonl, .json, .parquet
+    # files, globs or directories (read recursively): .txt, .jsonl, .json, .csv, .tsv, .parquet, .gz text, or a
+    # `datasets` save_to_disk folder
+    train: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)  # validation files; or use val_fraction
     val_fraction: float = ranged(0.0, FRACTION)  # hold out this fraction of training documents (by content hash)
-    text_field: str = "text"  # the column holding text in .jsonl / .parquet
+    text_field: str = "text"  # the column holding text in .jsonl / .json / .csv / .tsv / .parquet / saved datasets
     block_size: int = ranged(128, GT0)  # tokens per training sequence (windows are block_size + 1 long)
     sample_by: str = "paragraph"  # .txt documents: line | paragraph (blank-line separated) | document (file)
-    encoding_errors: str = "strict"  # strict: invalid UTF-8 is an error naming file+offset; replace: U+FFFD
+    encoding_errors: str = "strict"  # strict: undecodable bytes are an error naming file+offset; replace: U+FFFD
+    encoding: str = "utf-8"  # text files' encoding: utf-8 | utf-8-sig | gb18030 | gbk | big5 | utf-16 (with BOM)
     strip_control: bool = True  # drop control characters other than newline and tab
     collapse_whitespace: bool = False  # runs of spaces/tabs become one space
     min_line_chars: int = ranged(0, GE0)  # drop lines shorter than this (after stripping)
     ascii_only: bool = False  # drop non-ASCII characters
+    halfwidth: bool = False  # full-width ASCII forms (U+FF01-FF5E, e.g. Ａ１，) and U+3000 become half-width
     # format=stream: 1 = read+tokenize+pack in a DataLoader worker process, 0 = in-process
     num_workers: int = ranged(1, Range(0, 1))
     prefetch_factor: int = ranged(2, GT0)  # format=stream: micro batches the worker prepares ahead of the training loop
@@ -198,6 +202,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "tokenizer.kind": ("pretrained", "bpe", "char"),
     "data.sample_by": ("line", "paragraph", "document"),
     "data.encoding_errors": ("strict", "replace"),
+    "data.encoding": ("utf-8", "utf-8-sig", "gb18030", "gbk", "big5", "utf-16"),
     "data.num_workers": (0, 1),  # the packed token stream is sequential: one worker keeps it exact
     "data.format": ("stream", "packed"),
     "train.schedule": ("cosine", "constant"),

@@ -10,12 +10,17 @@ renderer run them before any expensive work. Each returns (level, message) for t
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
+from typing import Any
 
 from gpt2dist.config import RunConfig
+from gpt2dist.data.encodings import decode_error
+from gpt2dist.data.local import read_rows
 from gpt2dist.data.pieces import PIECE_CHARS, piece_starts
 from gpt2dist.data.sharding import shard_mode
 from gpt2dist.data.sources import DataFile, RemoteFile, file_size, open_binary
+from gpt2dist.errors import UserError
 from gpt2dist.units import fmt_bytes
 
 COUNT_ROWS_LIMIT = 64 * 2**20  # rows are counted only when the training files total less than this
@@ -30,11 +35,22 @@ def rows_per_file(files: list[DataFile], sample_by: str) -> list[int] | None:
 
 
 def units_per_row(files: list[DataFile], sample_by: str, piece_chars: int | None,
-                  text_field: str = "text") -> list[list[int]] | None:
+                  text_field: str = "text", data: Any = None) -> list[list[int]] | None:
     """Per file, per row: how many sharding units (pieces, sharding.py) the row is -- 1, or more for a row over
     `piece_chars` characters (counted on the raw text: cleaning only shortens it, so this is an upper bound;
-    parquet rows are counted as 1 unless the file is small). None when counting costs too much."""
+    parquet rows are counted as 1 unless the file is small). None when counting costs too much. With `data`
+    (the DataConfig) local files are read as training reads them (every type, data.encoding, characters)."""
     small = sum(file_size(f) for f in files) <= COUNT_ROWS_LIMIT
+    if data is not None and small and not any(isinstance(f, RemoteFile) for f in files):
+        out = []
+        for path in files:
+            try:
+                out.append([_text_units(text, piece_chars) for text in read_rows(path, data)])
+            except UnicodeDecodeError:
+                raise decode_error(path, data.encoding) from None
+            except (OSError, EOFError, ValueError, csv.Error) as exc:  # a broken .gz, .csv, .parquet or .arrow
+                raise UserError(f"{path} cannot be read ({type(exc).__name__}): fix or remove the file") from None
+        return out
     out = []
     for path in files:
         suffix = path.suffix.lower()
@@ -64,6 +80,10 @@ def units_per_row(files: list[DataFile], sample_by: str, piece_chars: int | None
             rows = [part for part in text.split(b"\n\n") if part]
         out.append([_units(row, piece_chars) for row in rows])
     return out
+
+
+def _text_units(text: str, piece_chars: int | None) -> int:
+    return 1 if piece_chars is None or len(text) <= piece_chars else len(piece_starts(text, piece_chars))
 
 
 def _units(row: bytes, piece_chars: int | None) -> int:
@@ -103,7 +123,7 @@ def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int, label: s
     With data.weights each source is sharded on its own: `label` names the source."""
     sizes = [file_size(f) for f in files]
     where = f"{label}: {len(files)} file{'s' if len(files) > 1 else ''}, {fmt_bytes(sum(sizes))}"
-    per_token = BYTES_PER_TOKEN[cfg.tokenizer.kind]
+    per_token = bytes_per_token(files, cfg)
     window = cfg.data.block_size + 1
     if shard_mode(len(files), world_size) == "file":
         shares = [sum(sizes[r::world_size]) for r in range(world_size)]
@@ -117,7 +137,10 @@ def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int, label: s
         return "ok", (f"{where}: file sharding, {len(files) // world_size}+ files per rank, shares "
                       f"{fmt_bytes(min(shares))}-{fmt_bytes(max(shares))}")
     piece_chars = stream_piece_chars(cfg)
-    units = units_per_row(files, cfg.data.sample_by, piece_chars, cfg.data.text_field)
+    try:
+        units = units_per_row(files, cfg.data.sample_by, piece_chars, cfg.data.text_field, cfg.data)
+    except UserError as exc:  # reading names the file and the fix (a decode error: the likely encoding)
+        return "error", str(exc)
     if units is None:
         why = "remote files" if any(isinstance(f, RemoteFile) for f in files) else \
             f"above {fmt_bytes(COUNT_ROWS_LIMIT)}"
@@ -141,6 +164,46 @@ def shard_check(files: list[DataFile], cfg: RunConfig, world_size: int, label: s
     if pieces > rows:
         return "ok", f"{where}, {rows:,} rows in {pieces:,} pieces -> ~{pieces // world_size:,} per rank"
     return "ok", f"{where}, {rows:,} rows -> ~{rows // world_size:,} per rank"
+
+
+def sample_text(files: list[DataFile], cfg: RunConfig, chars: int = 1 << 16) -> str:
+    """Up to `chars` characters of the first local files' rows as training reads them ("" when unreadable)."""
+    out, n = [], 0
+    try:
+        for path in files:
+            if isinstance(path, RemoteFile):
+                continue
+            for text in read_rows(path, cfg.data):
+                out.append(text)
+                n += len(text)
+                if n >= chars:
+                    return "".join(out)
+    except (UserError, OSError, EOFError, ValueError, csv.Error):
+        pass  # decode, field and broken-file errors are other checks' findings
+    return "".join(out)
+
+
+def bytes_per_token(files: list[DataFile], cfg: RunConfig) -> float:
+    """Rough file bytes per token: a table by tokenizer kind, times the UTF-8 bytes per character the char
+    tokenizer sees (3 for Chinese: one token per character, not per byte)."""
+    per_token = BYTES_PER_TOKEN[cfg.tokenizer.kind]
+    if cfg.tokenizer.kind == "char" and cfg.data.encoding.startswith("utf-8"):
+        sample = sample_text(files, cfg)
+        if sample:
+            per_token *= len(sample.encode("utf-8")) / len(sample)
+    return per_token
+
+
+def ascii_only_check(files: list[DataFile], cfg: RunConfig) -> tuple[str, str] | None:
+    """data.ascii_only on a mostly non-ASCII corpus (Chinese, say) would train on what little is left."""
+    if not cfg.data.ascii_only:
+        return None
+    sample = "".join(sample_text(files, cfg).split())
+    dropped = sum(ord(c) > 0x7F for c in sample) / len(sample) if sample else 0.0
+    if dropped <= 0.5:
+        return None
+    return "warn", (f"data.ascii_only would drop {dropped:.0%} of the characters of data.train (a sample of "
+                    f"{files[0]}): set data.ascii_only=false for non-English text")
 
 
 def packed_check(cfg: RunConfig, base: Path | None) -> tuple[str, str]:

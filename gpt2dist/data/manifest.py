@@ -37,7 +37,14 @@ def text_settings(cfg: RunConfig) -> dict[str, Any]:
     d = cfg.data
     return {"sample_by": d.sample_by, "text_field": d.text_field, "encoding_errors": d.encoding_errors,
             "strip_control": d.strip_control, "collapse_whitespace": d.collapse_whitespace,
-            "min_line_chars": d.min_line_chars, "ascii_only": d.ascii_only, "val_fraction": heldout_fraction(cfg)}
+            "min_line_chars": d.min_line_chars, "ascii_only": d.ascii_only, "val_fraction": heldout_fraction(cfg),
+            **new_text_settings(d)}
+
+
+def new_text_settings(d: Any) -> dict[str, Any]:
+    """Text keys added later, recorded only when not at their default, so what older versions wrote still matches."""
+    return {key: getattr(d, key) for key, default in (("encoding", "utf-8"), ("halfwidth", False))
+            if getattr(d, key) != default}
 
 
 def tokenizer_record(cfg: RunConfig) -> dict[str, Any]:

@@ -24,6 +24,7 @@ Version-2 cursors (token lists, whole documents) are upgraded on load and resume
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +128,25 @@ class Consumed:
                           [(w, tuple((r, k) for r, k in reach)) for w, reach in details["frontiers"]])
 
 
+FILES_LISTED = 64  # a cursor lists the training files by name up to this many, then by count and digest
+
+
+def files_record(files: list[Any]) -> list[str] | dict[str, Any]:
+    """What a cursor stores of the resolved file list: the names, or for many files (a directory of thousands)
+    their count and a sha256 of the names in order -- a few bytes instead of every path in every checkpoint."""
+    names = [str(f) for f in files]
+    if len(names) <= FILES_LISTED:
+        return names
+    return {"count": len(names), "sha256": hashlib.sha256("\n".join(names).encode("utf-8", "surrogatepass"))
+            .hexdigest()}
+
+
+def cursor_files(cursor: dict[str, Any]) -> int:
+    """How many files the cursor's run read (either layout of files_record)."""
+    files = cursor["files"]
+    return files["count"] if isinstance(files, dict) else len(files)
+
+
 def upgrade_cursor(cursor: dict[str, Any]) -> dict[str, Any]:
     """A TextStream cursor in the current layout: version 3 as is; version 2 (a list of leftover tokens, no pieces:
     its run read documents whole, `piece_chars` None keeps it so) upgraded; anything older refused."""
@@ -143,7 +163,7 @@ def upgrade_cursor(cursor: dict[str, Any]) -> dict[str, Any]:
 
 def _position(cursor: dict[str, Any], epoch: int, file: int, counts: dict[int, int]) -> Unit:
     """How far this old rank had read `file` in `epoch`: every unit of it before this one is taken."""
-    n_files = len(cursor["files"])
+    n_files = cursor_files(cursor)
     if not owns_file(file, cursor["rank"], cursor["world_size"], n_files) or epoch > cursor["epoch"]:
         return (0, 0)
     order = visit_order(n_files, cursor["seed"], epoch, cursor["rank"], cursor["world_size"])
@@ -151,14 +171,14 @@ def _position(cursor: dict[str, Any], epoch: int, file: int, counts: dict[int, i
     if epoch == cursor["epoch"] and k >= cursor["index"]:
         return (cursor["row"], cursor["piece"]) if k == cursor["index"] else (0, 0)
     if file not in counts:  # every finished file's count is recorded; a missing one means a damaged cursor
-        raise UserError(f"checkpoint cursor of rank {cursor['rank']} lacks the row count of {cursor['files'][file]}: "
+        raise UserError(f"checkpoint cursor of rank {cursor['rank']} lacks the row count of file {file}: "
                         "resume on the world size the checkpoint was written with")
     return (counts[file], 0)
 
 
 def _consumed(cursors: list[dict[str, Any]], epoch: int, file: int, counts: dict[int, int]) -> Consumed:
     """Units of `file` consumed in `epoch` by any old rank (and by the ranks before earlier world-size changes)."""
-    n_files = len(cursors[0]["files"])
+    n_files = cursor_files(cursors[0])
     old_world = cursors[0]["world_size"]
     reach = {c["rank"]: _position(c, epoch, file, counts) for c in cursors
              if owns_file(file, c["rank"], old_world, n_files)}
@@ -182,7 +202,7 @@ def reshard_cursor(cursors: list[dict[str, Any]], rank: int, world_size: int) ->
     if [c["rank"] for c in cursors] != list(range(old_world)):
         raise UserError(f"checkpoint has cursors for ranks {[c['rank'] for c in cursors]} of {old_world}: "
                         "it is incomplete; resume from an earlier checkpoint")
-    n_files = len(cursors[0]["files"])
+    n_files = cursor_files(cursors[0])
     counts = {int(i): n for c in cursors for i, n in c["rows"].items()}
     first = min(c["epoch"] for c in cursors)
     last = max([c["epoch"] for c in cursors] + [e for c in cursors for e, *_ in c["consumed"]])

@@ -25,6 +25,7 @@ from gpt2dist.data.sharding import (
     CURSOR_VERSION,
     Consumed,
     deals_pieces,
+    files_record,
     owns_unit,
     reshard_cursor,
     shard_mode,
@@ -257,7 +258,7 @@ class TextStream:
             else:
                 partial.append([seg.epoch, seg.file, seg.row, seg.piece, seg.skip + max(0, read_at - seg.start),
                                 seg.eos_each_piece])
-        return {"version": CURSOR_VERSION, "files": [str(f) for f in self.files], "rank": self.rank,
+        return {"version": CURSOR_VERSION, "files": files_record(self.files), "rank": self.rank,
                 "world_size": self.world_size, "mode": shard_mode(len(self.files), self.world_size),
                 "seed": self.seed, "epoch": self.epoch, "index": self.index, "row": self.row, "piece": self.piece,
                 "windows_in_epoch": self.windows_in_epoch, "piece_chars": self.piece_chars,
@@ -268,7 +269,8 @@ class TextStream:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore this rank's own cursor (same world size); a version-2 cursor resumes as its run read."""
         state = upgrade_cursor(state)
-        if state["files"] != [str(f) for f in self.files]:
+        if state["files"] != (files_record(self.files) if isinstance(state["files"], dict)
+                              else [str(f) for f in self.files]):
             raise UserError("the training files differ from the checkpoint's (data.train changed): resume "
                             "with the same files or start a new run_dir")
         if (state["rank"], state["world_size"]) != (self.rank, self.world_size):

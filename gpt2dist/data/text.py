@@ -9,6 +9,7 @@ memory; rows come as Arrow batches. Both the streaming path (`stream.py`) and `g
 from __future__ import annotations
 
 import codecs
+import csv
 import glob
 import hashlib
 import re
@@ -17,36 +18,47 @@ from pathlib import Path
 from typing import Any
 
 from gpt2dist.config import DataConfig
+from gpt2dist.data.encodings import bad_offset, decode_error
+from gpt2dist.data.local import FORMATS, data_format, read_rows, walk_directory
 from gpt2dist.data.sharding import owns_row, visit_order
-from gpt2dist.data.sources import DataFile, expand_url, file_size, is_url, open_binary
+from gpt2dist.data.sources import DataFile, RemoteFile, expand_url, file_size, is_url, open_binary
 from gpt2dist.errors import UserError
 
-FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 ROWS_PER_READ = 1024  # rows per Arrow batch read from a file
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SPACES = re.compile(r"[ \t]+")
+# data.halfwidth: full-width ASCII forms U+FF01-FF5E -> U+0021-007E and the ideographic space U+3000 -> " "
+# (the Unicode Halfwidth and Fullwidth Forms block; NFKC would also rewrite other characters, e.g. ligatures)
+HALFWIDTH = {**{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}, 0x3000: 0x20}
 
 
 def resolve_files(patterns: list[str], key: str) -> list[DataFile]:
-    """Expand files/globs in order (each glob sorted), local or URL; errors name the config key and the pattern."""
+    """Expand files, globs and directories in order (each glob sorted, each directory walked in a stable order:
+    local.walk_directory), local or URL; errors name the config key and the pattern."""
     files: list[DataFile] = []
     for pattern in patterns:
         if is_url(pattern):
             matches: list[DataFile] = list(expand_url(pattern, key))
         else:
             found = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-            matches = [Path(m) for m in found if Path(m).is_file()]
+            matches = []
+            for match in map(Path, found):
+                if match.is_dir() and not glob.has_magic(pattern):
+                    matches += walk_directory(match, key)
+                elif match.is_file():
+                    matches.append(match)
         if not matches:
             where = "check the URL" if is_url(pattern) else f"check the path (relative to {Path.cwd()})"
+            if not is_url(pattern) and Path(pattern).is_dir():
+                where = "the directory holds no " + ", ".join(sorted(FORMATS)) + " or .gz text file"
             raise UserError(f"config key {key}: {pattern!r} matches no file; {where}")
         files.extend(matches)
-    suffixes = {f.suffix.lower() for f in files}
-    unknown = suffixes - set(FORMATS)
+    unknown = [f for f in files if data_format(f) is None]
     if unknown:
-        raise UserError(f"config key {key}: unsupported file type {sorted(unknown)[0]!r}; use "
-                        ".txt, .jsonl, .json or .parquet")
-    if len({FORMATS[s] for s in suffixes}) > 1:
-        raise UserError(f"config key {key} mixes file types {sorted(suffixes)}: list one type per key")
+        raise UserError(f"config key {key}: unsupported file type {unknown[0].suffix.lower()!r} ({unknown[0]}); use "
+                        ".txt, .jsonl, .json, .csv, .tsv, .parquet, .gz text or a directory of them")
+    if any(data_format(f) == "arrow" for f in files if isinstance(f, RemoteFile)):
+        raise UserError(f"config key {key}: .arrow files are read locally only: download them first")
     if all(file_size(f) == 0 for f in files):
         raise UserError(f"config key {key}: every matched file is empty ({files[0]}{' ...' if len(files) > 1 else ''})")
     return files
@@ -54,6 +66,8 @@ def resolve_files(patterns: list[str], key: str) -> list[DataFile]:
 
 def clean_text(text: str, cfg: DataConfig) -> str:
     """The optional cleaning passes, in a fixed order so a config always means the same text."""
+    if getattr(cfg, "halfwidth", False):
+        text = text.translate(HALFWIDTH)
     if cfg.ascii_only:
         text = text.encode("ascii", "ignore").decode("ascii")
     if cfg.strip_control:
@@ -73,10 +87,15 @@ def is_heldout(text: str, fraction: float) -> bool:
     return int.from_bytes(digest, "big") < fraction * 2**64
 
 
-def find_invalid_utf8(files: list[DataFile]) -> tuple[DataFile, int] | None:
-    """First (file, byte offset) that is not valid UTF-8; only called after a decode error, to name it."""
+def find_invalid_utf8(files: list[DataFile], encoding: str = "utf-8") -> tuple[DataFile, int] | None:
+    """First (file, byte offset) that does not decode with `encoding` (local files: read uncompressed)."""
     for path in files:
-        decoder = codecs.getincrementaldecoder("utf-8")()
+        if isinstance(path, Path):
+            offset = bad_offset(path, encoding)
+            if offset is not None:
+                return path, offset
+            continue
+        decoder = codecs.getincrementaldecoder(encoding)()
         offset = 0
         with open_binary(path) as fh:
             while chunk := fh.read(1 << 20):
@@ -93,16 +112,20 @@ def find_invalid_utf8(files: list[DataFile]) -> tuple[DataFile, int] | None:
 
 
 def open_stream(files: list[DataFile], cfg: DataConfig):
-    """A streaming `datasets.IterableDataset` of rows over the files, in order (the stream opens one file
-    at a time, so positions are per file and opening costs a few milliseconds)."""
+    """A streaming `datasets.IterableDataset` of rows over remote files (URLs), in order. Local files never come
+    here: local.read_rows reads them without `datasets`, so without the network."""
     import datasets
 
+    assert all(isinstance(f, RemoteFile) for f in files), "local files are read by gpt2dist.data.local"
     datasets.disable_progress_bars()
-    builder = FORMATS[files[0].suffix.lower()]
+    builder = data_format(files[0])
     kwargs: dict[str, Any] = {}
     if builder == "text":
-        kwargs = {"sample_by": cfg.sample_by, "keep_linebreaks": True,
+        kwargs = {"sample_by": cfg.sample_by, "keep_linebreaks": True, "encoding": cfg.encoding,
                   "encoding_errors": "replace" if cfg.encoding_errors == "replace" else None}
+    elif builder == "csv":
+        kwargs = {"sep": "\t" if files[0].name.lower().removesuffix(".gz").endswith(".tsv") else ",",
+                  "encoding": cfg.encoding, "usecols": [cfg.text_field], "dtype": str, "keep_default_na": False}
     elif builder == "parquet":
         import pyarrow.parquet as pq
 
@@ -120,31 +143,27 @@ def open_stream(files: list[DataFile], cfg: DataConfig):
         raise UserError(f"could not open data files {files[0]}...: {str(exc).splitlines()[0]}") from None
 
 
-def iter_texts(ds, files: list[DataFile], cfg: DataConfig) -> Iterator[str]:
-    """Rows -> raw texts, one per row (empty ones too: row indices are positions), reader failures -> UserError."""
-    field = cfg.text_field
-    try:
-        for row in ds:
-            if field not in row:
-                raise UserError(f"config key data.text_field={field!r}: rows of {files[0]} have fields "
-                                f"{sorted(row)}; set data.text_field to the text column")
-            yield _as_text(row[field])
-    except UnicodeDecodeError:
-        raise _utf8_error(files) from None
-
-
 def iter_file_texts(path: DataFile, cfg: DataConfig, start: int = 0) -> Iterator[str]:
     """Raw texts of one file from row `start` on (one per row, empty ones too: row indices are positions).
 
-    Rows come as Arrow batches and only the text column becomes Python objects (3-4x faster than row
-    dicts for .jsonl); `skip(start)` drops whole Arrow batches, so a resume re-reads (and, for .jsonl,
-    re-parses) the consumed part of this one file but converts none of it.
+    A local file is read by local.read_rows (no `datasets`, no network, no per-file set-up cost). A URL streams
+    through `datasets`: rows come as Arrow batches and only the text column becomes Python objects; `skip(start)`
+    drops whole Arrow batches, so a resume re-reads the consumed part of this one file but converts none of it.
     """
-    ds = open_stream([path], cfg)
-    if start:
-        ds = ds.skip(start)
-    field = cfg.text_field
+    if isinstance(path, Path):
+        try:
+            yield from read_rows(path, cfg, start)
+        except UnicodeDecodeError:
+            raise _decode_error(path, cfg) from None
+        except (OSError, EOFError, ValueError, csv.Error) as exc:  # a broken .gz, .csv, .parquet or .arrow file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{path} cannot be read ({first}): fix or remove the file") from None
+        return
     try:
+        ds = open_stream([path], cfg)
+        if start:
+            ds = ds.skip(start)
+        field = cfg.text_field
         for table in ds.with_format("arrow").iter(batch_size=ROWS_PER_READ):
             if field not in table.column_names:
                 raise UserError(f"config key data.text_field={field!r}: rows of {path} have fields "
@@ -152,17 +171,20 @@ def iter_file_texts(path: DataFile, cfg: DataConfig, start: int = 0) -> Iterator
             for text in table.column(field).to_pylist():
                 yield _as_text(text)
     except UnicodeDecodeError:
-        raise _utf8_error([path]) from None
+        raise _decode_error(path, cfg) from None
 
 
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else ("" if value is None else str(value))
 
 
-def _utf8_error(files: list[DataFile]) -> UserError:
-    found = find_invalid_utf8(files)
-    where = f"{found[0]} at byte {found[1]}" if found else "a data file"
-    return UserError(f"{where} is not valid UTF-8: fix the file or set data.encoding_errors=replace")
+def _decode_error(path: DataFile, cfg: DataConfig) -> UserError:
+    if isinstance(path, Path):
+        return decode_error(path, cfg.encoding)
+    found = find_invalid_utf8([path], cfg.encoding)
+    where = f"{found[0]} at byte {found[1]}" if found else str(path)
+    return UserError(f"{where} is not valid {cfg.encoding.upper()}: fix the file, set data.encoding to its "
+                     "encoding or data.encoding_errors=replace")
 
 
 def keep_document(text: str, cfg: DataConfig, heldout: bool | None) -> str | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpt2dist.config import RunConfig, batch_plan, load_config
-from gpt2dist.data.checks import BYTES_PER_TOKEN
+from gpt2dist.data.checks import bytes_per_token
 from gpt2dist.data.sources import file_size
 from gpt2dist.errors import UserError
 from gpt2dist.planning import memory, scaling
@@ -211,9 +211,9 @@ def _epoch_line(cfg: RunConfig, tokens_per_step: int, base: Path | None) -> list
         return []
     if any(f.suffix.lower() == ".parquet" for f in files):  # compressed: bytes say little about tokens
         return []
-    per_token = BYTES_PER_TOKEN[cfg.tokenizer.kind]
+    per_token = bytes_per_token(files, cfg)  # the char tokenizer: bytes per character of this corpus (3 for Chinese)
     steps = max(sum(file_size(f) for f in files) / per_token / tokens_per_step, 1e-9)
-    return [(f"data: ~{steps * tokens_per_step:,.0f} tokens (~{per_token:g} bytes/token) -> ~{steps:,.1f} "
+    return [(f"data: ~{steps * tokens_per_step:,.0f} tokens (~{per_token:.3g} bytes/token) -> ~{steps:,.1f} "
              f"steps/epoch; train.max_steps {cfg.train.max_steps:,} = ~{cfg.train.max_steps / steps:,.1f} epochs",
              cfg.train.max_steps / steps)]
 

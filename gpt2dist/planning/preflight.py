@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gpt2dist import hub
 from gpt2dist.config import RunConfig, batch_plan, uses_deepspeed
-from gpt2dist.data.checks import packed_check, shard_check
+from gpt2dist.data.checks import ascii_only_check, packed_check, shard_check
 from gpt2dist.data.sources import file_size, is_url
 from gpt2dist.data.text import resolve_files
 from gpt2dist.errors import UserError
@@ -156,6 +156,8 @@ def preflight(cfg: RunConfig, world_size: int, base: Path | None) -> tuple[list[
             out.append(Finding("error", f"{key}: {unreadable[0]} is not readable: check its permissions"))
         elif empty:
             out.append(Finding("warn", f"{key}: {len(empty)} of {len(files)} files are empty ({empty[0]})"))
+        if key == "data.train" and files and not unreadable and (ascii := ascii_only_check(files, cfg)):
+            out.append(Finding(*ascii))
         if key == "data.train" and files and not unreadable:
             if cfg.data.format == "packed":
                 out.append(Finding(*packed_check(rebased(cfg, base), base)))

@@ -15,7 +15,10 @@ import yaml
 
 from gpt2dist import atomic
 from gpt2dist.config import RunConfig, to_dict
-from gpt2dist.data.text import FORMATS, find_invalid_utf8, iter_documents
+from gpt2dist.data.encodings import decode_error
+from gpt2dist.data.local import data_format
+from gpt2dist.data.manifest import new_text_settings
+from gpt2dist.data.text import find_invalid_utf8, iter_documents
 from gpt2dist.errors import UserError
 from gpt2dist.run.checkpoint import CheckpointManager
 from gpt2dist.run.layout import CONFIG_FILE, LOCK_FILE, STATUS_FILE, STOP_FILE, TOKENIZER_DIR
@@ -91,10 +94,10 @@ def check_utf8(cfg: RunConfig, resume_from: Path | None, train_files: list[Path]
     if resume_from is None and cfg.tokenizer.kind == "pretrained":
         scan += train_files
     # a URL is not scanned (that would download it); reading it names the first bad byte the same way
-    found = find_invalid_utf8([f for f in scan if FORMATS[f.suffix.lower()] == "text" and isinstance(f, Path)])
+    texts = [f for f in scan if data_format(f) in ("text", "json", "csv") and isinstance(f, Path)]
+    found = find_invalid_utf8(texts, cfg.data.encoding)
     if found:
-        raise UserError(f"{found[0]} at byte {found[1]} is not valid UTF-8: fix the file or set "
-                        "data.encoding_errors=replace")
+        raise decode_error(found[0], cfg.data.encoding)
 
 
 def build_run_tokenizer(cfg: RunConfig, train_files: list[Path], resume_from: Path | None = None):
@@ -150,7 +153,8 @@ def tokenizer_source(cfg: RunConfig, train_files: list) -> dict[str, Any]:
         folder = Path(tcfg.path or cfg.model.pretrained or "")
         files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
         return {"kind": "pretrained", "path": str(folder.resolve()), "files": [_file_stamp(p) for p in files]}
-    source: dict[str, Any] = {"kind": tcfg.kind, "text": {key: getattr(data, key) for key in TEXT_KEYS},
+    text = {key: getattr(data, key) for key in TEXT_KEYS} | new_text_settings(data)
+    source: dict[str, Any] = {"kind": tcfg.kind, "text": text,
                               "val_fraction": data.val_fraction if not data.val else 0.0,
                               "files": [_file_stamp(f) for f in train_files]}
     if tcfg.kind == "bpe":

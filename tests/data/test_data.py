@@ -559,18 +559,18 @@ def test_resolve_files_all_empty(tmp_path: Path) -> None:
 
 
 def test_resolve_files_mixed_types(tmp_path: Path) -> None:
+    """Each file is read by its own reader, so one key may list several types (issue 25)."""
     (tmp_path / "a.txt").write_text("x", encoding="utf-8")
-    (tmp_path / "b.jsonl").write_text('{"text": "x"}\n', encoding="utf-8")
-    with pytest.raises(UserError, match="data.train mixes file types"):
-        resolve_files([str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl")], "data.train")
-    (tmp_path / "c.json").write_text('{"text": "x"}\n', encoding="utf-8")  # .json and .jsonl: one reader
-    assert len(resolve_files([str(tmp_path / "b.jsonl"), str(tmp_path / "c.json")], "data.train")) == 2
+    (tmp_path / "b.jsonl").write_text('{"text": "y"}\n', encoding="utf-8")
+    (tmp_path / "c.json").write_text('{"text": "z"}\n', encoding="utf-8")
+    files = resolve_files([str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl"), str(tmp_path / "c.json")], "data.train")
+    assert list(iter_documents(files, DataConfig(train=["x"]))) == ["x", "y", "z"]
 
 
 def test_resolve_files_unsupported_suffix(tmp_path: Path) -> None:
-    (tmp_path / "a.csv").write_text("text\nx\n", encoding="utf-8")
-    with pytest.raises(UserError, match=r"data\.train: unsupported file type '\.csv'"):
-        resolve_files([str(tmp_path / "a.csv")], "data.train")
+    (tmp_path / "a.xlsx").write_bytes(b"PK")
+    with pytest.raises(UserError, match=r"data\.train: unsupported file type '\.xlsx'"):
+        resolve_files([str(tmp_path / "a.xlsx")], "data.train")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def test_cheap_checks_pass_on_a_good_config(tmp_path):
 
 def test_row_count_matches_the_stream_ranks_shard(tmp_path):
     from gpt2dist.data.checks import count_rows
-    from gpt2dist.data.text import iter_texts, open_stream
+    from gpt2dist.data.text import iter_file_texts
     from gpt2dist.demo_corpus import write_demo_corpus
 
     train, _ = write_demo_corpus(tmp_path, train_stories=100, val_stories=5, seed=3)
@@ -31,7 +31,7 @@ def test_row_count_matches_the_stream_ranks_shard(tmp_path):
     for path in (train, crlf):
         for mode in ("line", "paragraph", "document"):
             cfg = load_config(None, [f"data.train=[{path}]", f"data.sample_by={mode}"])
-            rows = sum(1 for _ in iter_texts(open_stream([path], cfg.data), [path], cfg.data))
+            rows = sum(1 for _ in iter_file_texts(path, cfg.data))
             assert count_rows([path], mode) == rows, (path.name, mode)
 
 
