@@ -40,7 +40,7 @@ def user_error(*overrides: str, path: str | Path | None = None) -> str:
 
 def test_defaults_without_a_file():
     cfg = cfg_with()
-    assert cfg == RunConfig(data=cfg.data)
+    assert cfg == RunConfig(data=cfg.data, tokenizer=dataclasses.replace(RunConfig().tokenizer, kind="char"))
     assert cfg.data.train == ["train.txt"]
     assert cfg.model.preset == "tiny" and cfg.train.lr == 6e-4 and cfg.train.resume is True
 
