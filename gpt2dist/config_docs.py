@@ -139,8 +139,12 @@ def field_docs() -> dict[str, str]:
 
 
 def describe() -> list[KeyDoc]:
+    """Every key's row; the doc ends with the HF Trainer's name of the key, when it has one (trainer_names.py)."""
+    from gpt2dist.trainer_names import trainer_name
+
     docs = field_docs()
-    return [KeyDoc(key, type_name(hint), default(key), allowed(key), docs[key])
+    return [KeyDoc(key, type_name(hint), default(key), allowed(key),
+                   docs[key] + (f" [Trainer: {trainer_name(key)}]" if trainer_name(key) else ""))
             for key, hint in section_classes().items()]
 
 
