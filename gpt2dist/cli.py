@@ -163,8 +163,15 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {plot_run(args.run_dir, args.output)}")
 
 
+def _version() -> str:
+    from gpt2dist import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt2dist", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gpt2dist {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="write the bundled corpus, train a tiny GPT-2 on CPU, sample from it")
