@@ -80,4 +80,6 @@ def run_demo(corpus_dir: str = "data/demo", run_dir: str = "runs/demo", override
                        num_samples=3, seed=1)
     for i, text in enumerate(samples, 1):
         print(f"--- sample {i} ---\n{text}")
+    print(f"next: gpt2dist generate --model {run} --prompt \"{prompt}\" --num-return-sequences 3 | "
+          f"gpt2dist eval --model {run} --data {corpus / 'val.txt'} | gpt2dist plot {run} -o curves.png")
     return samples

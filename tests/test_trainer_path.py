@@ -263,3 +263,26 @@ def test_epoch_budget_kept_across_a_world_size_change(tmp_path, folder):
     assert f"{steps} steps, kept from the checkpoint" in one.stdout
     final = json.loads((tmp_path / "one" / "checkpoints" / f"step-{steps:08d}" / "train_state.json").read_text())
     assert final["step"] == steps and final["world_size"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- newcomer fixes
+
+def test_version_option(capsys):
+    from gpt2dist import __version__
+    from gpt2dist.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"gpt2dist {__version__}"
+
+
+def test_slurm_script_written_with_o_has_its_log_dir(tmp_path, monkeypatch):
+    """Slurm does not create the #SBATCH --output folder: a script sbatch'ed by hand would lose its log."""
+    from gpt2dist.launcher.slurm import SlurmOptions, slurm_command
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.txt").write_text("some text\n" * 50)
+    config = write_yaml(tmp_path / "run.yaml", {"data": {"train": ["train.txt"]}, "run_dir": "runs/x"})
+    slurm_command(str(config), SlurmOptions(nodes=1, gpus_per_node=1, check=False), "job.sbatch", False)
+    output = re.search(r"#SBATCH --output=(\S+)", (tmp_path / "job.sbatch").read_text()).group(1)
+    assert Path(output.replace("%%", "%")).parent.is_dir()
