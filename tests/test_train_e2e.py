@@ -142,4 +142,4 @@ def test_readme_demo_command_runs(tmp_path):
     assert "gpt2dist generate --model runs/demo " in out.stdout.strip().splitlines()[-1]  # the demo's own paths
     again = run_cli("demo", cwd=tmp_path, env={"GPT2DIST_DEMO_STEPS": "20"})  # a rerun: complete, samples again
     assert "already complete" in again.stdout and again.stdout.count("--- sample") == 3
-    assert "nan" not in again.stdout + again.stderr
+    assert "loss nan" not in again.stdout + again.stderr

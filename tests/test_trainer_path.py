@@ -226,7 +226,7 @@ def test_readme_example_trains_the_epoch_budget_and_leaves_an_hf_folder(readme_r
 def test_finished_run_rerun_says_complete(readme_run):
     root, cfg, _ = readme_run
     rerun = run_cli("train", "finetune.yaml", cwd=root)
-    assert "already complete" in rerun.stdout and "nan" not in rerun.stdout + rerun.stderr
+    assert "already complete" in rerun.stdout and "loss nan" not in rerun.stdout + rerun.stderr
 
 
 @pytest.mark.slow
@@ -286,3 +286,35 @@ def test_slurm_script_written_with_o_has_its_log_dir(tmp_path, monkeypatch):
     slurm_command(str(config), SlurmOptions(nodes=1, gpus_per_node=1, check=False), "job.sbatch", False)
     output = re.search(r"#SBATCH --output=(\S+)", (tmp_path / "job.sbatch").read_text()).group(1)
     assert Path(output.replace("%%", "%")).parent.is_dir()
+
+
+@pytest.mark.slow
+def test_generate_in_the_trainer_users_words(readme_run, tmp_path):
+    """--max-length counts the prompt, as model.generate's max_length does: greedy output equals transformers'
+    own generate on the same input; --min-length holds EOS back; a prompts file gives each prompt its samples."""
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    from gpt2dist.generate import generate
+
+    root, cfg, _ = readme_run
+    run = str(root / cfg["output_dir"])
+    tok = AutoTokenizer.from_pretrained(run)
+    model = GPT2LMHeadModel.from_pretrained(run).eval()
+    prompt = "the cat sat"
+    n_prompt = len(tok(prompt)["input_ids"])
+    ours = generate(run, prompt, max_new_tokens=None, max_length=n_prompt + 6, do_sample=False,
+                    repetition_penalty=1.3)
+    ids = torch.tensor([[tok.eos_token_id, *tok(prompt)["input_ids"]]])
+    ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                         repetition_penalty=1.3, pad_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    assert ours == [tok.decode(ref[0][1:], skip_special_tokens=True)]
+    long = generate(run, prompt, max_new_tokens=None, max_length=n_prompt + 8, min_length=n_prompt + 8,
+                    do_sample=False)
+    assert len(tok(long[0])["input_ids"]) >= n_prompt + 6  # EOS held back (a decode may merge a token or two)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the cat\n\nthe dog\n")
+    out = run_cli("generate", "--model", run, "--prompts-file", str(prompts), "--num_return_sequences", "2",
+                  "--max_length", "12", "--greedy")
+    assert out.stdout.count("=== prompt") == 2 and out.stdout.count("--- sample") == 4
+    with pytest.raises(UserError, match="not both"):
+        generate(run, prompt, max_new_tokens=5, max_length=9)
