@@ -27,6 +27,9 @@ def generate(model_dir: str, prompt: str = "", *, max_new_tokens: int | None = 8
             or (max_new_tokens is not None and max_new_tokens < 1):
         raise UserError("generate needs --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --repetition-penalty "
                         "> 0, --max-new-tokens >= 1 and --num-samples >= 1")
+    if num_samples > 1 and not (do_sample and temperature > 0):
+        raise UserError(f"greedy decoding gives one sequence per prompt: --num-return-sequences {num_samples} needs "
+                        "sampling (drop --greedy, temperature > 0)")
     model, tokenizer, dev = load_hf_model(model_dir, device)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
     if max_length is not None:

@@ -102,10 +102,11 @@ def finish_message(cfg: RunConfig, result: dict[str, Any]) -> None:
 
     run_dir = Path(cfg.run_dir)
     if not result.get("complete") or not (run_dir / PROVENANCE).is_file():
-        save_model_folder(run_dir)
+        save_model_folder(run_dir, result.get("checkpoint"))
     if result.get("complete"):
-        print(f"run {run_dir} is already complete at step {result['step']} (train.max_steps reached): nothing to "
-              "train; raise train.max_steps (or train.num_epochs) to continue it", flush=True)
+        print(f"run {run_dir} is already complete: its checkpoint is at step {result['step']}, train.max_steps is "
+              f"{result['max_steps']}; nothing to train: raise train.max_steps (or train.num_epochs) to continue it",
+              flush=True)
     print(f"model: {run_dir} holds the Hugging Face folder (model, tokenizer, generation config); next: "
           f"gpt2dist generate --model {run_dir} --prompt \"...\"", flush=True)
 
@@ -128,7 +129,7 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     done = finished_step(resume_from, cfg.train.max_steps)
     if done is not None:  # nothing to train: say so, never a `loss nan` that reads like divergence
         return {"step": done, "loss": None, "val_loss": None, "tokens": None, "complete": True,
-                "checkpoint": resume_from}
+                "checkpoint": resume_from, "max_steps": cfg.train.max_steps}
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the parameters away

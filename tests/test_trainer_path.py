@@ -314,7 +314,9 @@ def test_generate_in_the_trainer_users_words(readme_run, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the cat\n\nthe dog\n")
     out = run_cli("generate", "--model", run, "--prompts-file", str(prompts), "--num_return_sequences", "2",
-                  "--max_length", "12", "--greedy")
+                  "--max_length", "12", "--do_sample", "--seed", "3")
     assert out.stdout.count("=== prompt") == 2 and out.stdout.count("--- sample") == 4
     with pytest.raises(UserError, match="not both"):
         generate(run, prompt, max_new_tokens=5, max_length=9)
+    with pytest.raises(UserError, match="needs sampling"):
+        generate(run, prompt, num_samples=2, do_sample=False)
