@@ -97,15 +97,21 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from gpt2dist.generate import generate
+    from gpt2dist.generate import generate, read_prompts
     from gpt2dist.train import setup_logging
 
     setup_logging()
-    samples = generate(args.model, args.prompt, max_new_tokens=args.max_new_tokens, top_k=args.top_k,
-                       top_p=args.top_p, temperature=args.temperature, num_samples=args.num_samples,
-                       seed=args.seed, device=args.device)
-    for i, text in enumerate(samples, 1):
-        print(f"--- sample {i} ---\n{text}" if len(samples) > 1 else text)
+    prompts = read_prompts(args.prompts_file) if args.prompts_file else [args.prompt]
+    max_new = args.max_new_tokens if args.max_new_tokens is not None or args.max_length is not None else 80
+    for n, prompt in enumerate(prompts, 1):
+        samples = generate(args.model, prompt, max_new_tokens=max_new, top_k=args.top_k, top_p=args.top_p,
+                           temperature=args.temperature, num_samples=args.num_samples, seed=args.seed,
+                           device=args.device, max_length=args.max_length, min_length=args.min_length,
+                           do_sample=not args.greedy, repetition_penalty=args.repetition_penalty)
+        if len(prompts) > 1:
+            print(f"=== prompt {n}: {prompt}")
+        for i, text in enumerate(samples, 1):
+            print(f"--- sample {i} ---\n{text}" if len(samples) > 1 else text)
 
 
 def cmd_launch(args: argparse.Namespace) -> None:
@@ -158,8 +164,15 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {plot_run(args.run_dir, args.output)}")
 
 
+def _version() -> str:
+    from gpt2dist import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt2dist", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gpt2dist {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="write the bundled corpus, train a tiny GPT-2 on CPU, sample from it")
@@ -213,11 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="sample text from a Hugging Face GPT-2 folder")
     p.add_argument("--model", required=True, help="a Hugging Face folder, e.g. runs/tiny/export")
     p.add_argument("--prompt", default="")
-    p.add_argument("--max-new-tokens", type=int, default=80)
-    p.add_argument("--top-k", type=int, default=50, help="0 disables top-k")
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--prompts-file", "--prompts_file", help="one prompt per line (each gets its samples)")
+    p.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=None, help="default 80")
+    p.add_argument("--max-length", "--max_length", type=int, default=None,
+                   help="total length, prompt included (model.generate's max_length); instead of --max-new-tokens")
+    p.add_argument("--min-length", "--min_length", type=int, default=None, help="minimum length, prompt included")
+    p.add_argument("--top-k", "--top_k", type=int, default=50, help="0 disables top-k")
+    p.add_argument("--top-p", "--top_p", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--do-sample", "--do_sample", action="store_true", help="sample (the default here)")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (do_sample=False)")
+    p.add_argument("--repetition-penalty", "--repetition_penalty", type=float, default=1.0)
+    p.add_argument("--num-samples", "--num-return-sequences", "--num_return_sequences", dest="num_samples",
+                   type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_generate)

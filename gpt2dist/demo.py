@@ -71,11 +71,15 @@ def run_demo(corpus_dir: str = "data/demo", run_dir: str = "runs/demo", override
         print(f"demo corpus: {train_file} ({train_file.stat().st_size:,} bytes), {val_file}")
     cfg = demo_config(corpus, run, list(overrides or []))
     result = train(cfg)
-    print(f"trained to step {result['step']}: loss {result['loss']:.3f}, val loss {result['val_loss']:.3f}")
+    if not result.get("complete"):  # a rerun of a finished demo trains nothing and goes straight to the samples
+        val = f", val loss {result['val_loss']:.3f}" if result.get("val_loss") is not None else ""
+        print(f"trained to step {result['step']}: loss {result['loss']:.3f}{val}")
     exported = export(run, run / "export")
     print(f"exported to {exported}; samples (top-k 20, top-p 0.95, temperature 0.8):")
     samples = generate(str(exported), prompt, max_new_tokens=300, top_k=20, top_p=0.95, temperature=0.8,
                        num_samples=3, seed=1)
     for i, text in enumerate(samples, 1):
         print(f"--- sample {i} ---\n{text}")
+    print(f"next: gpt2dist generate --model {run} --prompt \"{prompt}\" --num-return-sequences 3 | "
+          f"gpt2dist eval --model {run} --data {corpus / 'val.txt'} | gpt2dist plot {run} -o curves.png")
     return samples

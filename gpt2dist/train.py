@@ -25,6 +25,7 @@ from gpt2dist import dist, hub
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
 from gpt2dist.config.overrides import normalize_argv
 from gpt2dist.data.build import build_train_stream, build_val, eval_batches
+from gpt2dist.data.epochs import BUDGET_KEY, budget_kept, describe_budget, finished_step, resolve_budget, with_budget
 from gpt2dist.data.pieces import DocumentEncoder
 from gpt2dist.data.text import resolve_files
 from gpt2dist.data.trace import open_trace, write_trace
@@ -91,7 +92,25 @@ def train(cfg: RunConfig) -> dict[str, Any]:
             raise
         gc.collect()
         dist.shutdown()
+        if rank.is_writer:  # the HF folder in the output dir, as trainer.save_model() leaves it
+            finish_message(cfg, result)
     return result
+
+
+def finish_message(cfg: RunConfig, result: dict[str, Any]) -> None:
+    """Rank 0: write the HF folder (when this launch trained, or an older run lacks it), then name the next command."""
+    from gpt2dist.run.export import save_model_folder
+    from gpt2dist.run.layout import EXPORT_PROVENANCE as PROVENANCE
+
+    run_dir = Path(cfg.run_dir)
+    if not result.get("complete") or not (run_dir / PROVENANCE).is_file():
+        save_model_folder(run_dir, result.get("checkpoint"))
+    if result.get("complete"):
+        print(f"run {run_dir} is already complete: its checkpoint is at step {result['step']}, train.max_steps is "
+              f"{result['max_steps']}; nothing to train: raise train.max_steps (or train.num_epochs) to continue it",
+              flush=True)
+    print(f"model: {run_dir} holds the Hugging Face folder (model, tokenizer, generation config); next: "
+          f"gpt2dist generate --model {run_dir} --prompt \"...\"", flush=True)
 
 
 def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deepspeed: bool,
@@ -105,6 +124,14 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     resume_from = dist.on_writer(rank, lambda: setup_run_dir(cfg, ckpt, train_files, val_files, lock,
                                                              check_resume=fits))
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)  # every rank tokenizes with the saved files
+    encode = DocumentEncoder(tokenizer)  # ids + EOS per document; long documents in exact pieces (data/pieces.py)
+    # train.num_epochs: rank 0 counts one pass's windows (or a resume keeps the checkpoint's budget)
+    budget = dist.on_writer(rank, lambda: resolve_budget(cfg, plan, encode, train_files, resume_from))
+    cfg = with_budget(cfg, budget)
+    done = finished_step(resume_from, cfg.train.max_steps)
+    if done is not None:  # nothing to train: say so, never a `loss nan` that reads like divergence
+        return {"step": done, "loss": None, "val_loss": None, "tokens": None, "complete": True,
+                "checkpoint": resume_from, "max_steps": cfg.train.max_steps}
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the parameters away
@@ -112,7 +139,6 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                           model.config.n_embd, cfg.data.block_size)
     engine = build_engine(cfg, model, plan, rank, use_deepspeed=use_deepspeed, resume_from=resume_from)
 
-    encode = DocumentEncoder(tokenizer)  # ids + EOS per document; long documents in exact pieces (data/pieces.py)
     stream = build_train_stream(cfg, rank=rank.rank, world_size=rank.world_size, micro=plan.micro, accum=plan.accum,
                                 encode=encode, train_files=train_files, pin_memory=engine.device.type == "cuda")
     val_stream = build_val(cfg, encode=encode, train_files=train_files, val_files=val_files)
@@ -137,6 +163,8 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                  f"{'deepspeed ZeRO-' + str(cfg.distributed.zero_stage) if use_deepspeed else 'torch'} on "
                  f"{engine.device} {tcfg.precision} | {plan.describe(cfg.data.block_size)} | "
                  f"{'resuming from ' + resume_from.name if resume_from else 'fresh run'} -> step {tcfg.max_steps}")
+    if budget is not None:
+        logger.print(describe_budget(budget, plan, kept=budget_kept(resume_from, budget)))
     trace = open_trace(run_dir, rank.rank, step) if cfg.logging.trace_windows else None
 
     stop = StopRequest(run_dir / STOP_FILE if rank.is_writer else None)
@@ -169,8 +197,10 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                          "skipped; the next one is written after a finite step", step=step)
             return
         try:
-            saved = ckpt.save(step, engine, train_state={"step": step, "tokens": tokens, "epoch": stream.epoch,
-                                                         "world_size": rank.world_size},
+            state = {"step": step, "tokens": tokens, "epoch": stream.epoch, "world_size": rank.world_size}
+            if budget is not None:
+                state[BUDGET_KEY] = budget
+            saved = ckpt.save(step, engine, train_state=state,
                               cursor=stream.state_dict())
         except Diverged as exc:
             stop_diverged(str(exc))

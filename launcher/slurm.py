@@ -214,9 +214,10 @@ def slurm_command(config_path: str, opts: SlurmOptions, out: str | None, do_subm
         return None
     path = write_script(text, out or str(log_dir / "job.sbatch"))
     print(f"wrote {path}")
+    if "%" not in str(log_dir):  # Slurm cannot create the log's directory itself, also for a script sbatch'ed by hand
+        log_dir.mkdir(parents=True, exist_ok=True)
     if not do_submit:
         return None
-    log_dir.mkdir(parents=True, exist_ok=True)  # Slurm cannot create the log's directory itself
     job_id = submit(path)
     print(job_id)
     return job_id

@@ -139,3 +139,7 @@ def test_readme_demo_command_runs(tmp_path):
     assert (tmp_path / "runs" / "demo" / "export" / "model.safetensors").is_file()
     assert out.stdout.count("--- sample") == 3
     assert "trained to step 20" in out.stdout
+    assert "gpt2dist generate --model runs/demo " in out.stdout.strip().splitlines()[-1]  # the demo's own paths
+    again = run_cli("demo", cwd=tmp_path, env={"GPT2DIST_DEMO_STEPS": "20"})  # a rerun: complete, samples again
+    assert "already complete" in again.stdout and again.stdout.count("--- sample") == 3
+    assert "loss nan" not in again.stdout + again.stderr

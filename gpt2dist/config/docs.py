@@ -139,8 +139,12 @@ def field_docs() -> dict[str, str]:
 
 
 def describe() -> list[KeyDoc]:
+    """Every key's row; the doc ends with the HF Trainer's name of the key, when it has one (trainer_names.py)."""
+    from gpt2dist.config.trainer_names import trainer_name
+
     docs = field_docs()
-    return [KeyDoc(key, type_name(hint), default(key), allowed(key), docs[key])
+    return [KeyDoc(key, type_name(hint), default(key), allowed(key),
+                   docs[key] + (f" [Trainer: {trainer_name(key)}]" if trainer_name(key) else ""))
             for key, hint in section_classes().items()]
 
 
@@ -221,7 +225,9 @@ def resolved_text(cfg: RunConfig, world_size: int) -> str:
         plan.describe(block),
         f"train.micro_batch_size={plan.micro} train.grad_accum_steps={plan.accum} "
         f"train.global_batch_size={plan.global_batch}",
-        f"tokens per step: {tokens:,}; {cfg.train.max_steps:,} steps = {tokens * cfg.train.max_steps:,} tokens",
+        f"tokens per step: {tokens:,}; {cfg.train.max_steps:,} steps = {tokens * cfg.train.max_steps:,} tokens"
+        if cfg.train.num_epochs is None else f"tokens per step: {tokens:,}; steps: train.num_epochs="
+        f"{cfg.train.num_epochs:g} passes, counted from the data when training starts (train.max_steps is ignored)",
         f"model: {model}",
     ]
     return (yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip() + "\n\n# derived (not config keys):\n"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gpt2dist.config import strict_yaml
+from gpt2dist.config import strict_yaml, trainer_names
 from gpt2dist.config.schema import CHOICES, RunConfig, validate
 from gpt2dist.errors import UserError
 
@@ -29,19 +28,27 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         if not path.is_file():
             raise UserError(f"config file {path} not found: pass the path of a YAML run config")
-        try:
-            raw = strict_yaml.safe_load(path.read_text(encoding="utf-8"), f"config file {path}") or {}
-        except yaml.YAMLError as exc:
-            where = getattr(exc, "problem_mark", None)
-            line = f" line {where.line + 1}" if where is not None else ""
-            raise UserError(f"config file {path}{line} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"config file {path} must hold a mapping of keys (model:, data:, train: ...)")
+        raw = _read_config_file(path)
     for item in overrides:
         apply_override(raw, item)
     cfg = build_dataclass(RunConfig, raw, prefix="")
     validate(cfg)
     return cfg
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML run config, or a JSON one (TrainingArguments.to_json_string() included); Trainer names translated."""
+    if path.suffix.lower() == ".json":
+        return trainer_names.read_training_arguments(path)
+    try:
+        raw = strict_yaml.safe_load(path.read_text(encoding="utf-8"), f"config file {path}") or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        raise UserError(f"config file {path}{line} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys (model:, data:, train: ...)")
+    return trainer_names.translate(raw, f"config file {path}")
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -53,6 +60,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         value = strict_yaml.safe_load(text, f"override {item!r}", f"{key}.") if text.strip() else ""
     except yaml.YAMLError:
         value = text
+    trainer = trainer_names.override_key(key)
+    if trainer is not None:  # `learning_rate=5e-5`: the Trainer's name of train.lr
+        key, value = trainer[0], trainer[1](value)
+        if value is trainer_names.SKIP:
+            return
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:
@@ -74,9 +86,7 @@ def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
-            raise UserError(f"unknown config key {prefix}{key}{hint}")
+            raise UserError(f"unknown config key {prefix}{key}{trainer_names.hint(prefix, key, names)}")
     kwargs = {}
     for name in names:
         if name not in raw:

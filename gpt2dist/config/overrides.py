@@ -17,13 +17,24 @@ from gpt2dist.errors import UserError
 DOTTED_OPTION = re.compile(r"--([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?:=(.*))?", re.DOTALL)
 
 
+TRAINER_OPTION = re.compile(r"--([a-z]\w*_\w*)(?:=(.*))?", re.DOTALL)
+
+
+def trainer_option(arg: str) -> re.Match | None:
+    """`--learning_rate 5e-5`: a Trainer name (trainer_names.py) as an option, as run_clm.py takes it."""
+    from gpt2dist.config.trainer_names import option_names
+
+    match = TRAINER_OPTION.fullmatch(arg)
+    return match if match is not None and match.group(1) in option_names() else None
+
+
 def normalize_argv(argv: list[str]) -> list[str]:
     """argv with every `--a.b=v` / `--a.b v` turned into `a.b=v`, moved to the end (order kept)."""
     kept: list[str] = []
     moved: list[str] = []
     i = 0
     while i < len(argv):
-        match = DOTTED_OPTION.fullmatch(argv[i])
+        match = DOTTED_OPTION.fullmatch(argv[i]) or trainer_option(argv[i])
         if match is None:
             kept.append(argv[i])
             i += 1

@@ -70,11 +70,13 @@ class ModelConfig:
     n_positions: int | None = ranged(None, GT0)  # longest sequence the model takes (>= data.block_size)
     dropout: float | None = ranged(None, FRACTION)  # sets resid/embd/attn dropout together (preset default 0.0)
     activation_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    # with `pretrained`: allow tokenizer.kind bpe/char (a new vocabulary); the embedding matrix is cut or grown to
+    resize_embeddings: bool = False  # fit it, so rows no longer mean the tokens they were trained for
 
 
 @dataclass
 class TokenizerConfig:
-    kind: str = "char"  # pretrained | bpe | char
+    kind: str | None = None  # pretrained | bpe | char; unset: pretrained with model.pretrained (its own), else char
     path: str | None = None  # kind=pretrained: a tokenizer folder or hub id (default: model.pretrained)
     vocab_size: int = ranged(4096, GT0)  # kind=bpe: size of the trained byte-level BPE vocabulary
 
@@ -106,16 +108,20 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    max_steps: int = ranged(1000, GT0)  # optimizer steps
+    max_steps: int = ranged(1000, GT0)  # optimizer steps (ignored when num_epochs is set)
+    # passes over the training data: max_steps is derived from the windows one pass gives (counted, not
+    num_epochs: float | None = ranged(None, GT0)  # estimated), printed at start and kept by a resume
     # The batch triple: give any two of these (per rank: micro; all ranks: global) and the third is derived
     # for the world size, global = micro x accum x data-parallel ranks. Unset: micro 8, accum 1.
     global_batch_size: int | None = ranged(None, GT0)  # sequences per optimizer step, all ranks together
     micro_batch_size: int | None = ranged(None, GT0)  # sequences per forward pass on one rank
     grad_accum_steps: int | None = ranged(None, GT0)  # micro batches per optimizer step
     lr: float = ranged(6e-4, GT0)  # peak learning rate (the schedule divides by it)
-    min_lr: float = ranged(6e-5, GE0)  # floor of the cosine schedule
+    min_lr: float | None = ranged(None, GE0)  # floor of the cosine/linear schedule (unset: min_lr_ratio x lr)
+    min_lr_ratio: float = ranged(0.1, Range(0, 1))  # the floor as a fraction of train.lr when min_lr is unset
     warmup_steps: int = ranged(100, GE0)  # linear warm-up steps
-    schedule: str = "cosine"  # cosine | constant (after warm-up)
+    warmup_ratio: float | None = ranged(None, FRACTION)  # warm-up as a fraction of max_steps (replaces warmup_steps)
+    schedule: str = "cosine"  # cosine | linear (to the floor) | constant (after warm-up)
     weight_decay: float = ranged(0.1, GE0)  # AdamW decoupled weight decay (matrices only)
     beta1: float = ranged(0.9, FRACTION)  # AdamW first-moment decay (0 <= beta < 1, as torch.optim.AdamW wants)
     beta2: float = ranged(0.95, FRACTION)  # AdamW second-moment decay
@@ -132,6 +138,8 @@ class TrainConfig:
     max_bad_steps: int = ranged(5, GE0)  # consecutive steps with a NaN/inf loss or grad norm skipped (no update)
     #                                      before the run stops as diverged
     resume: bool = True  # continue from the run dir's latest checkpoint when there is one
+    # start from this checkpoint (a step-NNNNNNNN dir, or a run dir: its latest) when run_dir has none of its own
+    resume_from: str | None = None  # (a step of run_dir itself: always that one); a new run_dir may be given
     compile: str = "auto"  # auto (on CUDA; off on CPU, where it measured no faster) | true | false; a
     #                        compilation failure falls back to eager with a warning
     device: str = "auto"  # auto | cpu | cuda
@@ -205,7 +213,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "data.encoding": ("utf-8", "utf-8-sig", "gb18030", "gbk", "big5", "utf-16"),
     "data.num_workers": (0, 1),  # the packed token stream is sequential: one worker keeps it exact
     "data.format": ("stream", "packed"),
-    "train.schedule": ("cosine", "constant"),
+    "train.schedule": ("cosine", "linear", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.compile": ("auto", "true", "false"),
     "train.chunked_loss": ("auto", "true", "false"),
@@ -234,7 +242,9 @@ RANGES: dict[str, Range] = _ranges(RunConfig)
 
 
 def validate(cfg: RunConfig) -> None:
-    """Cross-field checks that need no files: choices, ranges, block size vs positions."""
+    """Cross-field checks that need no files: choices, ranges, block size vs positions (after the defaults that
+    depend on other keys are resolved)."""
+    resolve_defaults(cfg)
     for key, allowed in CHOICES.items():
         value = get_key(cfg, key)
         if value not in allowed:
@@ -247,8 +257,10 @@ def validate(cfg: RunConfig) -> None:
     if not cfg.data.train:
         raise UserError("config key data.train is empty: list the training files or globs")
     check_weights(cfg.data)
-    if cfg.train.min_lr > cfg.train.lr:
-        raise UserError(f"config key train.min_lr={cfg.train.min_lr} exceeds train.lr={cfg.train.lr}")
+    if cfg.train.min_lr is not None and cfg.train.min_lr > cfg.train.lr:
+        raise UserError(f"config key train.min_lr={cfg.train.min_lr} exceeds train.lr={cfg.train.lr}: lower it, or "
+                        "leave it unset (the floor is then train.min_lr_ratio x train.lr)")
+    check_tokenizer_kind(cfg)
     if cfg.model.pretrained is None:
         dims = cfg.resolved_model_dims()
         if dims["n_embd"] % dims["n_head"]:
@@ -276,6 +288,21 @@ def validate(cfg: RunConfig) -> None:
     if cfg.tokenizer.kind == "pretrained" and not (cfg.tokenizer.path or cfg.model.pretrained):
         raise UserError("config key tokenizer.path is required when tokenizer.kind=pretrained "
                         "(a local Hugging Face tokenizer folder)")
+
+
+def resolve_defaults(cfg: RunConfig) -> None:
+    """Defaults that depend on other keys: a pretrained folder brings its own tokenizer (tokenizer.kind unset)."""
+    if cfg.tokenizer.kind is None:
+        cfg.tokenizer.kind = "pretrained" if cfg.model.pretrained else "char"
+
+
+def check_tokenizer_kind(cfg: RunConfig) -> None:
+    """A new vocabulary on a pretrained model scrambles its embeddings: refused unless asked for by name."""
+    kind = cfg.tokenizer.kind
+    if cfg.model.pretrained and kind in ("bpe", "char") and not cfg.model.resize_embeddings:
+        raise UserError(f"config key tokenizer.kind={kind} would give model.pretrained={cfg.model.pretrained} a new "
+                        "vocabulary and resize its embeddings: leave tokenizer.kind unset to use the folder's own "
+                        "tokenizer, or set model.resize_embeddings=true")
 
 
 def check_weights(data: DataConfig) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -87,3 +88,16 @@ def _run_block_size(run_dir: Path) -> int | None:
     if not config_file.is_file():
         return None
     return (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}).get("data", {}).get("block_size")
+
+
+def save_model_folder(run_dir: str | Path, source: str | Path | None = None) -> Path:
+    """End of training: the latest checkpoint as a Hugging Face folder at the top of the run dir (model, tokenizer,
+    generation config), what `Trainer.save_model()` leaves in output_dir: `from_pretrained(run_dir)` loads it. Each
+    file is published by rename; the files replaced are the ones an earlier call wrote (same names). `source`: a
+    step dir to write instead of the run's latest (a finished checkpoint named by train.resume_from)."""
+    run_dir = Path(run_dir)
+    staged = export(source or run_dir, run_dir / ".model-folder")
+    for file in sorted(staged.iterdir()):
+        os.replace(file, run_dir / file.name)
+    staged.rmdir()
+    return run_dir

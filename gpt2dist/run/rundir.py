@@ -21,7 +21,7 @@ from gpt2dist.data.manifest import new_text_settings
 from gpt2dist.data.text import find_invalid_utf8, iter_documents
 from gpt2dist.errors import UserError
 from gpt2dist.run.checkpoint import CheckpointManager
-from gpt2dist.run.layout import CONFIG_FILE, LOCK_FILE, STATUS_FILE, STOP_FILE, TOKENIZER_DIR
+from gpt2dist.run.layout import CHECKPOINTS_DIR, CONFIG_FILE, LOCK_FILE, MANIFEST, STATUS_FILE, STOP_FILE, TOKENIZER_DIR
 from gpt2dist.run.layout import TOKENIZER_SOURCE_FILE as SOURCE_FILE
 from gpt2dist.tokenizer import build_tokenizer, load_tokenizer
 
@@ -37,6 +37,11 @@ def prepare_run_dir(cfg: RunConfig, ckpt: CheckpointManager) -> Path | None:
     """The checkpoint to resume from, or None for a fresh run; refuse a run dir that holds another run."""
     run_dir = Path(cfg.run_dir)
     latest = ckpt.latest_verified()
+    if cfg.train.resume_from is not None:
+        named = named_checkpoint(cfg.train.resume_from)
+        if named.parent == ckpt.root.resolve() or latest is None:  # a requeue continues this run's own checkpoints
+            check_resume_compatible(cfg, named.parent.parent)
+            return named
     if cfg.train.resume and latest is not None:
         check_resume_compatible(cfg, run_dir)
         return latest
@@ -56,6 +61,22 @@ def prepare_run_dir(cfg: RunConfig, ckpt: CheckpointManager) -> Path | None:
     raise UserError(f"run_dir {run_dir} is not empty and holds no gpt2dist run: choose a new run_dir or empty it")
 
 
+def named_checkpoint(source: str) -> Path:
+    """train.resume_from: a complete step-NNNNNNNN dir (checked against its manifest), or a run dir's latest one."""
+    path = Path(source).resolve()
+    if (path / CHECKPOINTS_DIR).is_dir() and not (path / MANIFEST).is_file():
+        latest = CheckpointManager(path, keep_last=1).latest_verified()
+        if latest is None:
+            raise UserError(f"config key train.resume_from={source}: that run dir has no complete checkpoint: name "
+                            "a step-NNNNNNNN dir or another run dir")
+        return latest.resolve()
+    if not (path / MANIFEST).is_file():
+        raise UserError(f"config key train.resume_from={source} is not a complete checkpoint (a step-NNNNNNNN dir "
+                        "with a manifest.json) nor a run dir: name one")
+    CheckpointManager(path.parent.parent, keep_last=1).verify(path)
+    return path
+
+
 def _run_entries(cfg: RunConfig) -> list[Path]:
     """What the run dir holds besides `gpt2dist prepare`'s output (by default RUN_DIR/data)."""
     from gpt2dist.data.manifest import packed_root
@@ -68,13 +89,22 @@ def check_resume_compatible(cfg: RunConfig, run_dir: Path) -> None:
     saved_file = run_dir / CONFIG_FILE
     if not saved_file.is_file():
         return
-    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    # a key added since that run was saved has its default there (old run dirs resume)
+    saved = _merged(to_dict(RunConfig()), yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {})
     current = to_dict(cfg)
     for key in RESUME_MUST_MATCH:
         old, new = _lookup(saved, key), _lookup(current, key)
         if old != new:
             raise UserError(f"config key {key} changed since this run started ({old!r} -> {new!r}): resuming "
                             f"{run_dir} needs the same value, or use a new run_dir")
+
+
+def _merged(defaults: dict, saved: dict) -> dict:
+    """`saved` over `defaults`, section by section."""
+    out = dict(defaults)
+    for key, value in saved.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _lookup(tree: dict, dotted: str) -> Any:
@@ -104,6 +134,8 @@ def build_run_tokenizer(cfg: RunConfig, train_files: list[Path], resume_from: Pa
     """The run's saved tokenizer when a checkpoint depends on it (resume) or when it was built from this same data
     and settings; else a new one built from the config (before step 0 nothing is lost by rebuilding)."""
     folder = Path(cfg.run_dir) / TOKENIZER_DIR
+    if resume_from is not None:  # the checkpoint's embeddings are indexed by its run's tokenizer (train.resume_from)
+        folder = resume_from.parent.parent / TOKENIZER_DIR
     if cfg.data.format == "packed":  # the tokenizer that made the shards, and no other
         from gpt2dist.data.packed import packed_tokenizer
 

@@ -40,7 +40,7 @@ def user_error(*overrides: str, path: str | Path | None = None) -> str:
 
 def test_defaults_without_a_file():
     cfg = cfg_with()
-    assert cfg == RunConfig(data=cfg.data)
+    assert cfg == RunConfig(data=cfg.data, tokenizer=dataclasses.replace(RunConfig().tokenizer, kind="char"))
     assert cfg.data.train == ["train.txt"]
     assert cfg.model.preset == "tiny" and cfg.train.lr == 6e-4 and cfg.train.resume is True
 
@@ -184,7 +184,7 @@ def test_override_below_a_value():
     ("override", "dotted", "suggestion"),
     [
         ("train.max_step=5", "train.max_step", "train.max_steps"),
-        ("train.learning_rat=1", "train.learning_rat", None),
+        ("train.learning_rat=1", "train.learning_rat", "train.lr (the Trainer's learning_rate)"),  # both vocabularies
         ("modle.preset=tiny", "modle", "model"),
         ("data.blocksize=64", "data.blocksize", "data.block_size"),
         ("tokenizer.vocab=100", "tokenizer.vocab", "tokenizer.vocab_size"),

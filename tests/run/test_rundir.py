@@ -124,10 +124,11 @@ def test_with_a_checkpoint_the_runs_tokenizer_is_always_kept(tmp_path, caplog):
     files = [tmp_path / "train.txt"]
     first = save_built(cfg, files)
     (tmp_path / "train.txt").write_text("abc xyz\n\nzzz\n")
-    kept = build_run_tokenizer(cfg, files, resume_from=tmp_path / "run" / "checkpoints" / "step-00000005")
+    step_dir = tmp_path / "run" / "checkpoints" / "step-00000005"  # resume_from names the step dir resumed
+    kept = build_run_tokenizer(cfg, files, resume_from=step_dir)
     assert kept.get_vocab() == first.get_vocab()  # the checkpoint's embeddings are indexed by these ids
     save_tokenizer(kept, tmp_path / "run" / TOKENIZER_DIR, None)  # a resume saves no new source: folder untouched
-    assert build_run_tokenizer(cfg, files, resume_from=tmp_path).get_vocab() == first.get_vocab()
+    assert build_run_tokenizer(cfg, files, resume_from=step_dir).get_vocab() == first.get_vocab()
     assert "rebuilding" not in caplog.text
 
 
