@@ -522,6 +522,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Spec, argparse.Namespace]
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     p.add_argument("--profile", action="store_true", help="also time every collective of rank 0 (diagnostics)")
     p.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (logs, runs)")
+    p.add_argument("--band", type=float, default=None, help="exit 1 unless every predicted/measured ratio is within "
+                   "1 +- BAND (e.g. 0.25; the timing check the test suite leaves to this script)")
     args = p.parse_args(argv)
     if args.steps - args.warmup < 4:
         p.error("--steps must exceed --warmup by at least 4")
@@ -553,6 +555,12 @@ def main(argv: list[str] | None = None) -> list[list[Row]]:
     if args.json is not None:
         args.json.write_text(json.dumps([[asdict(r) | {"ratio": r.ratio} for r in rows] for rows in results],
                                         indent=1))
+    if args.band is not None:
+        ratios = [r.ratio for rows in results for r in rows]
+        inside = sum(abs(x - 1) <= args.band for x in ratios)
+        print(f"predicted/measured within 1 +- {args.band}: {inside} of {len(ratios)}", flush=True)
+        if inside < len(ratios):
+            sys.exit(1)
     return results
 
 

@@ -126,17 +126,25 @@ def kill_after_checkpoint(launcher: str, config: Path, run_dir: Path, step: int,
     assert_none_survive(tree)
 
 
-def read_trace_docs(run_dir: Path) -> list[tuple[int, str]]:
-    """Documents (epoch, "file:row") pulled by all ranks, dropping what killed runs pulled after their checkpoint."""
+def read_trace_docs(run_dir: Path, world_size: int | None = None) -> list[tuple[int, str]]:
+    """Documents (epoch, "file:row") pulled by all ranks, dropping what killed runs pulled after their checkpoint.
+    A rank that the last run (`world_size` ranks) no longer has never writes a `# start` line after its kill:
+    what it pulled after the step the last run resumed from (rank 0's last start) is void too."""
+    files = sorted((run_dir / "trace").glob("windows-rank*.txt"))
+    last_start = None
     docs: list[tuple[int, int, str]] = []
-    for path in sorted((run_dir / "trace").glob("windows-rank*.txt")):
-        per_file: list[tuple[int, int, int]] = []
+    for rank, path in enumerate(files):
+        per_file: list[tuple[int, int, str]] = []
         for line in path.read_text().splitlines():
             if line.startswith("# start "):
                 start = int(line.split()[2])
                 per_file = [d for d in per_file if d[0] <= start]
+                if rank == 0:
+                    last_start = start
             elif line.startswith("d "):
                 _, step, epoch, row = line.split()
                 per_file.append((int(step), int(epoch), row))
+        if world_size is not None and rank >= world_size and last_start is not None:
+            per_file = [d for d in per_file if d[0] <= last_start]
         docs += per_file
     return [(epoch, row) for _, epoch, row in docs]

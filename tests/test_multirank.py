@@ -1,23 +1,29 @@
-"""Real 2-rank DeepSpeed runs on CPU/gloo: every ZeRO stage, kill-and-resume, world-size changes, every
-launcher, ZeRO-3 export. No mocks: each test starts the launchers a user would."""
+"""Real 2-rank DeepSpeed runs on CPU/gloo: every ZeRO stage, CPU offload and activation checkpointing, kill and
+resume at ZeRO 1-3, world-size changes, every launcher, ZeRO-3 export. No mocks: each test starts the launchers a
+user would. The uninterrupted runs (one per stage and precision) and the runs killed after checkpoint 4 are made
+once and shared: each is the reference or the starting point of several tests."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_metrics, run_cli, tiny_config, write_yaml
+import yaml
+from helpers import copy_run, read_metrics, run_cli, tiny_config, write_yaml
 from ranks import kill_after_checkpoint, read_trace_docs, run_ranks
 
 pytestmark = pytest.mark.slow
 
 
 def ds_config(tmp_path: Path, corpus, name: str, **train) -> tuple[Path, Path]:
-    """A tiny run with a fixed global batch (16 sequences), so any world size trains the same batch size."""
+    """A tiny run with a fixed global batch (16 sequences), so any world size trains the same batch size; dropout
+    on, so that every resume must restore each rank's RNG to match."""
     run_dir = tmp_path / name
     cfg = tiny_config(run_dir, [str(corpus[0])], [str(corpus[1])], data={"block_size": 32},
+                      model={"preset": "tiny", "dropout": 0.1},
                       train={"max_steps": 8, "global_batch_size": 16, "micro_batch_size": 4, "eval_every": 0,
                              "warmup_steps": 2, **train},
                       checkpoint={"every": 4, "keep_last": 3},
@@ -25,21 +31,57 @@ def ds_config(tmp_path: Path, corpus, name: str, **train) -> tuple[Path, Path]:
     return write_yaml(tmp_path / f"{name}.yaml", cfg), run_dir
 
 
+def stage_args(stage: int, precision: str = "fp32") -> list[str]:
+    return ["distributed.backend=deepspeed", f"distributed.zero_stage={stage}", f"train.precision={precision}"]
+
+
 def losses(run_dir: Path, steps) -> list[float]:
     metrics = read_metrics(run_dir)
     return [metrics[s]["loss"] for s in steps]
 
 
+def new_records(run_dir: Path, run: Callable[[], object]) -> list[dict]:
+    """The metrics records a run appends (metrics.jsonl is appended across resumes): what it trained itself."""
+    path = run_dir / "metrics.jsonl"
+    offset = path.stat().st_size if path.is_file() else 0
+    run()
+    return [json.loads(line) for line in path.read_bytes()[offset:].decode().splitlines() if line.strip()]
+
+
 @pytest.fixture(scope="module")
-def zero0_runs(tmp_path_factory, story_corpus) -> dict[str, tuple[str, Path]]:
-    """ZeRO-0 runs on 2 ranks, per precision: (stdout, run dir) -- the reference the other stages must match."""
-    out = {}
-    for precision in ("fp32", "bf16"):
-        tmp = tmp_path_factory.mktemp(f"zero0-{precision}")
-        config, run_dir = ds_config(tmp, story_corpus, "run")
-        proc = run_ranks("torchrun", config, ["distributed.zero_stage=0", f"train.precision={precision}"])
-        out[precision] = (proc.stdout, run_dir)
-    return out
+def runs(tmp_path_factory, story_corpus) -> Callable[..., tuple[str, Path]]:
+    """(stdout, run dir) of an uninterrupted 8-step 2-rank run at (stage, precision, *more overrides), made on first
+    use and shared: the reference every stage, resume and world-size change is held to."""
+    made: dict[tuple, tuple[str, Path]] = {}
+
+    def get(stage: int, precision: str = "fp32", *more: str) -> tuple[str, Path]:
+        key = (stage, precision, more)
+        if key not in made:
+            tmp = tmp_path_factory.mktemp(f"zero{stage}-{precision}")
+            config, run_dir = ds_config(tmp, story_corpus, "run")
+            made[key] = (run_ranks("torchrun", config, [*stage_args(stage, precision), *more]).stdout, run_dir)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory, story_corpus) -> Callable[[int], Path]:
+    """The run dir of the same 2-rank fp32 run at `stage`, SIGKILLed (all ranks) once checkpoint 4 is complete;
+    tests resume private copies of it (helpers.copy_run), on 2 ranks or on 1."""
+    made: dict[int, Path] = {}
+
+    def get(stage: int) -> Path:
+        if stage not in made:
+            tmp = tmp_path_factory.mktemp(f"killed-zero{stage}")
+            config, run_dir = ds_config(tmp, story_corpus, "run")
+            kill_after_checkpoint("launch", config, run_dir, step=4, overrides=stage_args(stage))
+            # the precondition of every resume below: the kill landed before checkpoint 8 was published
+            assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-00000004", "killed too late"
+            made[stage] = run_dir
+        return made[stage]
+
+    return get
 
 
 def check_two_rank_run(stdout: str, run_dir: Path, stage: int) -> list[float]:
@@ -53,19 +95,30 @@ def check_two_rank_run(stdout: str, run_dir: Path, stage: int) -> list[float]:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_zero0_trains_on_two_ranks(zero0_runs, precision):
-    check_two_rank_run(*zero0_runs[precision], stage=0)
+def test_zero0_trains_on_two_ranks(runs, precision):
+    check_two_rank_run(*runs(0, precision), stage=0)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("stage", [1, 2, 3])
-def test_every_zero_stage_trains_and_matches_zero0(tmp_path, story_corpus, zero0_runs, stage, precision):
-    config, run_dir = ds_config(tmp_path, story_corpus, "run")
-    out = run_ranks("torchrun", config, [f"distributed.zero_stage={stage}", f"train.precision={precision}"])
-    curve = check_two_rank_run(out.stdout, run_dir, stage)
+def test_every_zero_stage_trains_and_matches_zero0(runs, stage, precision):
+    curve = check_two_rank_run(*runs(stage, precision), stage=stage)
     tolerance = 1e-4 if precision == "fp32" else 3e-2
-    reference = losses(zero0_runs[precision][1], range(1, 9))
+    reference = losses(runs(0, precision)[1], range(1, 9))
     assert curve == pytest.approx(reference, rel=tolerance), f"ZeRO-{stage} diverges from ZeRO-0"
+
+
+def test_cpu_offload_and_activation_checkpointing_train_like_zero0(runs):
+    """One run proves both: ZeRO-2 with the optimizer state and step on the host (DeepSpeed's offload path, torch
+    AdamW) and activations recomputed in the backward give ZeRO-0's losses (no offload, no recompute)."""
+    stdout, run_dir = runs(2, "fp32", "distributed.offload_optimizer=cpu", "model.activation_checkpointing=true")
+    # the DeepSpeed config the engine ran with, as DeepSpeed itself saved it beside the weights
+    states = next((run_dir / "checkpoints" / "step-00000008" / "deepspeed").rglob("*model_states.pt"))
+    ds = torch.load(states, map_location="cpu", weights_only=True)["ds_config"]
+    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["activation_checkpointing"] is True
+    curve = check_two_rank_run(stdout, run_dir, stage=2)
+    assert curve == pytest.approx(losses(runs(0, "fp32")[1], range(1, 9)), rel=1e-4)
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path, story_corpus):
@@ -76,36 +129,32 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path, story_corpus):
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize("stage", [3])  # ZeRO-2 kill/resume: test_packed_multirank and the launcher tests' stage
-def test_kill_two_rank_run_and_resume_gives_identical_losses(tmp_path, story_corpus, stage):
-    # A wider model so that steps take long enough for the kill to land between checkpoints.
-    widen = ["model.n_embd=128", "model.n_layer=4", "model.n_head=4", "model.dropout=0.1",
-             f"distributed.zero_stage={stage}", "train.max_steps=12", "checkpoint.every=6"]
-    config_a, run_a = ds_config(tmp_path, story_corpus, "a")
-    config_b, run_b = ds_config(tmp_path, story_corpus, "b")
-    run_ranks("launch", config_a, widen)
-    kill_after_checkpoint("launch", config_b, run_b, step=6, overrides=widen)
-    assert max(read_metrics(run_b)) < 12, "the kill came too late to test a resume"
-    resumed = run_ranks("launch", config_b, widen)
-    assert "resuming from step-00000006" in resumed.stdout, resumed.stdout[-3000:]
-    assert losses(run_b, range(7, 13)) == losses(run_a, range(7, 13))
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_kill_two_rank_run_and_resume_gives_identical_losses(tmp_path, runs, killed, stage):
+    run_dir, config = copy_run(killed(stage), tmp_path)
+    records = new_records(run_dir, lambda: run_ranks("launch", config, stage_args(stage)))
+    steps = [r["step"] for r in records if "loss" in r]
+    # expected from the kill (checkpoint 4 published, 8 not), not from the code under test: a restart from
+    # step 0 fails `steps[0] == 5`, a lost optimizer state, RNG or data cursor the loss comparison
+    assert steps == [5, 6, 7, 8], steps
+    assert losses(run_dir, range(5, 9)) == losses(runs(stage)[1], range(5, 9))
 
 
-# 2->1 at ZeRO-1 and ZeRO-3 (universal conversion of both flat layouts), 1->2 at ZeRO-2; 2->1 at ZeRO-2 and 1->2 at
-# ZeRO-3 were dropped for CI time (test_checkpoint_trust, test_mixing and test_long_documents change world size too)
-@pytest.mark.parametrize(("stage", "before", "after"), [(1, 2, 1), (3, 2, 1), (2, 1, 2)])
-def test_world_size_change_continues_training(tmp_path, story_corpus, stage, before, after):
-    overrides = [f"distributed.zero_stage={stage}", "distributed.backend=deepspeed"]
-    config_ref, run_ref = ds_config(tmp_path, story_corpus, "ref")
-    config, run_dir = ds_config(tmp_path, story_corpus, "run")
-    run_ranks("torchrun", config_ref, overrides, nproc=before)
-    run_ranks("torchrun", config, [*overrides, "train.max_steps=4"], nproc=before)
-    resumed = run_ranks("torchrun", config, [*overrides, "train.max_steps=8"], nproc=after)
+# 2->1 at every stage (each from the run killed at that stage); 1->2 at ZeRO-2 and ZeRO-3, the two flat-buffer
+# layouts DeepSpeed's universal conversion handles (ZeRO-1's is ZeRO-2's)
+@pytest.mark.parametrize(("stage", "before", "after"), [(1, 2, 1), (2, 2, 1), (3, 2, 1), (2, 1, 2), (3, 1, 2)])
+def test_world_size_change_continues_training(tmp_path, story_corpus, runs, killed, stage, before, after):
+    if before == 2:
+        run_dir, config = copy_run(killed(stage), tmp_path)
+    else:
+        config, run_dir = ds_config(tmp_path, story_corpus, "run")
+        run_ranks("torchrun", config, [*stage_args(stage), "train.max_steps=4"], nproc=before)
+    resumed = run_ranks("torchrun", config, [*stage_args(stage), "train.max_steps=8"], nproc=after)
     assert "via a universal checkpoint" in resumed.stderr + resumed.stdout
     assert "resuming from step-00000004" in resumed.stdout
 
-    ref, got = read_metrics(run_ref), read_metrics(run_dir)
-    # Continues from the saved model, not from scratch: the first resumed loss is near the uninterrupted
+    ref, got = read_metrics(runs(stage)[1]), read_metrics(run_dir)
+    # Continues from the saved model, not from scratch: the first resumed loss is near the uninterrupted 2-rank
     # run's (the windows differ after a re-split, so not bit-equal), far below the step-1 loss.
     assert got[5]["loss"] == pytest.approx(ref[5]["loss"], rel=0.05)
     assert got[5]["loss"] < got[1]["loss"] - 0.1
@@ -114,7 +163,7 @@ def test_world_size_change_continues_training(tmp_path, story_corpus, stage, bef
     state = json.loads((run_dir / "checkpoints" / "step-00000008" / "train_state.json").read_text())
     assert state == {**state, "step": 8, "world_size": after}
 
-    docs = read_trace_docs(run_dir)
+    docs = read_trace_docs(run_dir, world_size=after)
     assert len(docs) == len(set(docs)), "a document was consumed twice across the world-size change"
     cursors = [json.loads(p.read_text()) for p in (run_dir / "checkpoints" / "step-00000008").glob("cursor-*.json")]
     # One file, still in epoch 0: a rank has taken every row below max(its row, the prefix other ranks
@@ -152,15 +201,14 @@ def test_every_launcher_runs_two_ranks_and_exits_cleanly(tmp_path, story_corpus,
     assert (run_dir / "checkpoints" / "step-00000004" / "cursor-rank00001.json").is_file()
 
 
-def test_zero3_export_equals_deepspeeds_own_consolidation(tmp_path, story_corpus):
-    config, run_dir = ds_config(tmp_path, story_corpus, "run")
-    run_ranks("torchrun", config, ["distributed.zero_stage=3", "train.max_steps=4"])
+def test_zero3_export_equals_deepspeeds_own_consolidation(tmp_path, runs):
+    run_dir = runs(3)[1]
     run_cli("export", str(run_dir), str(tmp_path / "export"))
 
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    step_dir = run_dir / "checkpoints" / "step-00000004"
+    step_dir = run_dir / "checkpoints" / "step-00000008"
     exported = GPT2LMHeadModel.from_pretrained(str(tmp_path / "export")).eval()
     reference = GPT2LMHeadModel.from_pretrained(str(tmp_path / "export")).eval()
     state = get_fp32_state_dict_from_zero_checkpoint(str(step_dir), tag="deepspeed")
@@ -171,15 +219,11 @@ def test_zero3_export_equals_deepspeeds_own_consolidation(tmp_path, story_corpus
         torch.testing.assert_close(exported(ids).logits, reference(ids).logits, rtol=0, atol=0)
 
 
-def test_saving_a_checkpoint_does_not_change_the_run(tmp_path, story_corpus):
-    """A run stopped at step 3 and resumed equals one that never saved at step 3 (dropout on): DeepSpeed's
-    save used to consume torch RNG, so resumes from an extra checkpoint drifted."""
-    widen = ["model.dropout=0.1", "distributed.zero_stage=0", "distributed.backend=deepspeed",
-             "train.max_steps=8", "checkpoint.every=8"]
-    config_a, run_a = ds_config(tmp_path, story_corpus, "a")
-    config_b, run_b = ds_config(tmp_path, story_corpus, "b")
-    run_ranks("torchrun", config_a, widen)
-    run_ranks("torchrun", config_b, [*widen, "train.max_steps=3"])
-    run_ranks("torchrun", config_b, widen)
-    assert losses(run_b, range(1, 9)) == losses(run_a, range(1, 9))
-
+def test_saving_a_checkpoint_does_not_change_the_run(tmp_path, story_corpus, runs):
+    """A run stopped at step 3 and resumed equals one that never saved at step 3 (the shared ZeRO-0 run: dropout
+    on, checkpoints at 4 and 8): DeepSpeed's save used to consume torch RNG, so resumes from an extra checkpoint
+    drifted."""
+    config, run_dir = ds_config(tmp_path, story_corpus, "b")
+    run_ranks("torchrun", config, [*stage_args(0), "checkpoint.every=8", "train.max_steps=3"])
+    run_ranks("torchrun", config, [*stage_args(0), "checkpoint.every=8"])
+    assert losses(run_dir, range(1, 9)) == losses(runs(0)[1], range(1, 9))

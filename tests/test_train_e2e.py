@@ -80,9 +80,46 @@ def test_tokenizer_kind_trains_resumes_exports_generates(tmp_path, story_corpus,
     again = run_cli("generate", "--model", str(tmp_path / "export"), "--prompt", text, "--max-new-tokens", "20",
                     "--top-k", "10", "--top-p", "0.9", "--temperature", "0.8", "--num-samples", "2", "--seed", "3")
     assert again.stdout == out.stdout, "the same seed must give the same samples"
-    evaluated = run_cli("eval", "--model", str(tmp_path / "export"), "--data", str(story_corpus[1]), "--json")
+    check_eval_and_greedy_against_transformers(tmp_path / "export", story_corpus[1], text)
+
+
+def reference_windows(tok, val: Path, block: int) -> torch.Tensor:
+    """The val file packed as training packs it, built from datasets and the tokenizer alone: paragraphs (datasets'
+    text builder), each one's ids + EOS, concatenated, cut into back-to-back windows of block + 1 (rest dropped)."""
+    from datasets import load_dataset
+
+    docs = [row["text"] for row in load_dataset("text", data_files=[str(val)], sample_by="paragraph",
+                                                split="train", streaming=True)]
+    ids = [t for doc in docs for t in [*tok(doc, add_special_tokens=False)["input_ids"], tok.eos_token_id]]
+    n = len(ids) // (block + 1)
+    return torch.tensor(ids[: n * (block + 1)]).view(n, block + 1)
+
+
+def check_eval_and_greedy_against_transformers(export: Path, val: Path, prompt: str) -> None:
+    """`gpt2dist eval` equals transformers' own loss (labels=...) on the same windows; greedy `generate` equals
+    `model.generate(do_sample=False)`, and --max-new-tokens is what it generates."""
+    evaluated = run_cli("eval", "--model", str(export), "--data", str(val), "--json")
     result = json.loads(evaluated.stdout.strip().splitlines()[-1])
-    assert result["block_size"] == 32 and 0 < result["loss"] < 10
+    tok = AutoTokenizer.from_pretrained(str(export))
+    model = GPT2LMHeadModel.from_pretrained(str(export)).eval()
+    windows = reference_windows(tok, val, result["block_size"])
+    with torch.no_grad():  # labels = the inputs: transformers shifts them itself (block tokens predicted a window)
+        expected = sum(float(model(input_ids=b, labels=b).loss) * len(b) for b in windows.split(64)) / len(windows)
+    assert result["block_size"] == 32 and result["tokens"] == windows.numel() - len(windows)
+    assert result["loss"] == pytest.approx(expected, abs=1e-5)
+
+    ids = torch.tensor([[tok.eos_token_id, *tok(prompt, add_special_tokens=False)["input_ids"]]])
+    texts = []
+    for new_tokens in (5, 12):
+        greedy = run_cli("generate", "--model", str(export), "--prompt", prompt, "--max-new-tokens",
+                         str(new_tokens), "--temperature", "0").stdout.rstrip("\n")
+        with torch.no_grad():
+            seq = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
+                                 pad_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)[0]
+        assert len(seq) == ids.shape[1] + new_tokens or seq[-1] == tok.eos_token_id  # EOS may end it sooner
+        assert greedy == tok.decode(seq[1:], skip_special_tokens=True)
+        texts.append(greedy)
+    assert texts[0] != texts[1] and texts[1].startswith(texts[0]), "--max-new-tokens was not honoured"
 
 
 def test_finetune_first_loss_equals_saved_models_loss(tmp_path, story_corpus):

@@ -85,6 +85,28 @@ def test_train_and_export_commands_fall_back_past_an_empty_manifest(tmp_path, tr
     assert "resuming from step-00000002" in resumed.stdout and "skipping checkpoint" in resumed.stderr
 
 
+def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every path under `root` with its mode, and each file's size and mtime. Left out: the lock file (rank 0's
+    flock, taken before the config is compared) and directories' mtimes (the preflight's writability probe
+    creates and deletes a file in checkpoints/ before the comparison)."""
+    return {str(p.relative_to(root)): (p.lstat().st_mode, *((p.lstat().st_size, p.lstat().st_mtime_ns)
+                                                              if p.is_file() else (0, 0)))
+            for p in root.rglob("*") if p.name != ".lock"}
+
+
+def test_resume_with_a_changed_key_is_refused_and_writes_nothing(tmp_path, trained):
+    """On a run WITH checkpoints (the case that matters: the refusal protects their weights and data cursor);
+    test_rundir checks the comparison itself on a run without one."""
+    run_dir, config = copy_run(trained, tmp_path)
+    before = tree_state(run_dir)
+    key = "data.block_size"
+    out = run_cli("train", str(config), f"{key}=16", check=False)
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert f"config key {key} changed since this run started" in lines[0]
+    assert tree_state(run_dir) == before, "a refused resume wrote into the run dir"
+
+
 def test_every_file_of_a_step_dir_is_fsynced_before_the_rename(tmp_path, monkeypatch):
     """fsync is observed (and still done) for real: each file is flushed under its temporary name, then the
     folder is renamed and its parent fsynced."""

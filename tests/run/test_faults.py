@@ -4,6 +4,7 @@ during a save is a one-line error that leaves the previous checkpoint intact."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -37,9 +38,16 @@ def reference(tmp_path_factory, story_corpus) -> dict[int, dict]:
     return read_metrics(tmp / "run")
 
 
-def kill_at_random(config: Path, run_dir: Path, rng: random.Random, inside_save: bool) -> None:
+def stopped(pid: int) -> bool:
+    """The process is stopped (SIGSTOP has landed): it can write nothing more until it is killed."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def kill_at_random(config: Path, run_dir: Path, rng: random.Random, inside_save: bool) -> int:
     """SIGKILL the run at a random step (plus a random fraction of one), or the instant the temporary
-    directory of a randomly chosen checkpoint write appears -- i.e. inside that write."""
+    directory of a randomly chosen checkpoint write appears -- i.e. inside that write. Returns the step of the
+    checkpoint `latest` named at the kill (0: none), read while the run is frozen (SIGSTOP) so that no save can
+    complete between the read and the kill: the test's own record, not what the code under test would pick."""
     proc = subprocess.Popen([sys.executable, "-m", "gpt2dist.train", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     ckpt_root, metrics = run_dir / "checkpoints", run_dir / "metrics.jsonl"
@@ -59,26 +67,37 @@ def kill_at_random(config: Path, run_dir: Path, rng: random.Random, inside_save:
                 break
             time.sleep(0.002)
     assert proc.poll() is None, "the run ended before the fault could be injected"
+    proc.send_signal(signal.SIGSTOP)
+    while not stopped(proc.pid):
+        time.sleep(0.0005)
+    latest = ckpt_root / "latest"
+    seen_latest = latest.read_text().strip() if latest.is_file() else None  # written by rename: whole or absent
     tree = process_tree(proc.pid)  # the trainer and its DataLoader worker, once started
     proc.send_signal(signal.SIGKILL)  # the trainer alone, as the OOM killer does
     proc.wait(timeout=30)
     assert_none_survive(tree)
+    return int(seen_latest.removeprefix("step-")) if seen_latest else 0
 
 
 def trial(tmp_path: Path, corpus, reference: dict[int, dict], seed: int) -> None:
     rng = random.Random(seed)
     config = fault_config(tmp_path, corpus, "run")
     run_dir = tmp_path / "run"
-    kill_at_random(config, run_dir, rng, inside_save=seed % 2 == 1)
-    expected = CheckpointManager(run_dir, keep_last=2).latest_verified()
+    saved = kill_at_random(config, run_dir, rng, inside_save=seed % 2 == 1)
+    metrics_file = run_dir / "metrics.jsonl"
+    logged_before = metrics_file.stat().st_size if metrics_file.is_file() else 0
     resumed = run_cli("train", str(config))
-    start = int(expected.name.split("-")[1]) if expected else 0
-    if expected is not None:
-        assert f"resuming from {expected.name}" in resumed.stdout
+    if saved:
+        assert f"resuming from step-{saved:08d}" in resumed.stdout, resumed.stdout[-2000:]
     elif (run_dir / "config.yaml").is_file():
         assert "fresh run" in resumed.stdout
+    # The resumed run's own records (appended after the killed run's): a restart from step 0, or from any other
+    # checkpoint than the one `latest` named at the kill, fails here.
+    new = [json.loads(line) for line in metrics_file.read_bytes()[logged_before:].splitlines()]
+    steps = [r["step"] for r in new if "loss" in r]
+    assert steps[0] == saved + 1 and steps[-1] == 30, f"trial {seed}: resumed at {steps[0]}, expected {saved + 1}"
     metrics = read_metrics(run_dir)
-    for step in range(start + 1, 31):
+    for step in range(saved + 1, 31):
         assert metrics[step]["loss"] == reference[step]["loss"], f"trial {seed}: step {step} differs after resume"
     assert not list((run_dir / "checkpoints").glob(".tmp-*")), "a stale temporary checkpoint survived"
 
@@ -176,9 +195,13 @@ def test_sigterm_checkpoints_and_a_second_sigterm_exits_at_once(tmp_path, story_
         else:  # one SIGTERM: a checkpoint at the next step boundary, then exit 75 ("requeue me")
             assert proc.returncode == 75, proc.stderr.read()
             assert '"state": "preempted"' in (run_dir / "status.json").read_text()
+    # the run is dead: what `latest` names now is what a resume must pick (the test's record, not the code's)
+    start = int((run_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step-"))
+    logged_before = (run_dir / "metrics.jsonl").stat().st_size
     resumed = run_cli("train", str(config))
-    assert "resuming from step-" in resumed.stdout
-    start = int(resumed.stdout.split("resuming from step-")[1][:8])
+    assert f"resuming from step-{start:08d}" in resumed.stdout
+    first = json.loads((run_dir / "metrics.jsonl").read_bytes()[logged_before:].splitlines()[0])
+    assert first["step"] == start + 1
     metrics = read_metrics(run_dir)
     assert all(metrics[s]["loss"] == reference[s]["loss"] for s in range(start + 1, 31))
 
