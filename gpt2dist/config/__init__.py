@@ -5,6 +5,7 @@ Everything a caller needs is importable from `gpt2dist.config`; the modules say 
     load.py         YAML file + overrides -> RunConfig (unknown keys, types)
     strict_yaml.py  YAML that refuses duplicate keys and odd values
     overrides.py    `--a.b v` / `a.b=v` spellings normalised
+    trainer_names.py  the HF TrainingArguments names (and their JSON) mapped onto ours
     docs.py         what `gpt2dist config` prints, read from schema.py
 """
 

@@ -3,6 +3,8 @@
   contract.py   the TrainStream interface the loop reads through, and Window
   build.py      build_train_stream / build_val: the loop's only calls, whatever the format
   text.py       files -> rows -> cleaned documents (both paths read text through here)
+  local.py      local files, directories and save_to_disk folders read by our own reader (never the network)
+  encodings.py  data.encoding, and a decode error that names the likely encoding
   sources.py    data files named by URL (hub datasets, buckets)
   sharding.py   who reads which file/row, and re-splitting cursors on a world-size change
   stream.py     data.format=stream: tokenize while training (TextStream)
@@ -14,6 +16,7 @@
   manifest.py   the prepared data's manifest (what, how, from which bytes)
   schedule.py   the packed path's shuffled, mixed sample order
   packed.py     data.format=packed: memory-mapped shards (PackedBatches)
+  epochs.py     train.num_epochs: one pass's windows counted, the step budget derived and kept
   checks.py     cheap checks for the preflight: will every rank get data
   trace.py      an audit trail of consumed windows (logging.trace_windows)
 """
