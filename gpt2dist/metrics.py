@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gpt2dist import atomic
+
 # Dense (no sparsity) tensor-core peak FLOP/s per device, from the vendors' datasheets. "tf32" is what fp32
 # training reaches when matmuls may use TF32 (TorchEngine allows it on CUDA); "fp32" is the plain FP32 rate.
 # Keys match whole words of torch.cuda.get_device_name() ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"),
@@ -103,7 +105,7 @@ class MetricsLogger:
         self._bar = None
         if not enabled:
             return
-        self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._jsonl = atomic.open_append(run_dir / "metrics.jsonl")  # closed in close(); never through a link
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

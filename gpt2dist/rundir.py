@@ -130,12 +130,32 @@ def save_tokenizer(tokenizer, folder: Path, source: dict[str, Any] | None = None
     this same source; otherwise (build_run_tokenizer rebuilt it) it is replaced."""
     if folder.is_dir() and (source is None or stale_reason(folder, source) is None):
         return
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(str(tmp))
-    if source is not None:
-        atomic.write_json(tmp / SOURCE_FILE, source, indent=1)
+    tmp = atomic.make_temp_dir(folder.parent, f".{folder.name}-")  # ours: never a name a stranger planted
+    try:
+        tokenizer.save_pretrained(str(tmp))
+        if source is not None:
+            atomic.write_json(tmp / SOURCE_FILE, source, indent=1)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     atomic.publish_dir(tmp, folder)
+
+
+# What a run writes at the top of its run dir: a link at any of these names would have a write land elsewhere.
+RUN_DIR_NAMES = (LOCK_FILE, STATUS_FILE, STOP_FILE, "metrics.jsonl", "config.yaml", TOKENIZER_DIR, "checkpoints",
+                 "tensorboard", "trace", "curves.png", "wandb", "wandb_id")
+
+
+def refuse_planted_links(run_dir: Path) -> None:
+    """One line naming a link planted where the run writes (checked before the run writes anything)."""
+    for name in RUN_DIR_NAMES:
+        path = Path(run_dir) / name
+        if path.is_symlink():
+            raise UserError(f"{path} is a symbolic link: gpt2dist never writes through one; remove it (a run dir "
+                            "holds only what gpt2dist wrote)")
+    latest = Path(run_dir) / "checkpoints" / "latest"
+    if latest.is_symlink():
+        raise UserError(f"{latest} is a symbolic link: remove it (gpt2dist writes it as a plain file)")
 
 
 # ---- what built the run's tokenizer (issue 12, item 8): reuse a saved tokenizer only for the same inputs ----

@@ -44,6 +44,7 @@ from gpt2dist.rundir import (
     build_run_tokenizer,
     check_utf8,
     prepare_run_dir,
+    refuse_planted_links,
     save_tokenizer,
     tokenizer_source,
 )
@@ -253,6 +254,7 @@ def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Pat
     the text, build the tokenizer, and only then write the run dir."""
     lock = lock or RunLock(cfg.run_dir, enabled=False)
     lock.acquire_existing()  # a run dir another run holds is refused before anything in it is read
+    refuse_planted_links(Path(cfg.run_dir))
     resume_from = prepare_run_dir(cfg, ckpt)
     if resume_from is not None and check_resume is not None:
         check_resume(resume_from)

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -71,10 +72,14 @@ class PrepareReport:
 
 def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None = None) -> PrepareReport:
     """Tokenize every data.train and data.val file not yet (or no longer) in the manifest."""
-    workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}: pass the number of tokenizer processes (or leave "
+                        "it out for one per CPU core)")
+    workers = workers if workers is not None else (os.cpu_count() or 1)
     train_files = require_local(resolve_files(cfg.data.train, "data.train"), "data.train", "prepare")
     val_files = require_local(resolve_files(cfg.data.val, "data.val"), "data.val", "prepare") if cfg.data.val else []
     root = packed_root(cfg)
+    refuse_foreign_root(root)
     manifest = load_manifest(root)
     if manifest is not None:
         check_manifest_matches(manifest, cfg, root)
@@ -112,6 +117,25 @@ def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None
         bar.close()
     total = sum(p["tokens"] for f, _ in jobs for p in manifest["files"][file_key(f)]["parts"].values())
     return PrepareReport(str(root), len(jobs), tokenized, new_tokens, total, time.perf_counter() - started, workers)
+
+
+RUN_MARKERS = ("config.yaml", "checkpoints", "metrics.jsonl", "status.json", ".lock")  # what a run dir holds
+
+
+def refuse_foreign_root(root: Path) -> None:
+    """data.packed_dir must not be a run dir (its tokenizer/ is the run's, replacing it breaks its resume), nor
+    inside one a running training holds: prepare writes and replaces files there."""
+    from gpt2dist.runlock import held_elsewhere
+
+    markers = [name for name in RUN_MARKERS if os.path.lexists(root / name)]
+    if markers:
+        raise UserError(f"data.packed_dir {root} is a training run's dir (it holds {markers[0]}): prepare would "
+                        "replace that run's tokenizer; set data.packed_dir to a folder of its own (e.g. RUN_DIR/data)")
+    for folder in (root, root.parent):
+        holder = held_elsewhere(folder)
+        if holder is not None:
+            raise UserError(f"data.packed_dir {root}: the run dir {folder} is in use by a running gpt2dist "
+                            f"run{holder}; prepare when it has stopped, or use another data.packed_dir")
 
 
 def up_to_date(manifest: dict[str, Any], root: Path, path: Path, fraction: float) -> bool:
@@ -152,12 +176,22 @@ def prepare_tokenizer(cfg: RunConfig, root: Path, train_files: list[Path], manif
     if t.kind != "pretrained":
         texts = iter_documents(train_files, cfg.data, heldout=False if heldout_fraction(cfg) > 0 else None)
     tokenizer = build_tokenizer(t.kind, path=t.path or cfg.model.pretrained, vocab_size=t.vocab_size, texts=texts)
-    shutil.rmtree(folder, ignore_errors=True)  # a tokenizer without a manifest is from an interrupted first call
-    tmp = root / (TOKENIZER_DIR + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(str(tmp))
+    tmp = atomic.make_temp_dir(root, f".{TOKENIZER_DIR}-")  # ours; a tokenizer/ without a manifest (an
+    try:  # interrupted first call) is replaced by publish_dir
+        tokenizer.save_pretrained(str(tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     atomic.publish_dir(tmp, folder)
     return tokenizer
+
+
+def _temp_file(final: Path) -> Path:
+    """A new empty file of ours beside `final`, with the umask's permissions (mkstemp alone gives 0600)."""
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, 0o666 & ~atomic.umask())
+    os.close(fd)
+    return Path(name)
 
 
 def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manifest: dict[str, Any], workers: int,
@@ -165,7 +199,7 @@ def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manif
     """One source file -> its shard(s), written under temporary names and renamed when complete."""
     dtype = np.dtype(manifest["dtype"])
     parts = ["train", "heldout"] if fraction > 0 else ["train"]
-    tmp_paths = {part: root / (shard_name(path, part) + ".tmp") for part in parts}
+    tmp_paths = {part: _temp_file(root / shard_name(path, part)) for part in parts}  # ours (mkstemp)
     counts = {part: 0 for part in parts}
     docs = 0
     stat_before, sha256 = path.stat(), file_sha256(path)  # what the manifest vouches for: the bytes read next
