@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -121,7 +122,7 @@ def test_a_sane_train_state_passes(tmp_path):
 # ---- end to end: a real DeepSpeed checkpoint, resumed with the hostile tree planted ----
 
 @pytest.fixture(scope="module")
-def ds_run(tmp_path_factory, story_corpus) -> Path:
+def trained_run(tmp_path_factory, story_corpus) -> Path:
     tmp = tmp_path_factory.mktemp("run1")
     cfg = tiny_config(tmp / "run", [str(story_corpus[0])], train={"max_steps": STEPS, "global_batch_size": 4,
                                                                   "micro_batch_size": 4, "warmup_steps": 1},
@@ -145,8 +146,8 @@ def refused(out: subprocess.CompletedProcess, *expect: str) -> None:
 
 
 @pytest.mark.slow
-def test_linked_folder_in_universal_is_refused_on_resume(tmp_path, ds_run):
-    run_dir, config = copy_run(ds_run, tmp_path)
+def test_linked_folder_in_universal_is_refused_on_resume(tmp_path, trained_run):
+    run_dir, config = copy_run(trained_run, tmp_path)
     step = run_dir / "checkpoints" / f"step-{STEPS:08d}"
     link = step / "universal" / "deepspeed" / "zero" / "transformer.wte.weight"
     _, marker = linked_payload_folder(tmp_path, link)
@@ -158,9 +159,9 @@ def test_linked_folder_in_universal_is_refused_on_resume(tmp_path, ds_run):
 
 
 @pytest.mark.slow
-def test_re_signed_train_state_claiming_another_world_size_is_refused(tmp_path, ds_run):
+def test_re_signed_train_state_claiming_another_world_size_is_refused(tmp_path, trained_run):
     """Same-size resume sent down the universal path by a train_state.json re-signed in the manifest."""
-    run_dir, config = copy_run(ds_run, tmp_path)
+    run_dir, config = copy_run(trained_run, tmp_path)
     step = run_dir / "checkpoints" / f"step-{STEPS:08d}"
     state = json.loads((step / "train_state.json").read_text())
     (step / "train_state.json").write_text(json.dumps({**state, "world_size": 2}))
@@ -172,3 +173,21 @@ def test_re_signed_train_state_claiming_another_world_size_is_refused(tmp_path, 
     out = run_ranks("single", config, [f"train.max_steps={STEPS + 1}"], check=False)
     refused(out, "world_size 2 but 1 data cursors")
     assert snapshot(run_dir) == before and not (step / "universal").exists()
+
+
+@pytest.mark.slow
+def test_export_leaves_a_users_out_tmp_alone_and_files_follow_the_umask(tmp_path, trained_run):
+    """`export RUN OUT` once deleted an existing OUT.tmp/; and safetensors wrote model.safetensors 0600."""
+    from gpt2dist.atomic import umask
+    from gpt2dist.export import export
+
+    expected = 0o666 & ~umask()
+    step = trained_run / "checkpoints" / f"step-{STEPS:08d}"
+    assert oct(stat.S_IMODE((step / "model.safetensors").stat().st_mode)) == oct(expected)
+    users = tmp_path / "hf.tmp"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine\n")
+    out = export(trained_run, tmp_path / "hf")
+    assert (users / "notes.txt").read_text() == "mine\n"
+    assert oct(stat.S_IMODE((out / "model.safetensors").stat().st_mode)) == oct(expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "hf.tmp"]  # no temporary of ours left
