@@ -29,7 +29,7 @@ from gpt2dist.data.build import build_train_stream, build_val, eval_batches
 from gpt2dist.data.pieces import DocumentEncoder
 from gpt2dist.data.text import resolve_files
 from gpt2dist.data.trace import open_trace, write_trace
-from gpt2dist.divergence import EXIT_DIVERGED, Diverged, NonFiniteGuard
+from gpt2dist.divergence import EXIT_DIVERGED, Diverged, NonFiniteGuard, diverged_message
 from gpt2dist.engines.base import Engine
 from gpt2dist.engines.build import build_engine
 from gpt2dist.engines.device import check_precision, resolve_device
@@ -164,6 +164,10 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
         settle_nonfinite()
         if guard.diverged_at is not None:
             stop_diverged(guard.message(_name(ckpt.latest())))
+        if guard.streak and step >= tcfg.max_steps:  # the run ends on skipped steps: no final checkpoint exists
+            stop_diverged(diverged_message(step, f"the last {guard.streak} step(s) of the run had a NaN/inf loss or "
+                                           "gradient norm and were skipped, so its final checkpoint was not written",
+                                           _name(ckpt.latest())))
         if guard.streak:
             logger.print(f"no checkpoint at step {step}: the last {guard.streak} step(s) were non-finite and "
                          "skipped; the next one is written after a finite step", step=step)
