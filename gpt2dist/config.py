@@ -80,7 +80,7 @@ class ModelConfig:
 class TokenizerConfig:
     kind: str = "char"  # pretrained | bpe | char
     path: str | None = None  # kind=pretrained: a tokenizer folder or hub id (default: model.pretrained)
-    vocab_size: int = ranged(4096, GT0)  # kind=bpe: size of the trained byte-level BPE vocabulary
+    vocab_size: int = ranged(4096, Range(0, 2**24, lo_open=True))  # kind=bpe: size of the trained BPE vocabulary
 
 
 @dataclass
@@ -112,14 +112,14 @@ class TrainConfig:
     global_batch_size: int | None = ranged(None, GT0)  # sequences per optimizer step, all ranks together
     micro_batch_size: int | None = ranged(None, GT0)  # sequences per forward pass on one rank
     grad_accum_steps: int | None = ranged(None, GT0)  # micro batches per optimizer step
-    lr: float = ranged(6e-4, GT0)  # peak learning rate (the schedule divides by it)
+    lr: float = ranged(6e-4, Range(0, 10, lo_open=True))  # peak learning rate (the schedule divides by it)
     min_lr: float = ranged(6e-5, GE0)  # floor of the cosine schedule
     warmup_steps: int = ranged(100, GE0)  # linear warm-up steps
     schedule: str = "cosine"  # cosine | constant (after warm-up)
-    weight_decay: float = ranged(0.1, GE0)  # AdamW decoupled weight decay (matrices only)
+    weight_decay: float = ranged(0.1, Range(0, 10))  # AdamW decoupled weight decay (matrices only; lr x it < 1)
     beta1: float = ranged(0.9, FRACTION)  # AdamW first-moment decay (0 <= beta < 1, as torch.optim.AdamW wants)
     beta2: float = ranged(0.95, FRACTION)  # AdamW second-moment decay
-    grad_clip: float = ranged(1.0, GE0)  # max global grad norm; 0 disables
+    grad_clip: float = ranged(1.0, Range(0, 1e6))  # max global grad norm; 0 disables
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with loss scaling)
     # fp16 loss scaling: initial scale 2**power (2**64 is far beyond any useful scale; fp32 holds up to 2**127)
     fp16_initial_scale_power: int = ranged(16, Range(0, 64))
@@ -167,7 +167,7 @@ class DistributedConfig:
     stage3_param_persistence_threshold: int = ranged(100_000, GE0)  # smaller params stay unpartitioned (stage 3)
     stage3_max_live_parameters: int = ranged(1_000_000_000, GT0)  # cap on gathered parameters alive at once (stage 3)
     stage3_max_reuse_distance: int = ranged(1_000_000_000, GE0)  # keep a gathered param reused within this (stage 3)
-    timeout_minutes: int = ranged(30, GT0)  # collective timeout before a hung rank fails the job
+    timeout_minutes: int = ranged(30, Range(0, 10080, lo_open=True))  # collective timeout (at most a week)
     deepspeed: dict | str | None = None  # your DeepSpeed keys: a mapping or a JSON file, merged over the generated one
 
 
@@ -236,10 +236,16 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise UserError(f"config file {path} not found: pass the path of a YAML run config")
         try:
             raw = strict_yaml.safe_load(path.read_text(encoding="utf-8"), f"config file {path}") or {}
+        except UnicodeDecodeError as exc:
+            raise UserError(f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+        except RecursionError:
+            raise UserError(f"config file {path} nests too deeply to be a run config: a run config is a few "
+                            "levels of keys (model:, data:, train: ...)") from None
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem_mark", None)
             line = f" line {where.line + 1}" if where is not None else ""
-            raise UserError(f"config file {path}{line} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())[:200]  # one line, whatever YAML says
+            raise UserError(f"config file {path}{line} is not valid YAML: {problem}") from None
         if not isinstance(raw, dict):
             raise UserError(f"config file {path} must hold a mapping of keys (model:, data:, train: ...)")
     for item in overrides:
@@ -350,6 +356,9 @@ def _type_name(hint: Any) -> str:
             dict: "a mapping"}.get(hint, str(hint))
 
 
+BPE_MIN_VOCAB = 257  # byte-level BPE: 256 byte tokens + <|endoftext|>
+
+
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks that need no files: choices, ranges, block size vs positions."""
     for key, allowed in CHOICES.items():
@@ -390,6 +399,9 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"train.global_batch_size={t.global_batch_size} is not a multiple of train.micro_batch_size="
                         f"{t.micro_batch_size or '?'} x train.grad_accum_steps={t.grad_accum_steps or '?'}: "
                         "adjust one of the three, or give only two")
+    if cfg.tokenizer.kind == "bpe" and cfg.tokenizer.vocab_size < BPE_MIN_VOCAB:
+        raise UserError(f"config key tokenizer.vocab_size={cfg.tokenizer.vocab_size} is below {BPE_MIN_VOCAB}: a "
+                        "byte-level BPE vocabulary holds the 256 bytes and <|endoftext|> before any merge")
     if cfg.tokenizer.kind == "pretrained" and not (cfg.tokenizer.path or cfg.model.pretrained):
         raise UserError("config key tokenizer.path is required when tokenizer.kind=pretrained "
                         "(a local Hugging Face tokenizer folder)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -17,9 +18,10 @@ log = logging.getLogger(__name__)
 def generate(model_dir: str, prompt: str = "", *, max_new_tokens: int = 80, top_k: int = 50, top_p: float = 1.0,
              temperature: float = 1.0, num_samples: int = 1, seed: int = 0, device: str = "auto") -> list[str]:
     """Return `num_samples` continuations (prompt included); temperature 0 means greedy decoding."""
-    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or max_new_tokens < 1 or num_samples < 1:
-        raise UserError("generate needs --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, "
-                        "--max-new-tokens >= 1 and --num-samples >= 1")
+    if (not math.isfinite(temperature) or temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or max_new_tokens < 1
+            or num_samples < 1 or seed < 0):
+        raise UserError("generate needs a finite --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, "
+                        "--max-new-tokens >= 1, --num-samples >= 1 and --seed >= 0")
     model, tokenizer, dev = load_hf_model(model_dir, device)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
     ids = [tokenizer.eos_token_id] + ids  # a document starts after EOS, as in training

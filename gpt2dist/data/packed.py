@@ -29,6 +29,7 @@ from gpt2dist.data.manifest import (
     MANIFEST,
     TOKENIZER_DIR,
     check_manifest_matches,
+    check_shard,
     file_key,
     load_manifest,
     packed_root,
@@ -46,6 +47,8 @@ class TokenShards:
     """A source's shard files, memory-mapped and read as one virtual token sequence."""
 
     def __init__(self, root: Path, parts: list[dict[str, Any]], dtype: np.dtype):
+        for p in parts:
+            check_shard(root, p, dtype.itemsize)
         # Plain ndarray views of the maps: slicing an np.memmap subclass costs a Python-level finalizer per window.
         self.maps = [np.memmap(root / p["path"], dtype=dtype, mode="r").view(np.ndarray)
                      for p in parts if p["tokens"] > 0]

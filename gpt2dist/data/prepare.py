@@ -35,6 +35,7 @@ from gpt2dist.data.manifest import (
     TOKENIZER_DIR,
     VERSION,
     check_manifest_matches,
+    check_shard,
     file_key,
     heldout_fraction,
     load_manifest,
@@ -83,12 +84,8 @@ def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None
     manifest = load_manifest(root)
     if manifest is not None:
         check_manifest_matches(manifest, cfg, root)
-    try:
-        (root / "shards").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot write to data.packed_dir {root} ({exc.strerror or exc}): check that it is "
-                        "writable") from None
-    tokenizer = prepare_tokenizer(cfg, root, train_files, manifest)
+    tokenizer = prepare_tokenizer(cfg, root, train_files, manifest)  # built or loaded before anything is written
+    make_root(root)
     if manifest is None:
         manifest = {"version": VERSION, "dtype": token_dtype(len(tokenizer)).name, "vocab_size": len(tokenizer),
                     "eos_id": tokenizer.eos_token_id, "text": text_settings(cfg), "files": {},
@@ -138,12 +135,23 @@ def refuse_foreign_root(root: Path) -> None:
                             f"run{holder}; prepare when it has stopped, or use another data.packed_dir")
 
 
+def make_root(root: Path) -> None:
+    try:
+        (root / "shards").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write to data.packed_dir {root} ({exc.strerror or exc}): check that it is "
+                        "writable") from None
+
+
 def up_to_date(manifest: dict[str, Any], root: Path, path: Path, fraction: float) -> bool:
     """Size + mtime say "unchanged" for free; when they differ (a copy, a touch) the sha256 decides."""
     entry = manifest["files"].get(file_key(path))
     if entry is None or entry["val_fraction"] != fraction:
         return False
-    if not all((root / part["path"]).is_file() for part in entry["parts"].values()):
+    try:  # a shard truncated or rewritten since is made again
+        for part in entry["parts"].values():
+            check_shard(root, part, np.dtype(manifest["dtype"]).itemsize)
+    except UserError:
         return False
     stat = path.stat()
     if (entry["size"], entry["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
@@ -176,6 +184,7 @@ def prepare_tokenizer(cfg: RunConfig, root: Path, train_files: list[Path], manif
     if t.kind != "pretrained":
         texts = iter_documents(train_files, cfg.data, heldout=False if heldout_fraction(cfg) > 0 else None)
     tokenizer = build_tokenizer(t.kind, path=t.path or cfg.model.pretrained, vocab_size=t.vocab_size, texts=texts)
+    make_root(root)
     tmp = atomic.make_temp_dir(root, f".{TOKENIZER_DIR}-")  # ours; a tokenizer/ without a manifest (an
     try:  # interrupted first call) is replaced by publish_dir
         tokenizer.save_pretrained(str(tmp))
@@ -228,12 +237,15 @@ def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manif
         fh.flush()
         os.fsync(fh.fileno())
         fh.close()
+    stamps = {}
     for part in parts:
         tmp_paths[part].replace(root / shard_name(path, part))
+        stamps[part] = (root / shard_name(path, part)).stat().st_mtime_ns  # a shard rewritten later is refused
     atomic.fsync_dir(root / "shards")
     return {"source": str(path), "size": stat_before.st_size, "mtime_ns": stat_before.st_mtime_ns,
             "sha256": sha256, "val_fraction": fraction, "docs": docs,
-            "parts": {part: {"path": shard_name(path, part), "tokens": counts[part]} for part in parts}}
+            "parts": {part: {"path": shard_name(path, part), "tokens": counts[part], "mtime_ns": stamps[part]}
+                      for part in parts}}
 
 
 def read_chunks(path: Path, cfg: RunConfig) -> Iterator[list[str]]:

@@ -107,8 +107,11 @@ def open_stream(files: list[DataFile], cfg: DataConfig):
         import pyarrow.parquet as pq
 
         for path in files:  # the reader's own error for a missing column is a pyarrow traceback
-            with open_binary(path) as fh:
-                names = pq.read_schema(fh).names
+            try:
+                with open_binary(path) as fh:
+                    names = pq.read_schema(fh).names
+            except Exception as exc:  # noqa: BLE001 - a corrupt or truncated file: pyarrow's own error types
+                raise _unreadable(path, exc) from None
             if cfg.text_field not in names:
                 raise UserError(f"config key data.text_field={cfg.text_field!r}: {path} has columns "
                                 f"{sorted(names)}; set data.text_field to the text column")
@@ -131,6 +134,10 @@ def iter_texts(ds, files: list[DataFile], cfg: DataConfig) -> Iterator[str]:
             yield _as_text(row[field])
     except UnicodeDecodeError:
         raise _utf8_error(files) from None
+    except (UserError, GeneratorExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed line or corrupt file: the reader's own error types
+        raise _unreadable(files[0] if len(files) == 1 else f"one of {files[0]}...", exc) from None
 
 
 def iter_file_texts(path: DataFile, cfg: DataConfig, start: int = 0) -> Iterator[str]:
@@ -153,6 +160,15 @@ def iter_file_texts(path: DataFile, cfg: DataConfig, start: int = 0) -> Iterator
                 yield _as_text(text)
     except UnicodeDecodeError:
         raise _utf8_error([path]) from None
+    except (UserError, GeneratorExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed line or corrupt file: the reader's own error types
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Any, exc: Exception) -> UserError:
+    first = " ".join(str(exc).split())[:160] or type(exc).__name__
+    return UserError(f"data file {path} could not be read ({first}): fix or remove it")
 
 
 def _as_text(value: Any) -> str:
