@@ -25,6 +25,7 @@ from gpt2dist import dist, hub
 from gpt2dist.checkpoint import CheckpointManager
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
 from gpt2dist.curves import CurveWriter
+from gpt2dist.data import stamps
 from gpt2dist.data.build import build_train_stream, build_val, eval_batches
 from gpt2dist.data.pieces import DocumentEncoder
 from gpt2dist.data.text import resolve_files
@@ -34,6 +35,7 @@ from gpt2dist.engines.base import Engine
 from gpt2dist.engines.build import build_engine
 from gpt2dist.engines.device import check_precision, resolve_device
 from gpt2dist.engines.resume import resume_mode
+from gpt2dist.engines.trust import check_train_state
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.model import build_model, count_parameters, flops_per_token
@@ -158,6 +160,8 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
         logger.close()
         raise Diverged(message)
 
+    data_record = {stamps.KEY: stamps.stamps(train_files)} if rank.is_writer else {}
+
     def save_checkpoint(engine: Engine) -> None:
         """A checkpoint is never written in a run of skipped non-finite steps (the weights that just gave NaN/inf
         must not displace a good checkpoint), nor from NaN/inf weights (`ckpt.save` refuses them)."""
@@ -174,7 +178,7 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
             return
         try:
             saved = ckpt.save(step, engine, train_state={"step": step, "tokens": tokens, "epoch": stream.epoch,
-                                                         "world_size": rank.world_size},
+                                                         "world_size": rank.world_size, **data_record},
                               cursor=stream.state_dict())
         except Diverged as exc:
             stop_diverged(str(exc))
@@ -262,6 +266,8 @@ def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Pat
     resume_from = prepare_run_dir(cfg, ckpt)
     if resume_from is not None and check_resume is not None:
         check_resume(resume_from)
+    if resume_from is not None:
+        stamps.check_unchanged(check_train_state(resume_from), resume_from)
     check_utf8(cfg, resume_from, train_files, val_files)
     tokenizer = build_run_tokenizer(cfg, train_files, resume_from)
     source = tokenizer_source(cfg, train_files) if resume_from is None and cfg.data.format != "packed" else None

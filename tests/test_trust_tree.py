@@ -183,6 +183,8 @@ def test_export_leaves_a_users_out_tmp_alone_and_files_follow_the_umask(tmp_path
 
     expected = 0o666 & ~umask()
     step = trained_run / "checkpoints" / f"step-{STEPS:08d}"
+    recorded = json.loads((step / "train_state.json").read_text())["data_files"]  # test_data_changed.py's input
+    assert [Path(entry[0]).name for entry in recorded] == ["train.txt"] and recorded[0][1] > 0
     assert oct(stat.S_IMODE((step / "model.safetensors").stat().st_mode)) == oct(expected)
     users = tmp_path / "hf.tmp"
     users.mkdir()
