@@ -80,7 +80,7 @@ class ModelConfig:
 class TokenizerConfig:
     kind: str = "char"  # pretrained | bpe | char
     path: str | None = None  # kind=pretrained: a tokenizer folder or hub id (default: model.pretrained)
-    vocab_size: int = ranged(4096, Range(0, 2**24, lo_open=True))  # kind=bpe: size of the trained BPE vocabulary
+    vocab_size: int = ranged(4096, GT0)  # kind=bpe: size of the trained byte-level BPE vocabulary
 
 
 @dataclass
@@ -112,14 +112,14 @@ class TrainConfig:
     global_batch_size: int | None = ranged(None, GT0)  # sequences per optimizer step, all ranks together
     micro_batch_size: int | None = ranged(None, GT0)  # sequences per forward pass on one rank
     grad_accum_steps: int | None = ranged(None, GT0)  # micro batches per optimizer step
-    lr: float = ranged(6e-4, Range(0, 10, lo_open=True))  # peak learning rate (the schedule divides by it)
+    lr: float = ranged(6e-4, GT0)  # peak learning rate (the schedule divides by it)
     min_lr: float = ranged(6e-5, GE0)  # floor of the cosine schedule
     warmup_steps: int = ranged(100, GE0)  # linear warm-up steps
     schedule: str = "cosine"  # cosine | constant (after warm-up)
-    weight_decay: float = ranged(0.1, Range(0, 10))  # AdamW decoupled weight decay (matrices only; lr x it < 1)
+    weight_decay: float = ranged(0.1, GE0)  # AdamW decoupled weight decay (matrices only)
     beta1: float = ranged(0.9, FRACTION)  # AdamW first-moment decay (0 <= beta < 1, as torch.optim.AdamW wants)
     beta2: float = ranged(0.95, FRACTION)  # AdamW second-moment decay
-    grad_clip: float = ranged(1.0, Range(0, 1e6))  # max global grad norm; 0 disables
+    grad_clip: float = ranged(1.0, GE0)  # max global grad norm; 0 disables
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with loss scaling)
     # fp16 loss scaling: initial scale 2**power (2**64 is far beyond any useful scale; fp32 holds up to 2**127)
     fp16_initial_scale_power: int = ranged(16, Range(0, 64))
@@ -167,7 +167,7 @@ class DistributedConfig:
     stage3_param_persistence_threshold: int = ranged(100_000, GE0)  # smaller params stay unpartitioned (stage 3)
     stage3_max_live_parameters: int = ranged(1_000_000_000, GT0)  # cap on gathered parameters alive at once (stage 3)
     stage3_max_reuse_distance: int = ranged(1_000_000_000, GE0)  # keep a gathered param reused within this (stage 3)
-    timeout_minutes: int = ranged(30, Range(0, 10080, lo_open=True))  # collective timeout (at most a week)
+    timeout_minutes: int = ranged(30, GT0)  # collective timeout before a hung rank fails the job
     deepspeed: dict | str | None = None  # your DeepSpeed keys: a mapping or a JSON file, merged over the generated one
 
 
@@ -357,6 +357,10 @@ def _type_name(hint: Any) -> str:
 
 
 BPE_MIN_VOCAB = 257  # byte-level BPE: 256 byte tokens + <|endoftext|>
+# Upper bounds past which a value passes its range but makes no sense (issue 23): a decay or clip of 1e300, a
+# collective timeout of millions of years, a vocabulary no embedding table holds.
+SENSIBLE_MAX: dict[str, float] = {"train.weight_decay": 10.0, "train.grad_clip": 1e6,
+                                  "distributed.timeout_minutes": 7 * 24 * 60, "tokenizer.vocab_size": 2**24}
 
 
 def validate(cfg: RunConfig) -> None:
@@ -370,6 +374,9 @@ def validate(cfg: RunConfig) -> None:
         for item in value if isinstance(value, list) else [value]:
             if item is not None and item not in allowed:
                 raise UserError(f"config key {key} must be {allowed}, got {value}")
+    for key, most in SENSIBLE_MAX.items():
+        if get_key(cfg, key) > most:
+            raise UserError(f"config key {key} must be <= {most:g}, got {get_key(cfg, key)}")
     if not cfg.data.train:
         raise UserError("config key data.train is empty: list the training files or globs")
     check_weights(cfg.data)
