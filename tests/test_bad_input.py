@@ -620,7 +620,7 @@ ISSUE23_CASES = [
     Case("yaml-section-not-mapping", ("train", "section.yaml"), ("checkpoint",), yaml_section_scalar),
     Case("config-is-a-directory", ("train", "conf.yaml"), ("conf.yaml",), config_dir),
     Case("slurm-yaml-non-utf8", slurm(config="latin.yaml"), ("latin.yaml",), yaml_non_utf8),
-    Case("doctor-yaml-deep", ("doctor", "deep.yaml"), ("deep.yaml",), yaml_deep),
+    Case("config-command-yaml-deep", ("config", "deep.yaml"), ("deep.yaml",), yaml_deep),
     Case("ds-config-yaml-tag", ("ds-config", "tag.yaml"), ("tag.yaml",), yaml_python_tag),
     # -- data files --
     Case("jsonl-malformed-line", train("data.train=[bad.jsonl]"), ("bad.jsonl",), jsonl_malformed),

@@ -48,7 +48,8 @@ class TokenShards:
 
     def __init__(self, root: Path, parts: list[dict[str, Any]], dtype: np.dtype):
         for p in parts:
-            check_shard(root, p, dtype.itemsize)
+            if p["tokens"] > 0:  # as mapped below: an empty part is never read
+                check_shard(root, p, dtype.itemsize)
         # Plain ndarray views of the maps: slicing an np.memmap subclass costs a Python-level finalizer per window.
         self.maps = [np.memmap(root / p["path"], dtype=dtype, mode="r").view(np.ndarray)
                      for p in parts if p["tokens"] > 0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import glob
 import hashlib
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,8 @@ def open_stream(files: list[DataFile], cfg: DataConfig):
     import datasets
 
     datasets.disable_progress_bars()
+    # its JSON reader logs a parse failure at ERROR before raising it; we report it ourselves in one line
+    logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
     builder = FORMATS[files[0].suffix.lower()]
     kwargs: dict[str, Any] = {}
     if builder == "text":
