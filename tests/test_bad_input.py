@@ -551,12 +551,10 @@ def packed_prepared(root: Path, damage: str) -> None:
     from gpt2dist.config import load_config
     from gpt2dist.data.prepare import prepare
 
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        prepare(load_config("base.yaml", ["data.format=packed", "data.packed_dir=packed"]), workers=1, progress=False)
-    finally:
-        os.chdir(cwd)
+    # absolute paths, no chdir: the cases are set up in threads sharing one working directory
+    prepare(load_config(root / "base.yaml", ["data.format=packed", f"data.packed_dir={root / 'packed'}",
+                                             f"data.train=[{root / 'train.txt'}]", f"run_dir={root / RUN_DIR}"]),
+            workers=1, progress=False)
     shard = sorted((root / "packed" / "shards").glob("*.train.bin"))[0]
     manifest = root / "packed" / "manifest.json"
     if damage == "truncated-shard":

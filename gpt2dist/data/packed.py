@@ -226,7 +226,11 @@ def packed_summary(cfg: RunConfig) -> tuple[str, str]:
         block = cfg.data.block_size
         counts = []
         for name, files in source_files(cfg):
-            tokens = sum(p["tokens"] for p in file_parts(manifest, root, files, "train"))
+            parts = file_parts(manifest, root, files, "train")
+            for part in parts:  # a truncated or rewritten shard stops the run before it writes anything
+                if part["tokens"] > 0:
+                    check_shard(root, part, np.dtype(manifest["dtype"]).itemsize)
+            tokens = sum(p["tokens"] for p in parts)
             if tokens <= block:
                 return "error", (f"data.train {name}: {tokens} prepared tokens, fewer than one window of "
                                  f"{block + 1}: add data or lower data.block_size")
