@@ -37,17 +37,29 @@ def load_hf_model(model_dir: str | Path, device: str = "auto") -> tuple[GPT2LMHe
 def default_block_size(model_dir: Path, model: GPT2LMHeadModel) -> int:
     """The block size the model was trained with when gpt2dist exported it, else its n_positions."""
     provenance = model_dir / PROVENANCE
-    if provenance.is_file():
-        block = json.loads(provenance.read_text(encoding="utf-8")).get("block_size")
-        if block:
-            return int(block)
-    return model.config.n_positions
+    if not provenance.is_file():
+        return model.config.n_positions
+    try:
+        record = json.loads(provenance.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{provenance} is not readable JSON ({str(exc).splitlines()[0][:120]}): re-export the "
+                        "model, or delete that file to use n_positions") from None
+    block = record.get("block_size") if isinstance(record, dict) else None
+    if block is None and isinstance(record, dict):
+        return model.config.n_positions
+    if not isinstance(block, int) or isinstance(block, bool) or not 0 < block <= model.config.n_positions:
+        raise UserError(f"{provenance}: block_size {block!r} is not a whole number in [1, n_positions="
+                        f"{model.config.n_positions}]: re-export the model, or pass --block-size")
+    return block
 
 
 @torch.no_grad()
 def evaluate_files(model_dir: str | Path, patterns: list[str], *, block_size: int | None = None,
                    batch_size: int = 8, max_batches: int | None = None, text_field: str = "text",
                    device: str = "auto") -> dict[str, float]:
+    for flag, value in (("--block-size", block_size), ("--batch-size", batch_size), ("--max-batches", max_batches)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
     model, tokenizer, dev = load_hf_model(model_dir, device)
     block = block_size or default_block_size(Path(model_dir), model)
     if block > model.config.n_positions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -24,10 +25,11 @@ def generate(model_dir: str, prompt: str = "", *, max_new_tokens: int | None = 8
     As in `model.generate`, max_length and min_length count the prompt's tokens too; max_new_tokens does not."""
     if max_length is not None and max_new_tokens is not None:
         raise UserError("generate takes --max-length (prompt included) or --max-new-tokens, not both")
-    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_samples < 1 or repetition_penalty <= 0 \
-            or (max_new_tokens is not None and max_new_tokens < 1):
-        raise UserError("generate needs --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --repetition-penalty "
-                        "> 0, --max-new-tokens >= 1 and --num-samples >= 1")
+    if (not math.isfinite(temperature) or temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_samples < 1
+            or not math.isfinite(repetition_penalty) or repetition_penalty <= 0 or seed < 0
+            or (max_new_tokens is not None and max_new_tokens < 1)):
+        raise UserError("generate needs a finite --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, a finite "
+                        "--repetition-penalty > 0, --max-new-tokens >= 1, --num-samples >= 1 and --seed >= 0")
     if num_samples > 1 and not (do_sample and temperature > 0):
         raise UserError(f"greedy decoding gives one sequence per prompt: --num-return-sequences {num_samples} needs "
                         "sampling (drop --greedy, temperature > 0)")

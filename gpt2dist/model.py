@@ -15,6 +15,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 from gpt2dist import hub
 from gpt2dist.config import ModelConfig, RunConfig
 from gpt2dist.errors import UserError
+from gpt2dist.run.layout import CHECKPOINTS_DIR, TRAIN_STATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +31,31 @@ def pretrained_config(path: str, key: str = "config key model.pretrained") -> di
     """The folder's (or cached hub id's) config.json, read early so a bad path fails before any expensive work."""
     folder = Path(hub.local_folder(path, key.removeprefix("config key ")))
     config_file = folder / "config.json"
+    refuse_checkpoint_folder(folder, key, path)
     if not config_file.is_file():
         raise UserError(f"{key}={path!r}: no config.json there; point it at a local "
                         "Hugging Face model folder (e.g. one saved by save_pretrained)")
     try:
         cfg = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{config_file} is not readable JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{config_file} is not readable JSON ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{config_file} is not a JSON object: point {key} at a Hugging Face GPT-2 model folder")
     if cfg.get("model_type") != "gpt2":
         raise UserError(f"{config_file}: model_type is {cfg.get('model_type')!r}, gpt2dist trains GPT-2 models only")
     if not any((folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin",
                                                       "model.safetensors.index.json")):
         raise UserError(f"{key}={path!r}: no model.safetensors (or pytorch_model.bin) there")
     return cfg
+
+
+def refuse_checkpoint_folder(folder: Path, key: str, path: str) -> None:
+    """A gpt2dist run dir or checkpoint step dir is not a Hugging Face folder (a step dir has no tokenizer, so
+    `generate` printed an empty string): say which command makes one."""
+    if (folder / TRAIN_STATE_FILE).is_file() or (folder / CHECKPOINTS_DIR).is_dir():
+        kind = "checkpoint step dir" if (folder / TRAIN_STATE_FILE).is_file() else "run dir"
+        raise UserError(f"{key}={path!r} is a gpt2dist {kind}, not a Hugging Face model folder: run "
+                        f"`gpt2dist export {path} OUT` and pass OUT")
 
 
 def gpt2_config(cfg: RunConfig, vocab_size: int, eos_token_id: int) -> GPT2Config:
@@ -87,7 +100,12 @@ def load_pretrained(path: str, overrides: ModelConfig | None = None) -> GPT2LMHe
 def from_pretrained_complete(path: str | Path, **kwargs) -> GPT2LMHeadModel:
     """`from_pretrained` that refuses a folder whose weights do not cover the model: transformers would give
     each missing tensor a fresh random value and only log it (the tied lm_head is not missing)."""
-    model, info = GPT2LMHeadModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True, **kwargs)
+    try:
+        model, info = GPT2LMHeadModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True,
+                                                      **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a truncated, garbage or wrong-shape weights file, whatever raised
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: its weights could not be loaded ({first}): use a complete model folder") from None
     missing = sorted(info.get("missing_keys") or [])
     if missing or info.get("mismatched_keys"):
         raise UserError(f"{path}: its weights do not cover the model ({len(missing)} tensors missing, e.g. "

@@ -34,7 +34,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
             tok = BertTokenizerFast.from_pretrained(str(path), local_files_only=True)
         else:
             tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises its own types for a garbage tokenizer.json
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"tokenizer folder {path} could not be loaded ({first}): it needs tokenizer.json "
                         "or vocab.json + merges.txt (or a BERT vocab.txt)") from None

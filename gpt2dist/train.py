@@ -24,6 +24,7 @@ import torch
 from gpt2dist import dist, hub
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
 from gpt2dist.config.overrides import normalize_argv
+from gpt2dist.data import stamps
 from gpt2dist.data.build import build_train_stream, build_val, eval_batches
 from gpt2dist.data.epochs import BUDGET_KEY, budget_kept, describe_budget, finished_step, resolve_budget, with_budget
 from gpt2dist.data.pieces import DocumentEncoder
@@ -33,6 +34,7 @@ from gpt2dist.engines.base import Engine
 from gpt2dist.engines.build import build_engine
 from gpt2dist.engines.device import check_precision, resolve_device
 from gpt2dist.engines.resume import resume_mode
+from gpt2dist.engines.trust import check_train_state
 from gpt2dist.errors import UserError, run_or_exit
 from gpt2dist.model import build_model, count_parameters, flops_per_token
 from gpt2dist.observe.curves import CurveWriter
@@ -40,7 +42,7 @@ from gpt2dist.observe.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from gpt2dist.observe.tracking import open_wandb
 from gpt2dist.planning.preflight import cheap_checks, raise_for_problems
 from gpt2dist.run.checkpoint import CheckpointManager
-from gpt2dist.run.divergence import EXIT_DIVERGED, Diverged, NonFiniteGuard
+from gpt2dist.run.divergence import EXIT_DIVERGED, Diverged, NonFiniteGuard, diverged_message
 from gpt2dist.run.layout import CONFIG_FILE, STOP_FILE
 from gpt2dist.run.lock import RunLock
 from gpt2dist.run.rundir import (
@@ -48,6 +50,7 @@ from gpt2dist.run.rundir import (
     build_run_tokenizer,
     check_utf8,
     prepare_run_dir,
+    refuse_planted_links,
     save_tokenizer,
     tokenizer_source,
 )
@@ -186,18 +189,25 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
         logger.close()
         raise Diverged(message)
 
+    data_record = {stamps.KEY: stamps.stamps(train_files)} if rank.is_writer else {}
+
     def save_checkpoint(engine: Engine) -> None:
         """A checkpoint is never written in a run of skipped non-finite steps (the weights that just gave NaN/inf
         must not displace a good checkpoint), nor from NaN/inf weights (`ckpt.save` refuses them)."""
         settle_nonfinite()
         if guard.diverged_at is not None:
             stop_diverged(guard.message(_name(ckpt.latest())))
+        if guard.streak and step >= tcfg.max_steps:  # the run ends on skipped steps: no final checkpoint exists
+            stop_diverged(diverged_message(step, f"the last {guard.streak} step(s) of the run had a NaN/inf loss or "
+                                           "gradient norm and were skipped, so its final checkpoint was not written",
+                                           _name(ckpt.latest())))
         if guard.streak:
             logger.print(f"no checkpoint at step {step}: the last {guard.streak} step(s) were non-finite and "
                          "skipped; the next one is written after a finite step", step=step)
             return
         try:
-            state = {"step": step, "tokens": tokens, "epoch": stream.epoch, "world_size": rank.world_size}
+            state = {"step": step, "tokens": tokens, "epoch": stream.epoch, "world_size": rank.world_size,
+                     **data_record}
             if budget is not None:
                 state[BUDGET_KEY] = budget
             saved = ckpt.save(step, engine, train_state=state,
@@ -284,9 +294,12 @@ def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Pat
     the text, build the tokenizer, and only then write the run dir."""
     lock = lock or RunLock(cfg.run_dir, enabled=False)
     lock.acquire_existing()  # a run dir another run holds is refused before anything in it is read
+    refuse_planted_links(Path(cfg.run_dir))
     resume_from = prepare_run_dir(cfg, ckpt)
     if resume_from is not None and check_resume is not None:
         check_resume(resume_from)
+    if resume_from is not None:
+        stamps.check_unchanged(check_train_state(resume_from), resume_from)
     check_utf8(cfg, resume_from, train_files, val_files)
     tokenizer = build_run_tokenizer(cfg, train_files, resume_from)
     source = tokenizer_source(cfg, train_files) if resume_from is None and cfg.data.format != "packed" else None

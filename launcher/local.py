@@ -1,7 +1,8 @@
 """`gpt2dist launch --nproc N`: N local ranks through the `deepspeed` launcher (CPU ranks use gloo).
 
-The launcher never imports the training code: it builds a command line, runs it in its own process
-group, forwards SIGINT/SIGTERM to it, and returns its exit code.
+The launcher never imports the training code: it builds a command line, runs it in a process group of its
+own, forwards stop signals to the ranks, leaves no process of the run behind (tree.py), and returns the exit
+code.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import shlex
 import signal
 import subprocess
 import sys
+
+from gpt2dist.launcher import tree
 
 from gpt2dist.dist import free_port
 from gpt2dist.errors import UserError
@@ -45,24 +48,42 @@ def launch(config: str, overrides: list[str], nproc: int, *, no_resume: bool = F
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
     print("launch:", shlex.join(cmd), flush=True)
-    # Same process group as us: a scheduler or user killing our group (e.g. SIGKILL on preemption) reaches
-    # every rank. If only this process dies, the kernel sends the runner SIGTERM, and it stops its ranks.
-    proc = subprocess.Popen(cmd, env=env, preexec_fn=_term_when_parent_dies)
+    # The runner leads a process group of its own (tree.py says why); the kernel also TERMs it if we die.
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_own_group_and_term_when_parent_dies)
+    pgid = proc.pid
+    watchdog = tree.start_watchdog(pgid)  # kills the group if this process dies, however it dies
+    terms = 0
 
-    def forward(signum, _frame):  # a signal sent to this process alone (kill PID) goes on to the ranks
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signum)
+    def forward(signum, _frame):  # a stop signal to this process goes on to the ranks as SIGUSR1
+        nonlocal terms
+        if signum == signal.SIGINT:  # Ctrl-C reaches only our group now: pass it on as the terminal would
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGINT)
+            return
+        terms += signum == signal.SIGTERM
+        if terms > 1:  # a second SIGTERM: the user or scheduler means it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            return
+        tree.signal_ranks(pgid, module, signal.SIGUSR1)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
     try:
-        return proc.wait()
+        code = proc.wait()
+        tree.reap_group(pgid, module)  # whatever ended the runner, nothing of the run outlives it
+        return tree.exit_code(code)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        with contextlib.suppress(OSError):
+            watchdog.stdin.close()  # the group is gone: the watchdog's kill finds nothing
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            watchdog.wait(timeout=5)
 
 
-def _term_when_parent_dies() -> None:
-    """prctl(PR_SET_PDEATHSIG, SIGTERM) in the child (Linux); elsewhere a no-op."""
+def _own_group_and_term_when_parent_dies() -> None:
+    """In the child: lead a new process group; prctl(PR_SET_PDEATHSIG, SIGTERM) (Linux; elsewhere skipped)."""
+    os.setpgid(0, 0)
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 

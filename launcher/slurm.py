@@ -72,6 +72,8 @@ def check_options(opts: SlurmOptions) -> None:
         raise UserError(f"--time {opts.time!r} is not a Slurm time (e.g. 24:00:00 or 2-00:00:00)")
     if opts.grace < 1 or opts.max_restarts < 0:
         raise UserError("--signal-grace must be >= 1 s and --max-restarts >= 0")
+    if opts.cpus_per_task is not None and opts.cpus_per_task < 1:
+        raise UserError(f"--cpus-per-task must be >= 1, got {opts.cpus_per_task} (leave it out for the default)")
 
 
 def render(config_path: str, opts: SlurmOptions, *, python: str | None = None, workdir: str | None = None) -> str:

@@ -305,6 +305,466 @@ CASES = [
 ]
 
 
+# ---- issue 23: hostile or broken files and nonsense values. Siblings were found by taking each reported input
+# and varying it along every axis the same reader or check has (each config section's numeric keys at 0, -1,
+# NaN and 1e300; every file format a command reads: empty, truncated, garbage, valid-but-wrong-schema; every
+# subcommand's numeric flags) ----
+
+def write(root: Path, name: str, data: bytes | str) -> None:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def yaml_deep(root: Path) -> None:
+    write(root, "deep.yaml", "a: " + "[" * 20000 + "]" * 20000 + "\n")
+
+
+def yaml_deep_mapping(root: Path) -> None:
+    write(root, "deepmap.yaml", "".join(f"{'  ' * i}k{i}:\n" for i in range(3000)) + "  " * 3000 + "x: 1\n")
+
+
+def yaml_non_utf8(root: Path) -> None:
+    write(root, "latin.yaml", BASE_YAML.encode() + b"# caf\xe9\n")
+
+
+def yaml_python_tag(root: Path) -> None:
+    write(root, "tag.yaml", BASE_YAML + "extra: !!python/object/apply:os.system ['touch PWNED']\n")
+
+
+def yaml_bomb(root: Path) -> None:
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [{','.join(['*a' + str(i - 1)] * 10)}]" for i in range(1, 9)]
+    write(root, "bomb.yaml", "\n".join(lines) + "\n")
+
+
+def yaml_empty(root: Path) -> None:
+    write(root, "empty.yaml", "")
+
+
+def yaml_scalar(root: Path) -> None:
+    write(root, "scalar.yaml", "just a string\n")
+
+
+def yaml_nul(root: Path) -> None:
+    write(root, "nul.yaml", BASE_YAML.encode() + b"\x00\n")
+
+
+def yaml_tabs(root: Path) -> None:
+    write(root, "tabs.yaml", "train:\n\tmax_steps: 2\n")
+
+
+def yaml_section_scalar(root: Path) -> None:
+    write(root, "section.yaml", BASE_YAML.replace("checkpoint:\n  every: 0\n", "checkpoint: 5\n"))
+
+
+def config_dir(root: Path) -> None:
+    (root / "conf.yaml").mkdir()
+
+
+def jsonl_malformed(root: Path) -> None:
+    write(root, "bad.jsonl", '{"text": "fine line of text here"}\n{"text": "broken\n' + '{"text": "ok"}\n' * 50)
+
+
+def jsonl_not_objects(root: Path) -> None:
+    write(root, "list.jsonl", "[1, 2, 3]\n" * 50)
+
+
+def jsonl_empty(root: Path) -> None:
+    write(root, "empty.jsonl", "")
+
+
+def parquet_corrupt(root: Path) -> None:
+    write(root, "bad.parquet", b"PAR1" + b"\x00garbage" * 100 + b"PAR1")
+
+
+def parquet_truncated(root: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [f"document {i} with some words" for i in range(200)]}), root / "full.parquet")
+    data = (root / "full.parquet").read_bytes()
+    (root / "full.parquet").unlink()
+    write(root, "cut.parquet", data[: len(data) // 2])
+
+
+def parquet_no_text_column(root: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": [f"document {i}" for i in range(50)]}), root / "body.parquet")
+
+
+def tokenizer_folder(root: Path, files: dict[str, str | bytes]) -> None:
+    for name, data in files.items():
+        write(root, f"tok/{name}", data)
+
+
+TOK_CONFIG = '{"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>"}'
+
+
+def tokenizer_json_garbage(root: Path) -> None:
+    tokenizer_folder(root, {"tokenizer.json": "this is not json {", "tokenizer_config.json": TOK_CONFIG})
+
+
+def tokenizer_json_wrong_schema(root: Path) -> None:
+    tokenizer_folder(root, {"tokenizer.json": '{"model": {"type": "Nonsense"}}', "tokenizer_config.json": TOK_CONFIG})
+
+
+def tokenizer_json_binary(root: Path) -> None:
+    tokenizer_folder(root, {"tokenizer.json": bytes(range(256)) * 4, "tokenizer_config.json": TOK_CONFIG})
+
+
+def tokenizer_merges_garbage(root: Path) -> None:
+    tokenizer_folder(root, {"vocab.json": '{"a": 0, "b": 1}', "merges.txt": "#version: 0.2\nzz qq rr\n\x00\x01\n",
+                            "tokenizer_config.json": '{"tokenizer_class": "GPT2Tokenizer"}'})
+
+
+def tokenizer_vocab_garbage(root: Path) -> None:
+    tokenizer_folder(root, {"vocab.json": "[1, 2", "merges.txt": "#version: 0.2\n",
+                            "tokenizer_config.json": '{"tokenizer_class": "GPT2Tokenizer"}'})
+
+
+def tokenizer_config_garbage(root: Path) -> None:
+    tokenizer_folder(root, {"tokenizer_config.json": "{not json"})
+
+
+def tokenizer_class_remote(root: Path) -> None:
+    tokenizer_folder(root, {"tokenizer_config.json": '{"tokenizer_class": "EvilTokenizer", "auto_map": '
+                                                    '{"AutoTokenizer": ["evil.EvilTokenizer", null]}}'})
+
+
+MODEL_CONFIG = ('{"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 8, "n_positions": 64, '
+                '"vocab_size": 300, "architectures": ["GPT2LMHeadModel"]}')
+
+
+def model_folder(root: Path, files: dict[str, str | bytes], name: str = "hf") -> None:
+    for file, data in files.items():
+        write(root, f"{name}/{file}", data)
+
+
+def safetensors_bytes(shapes: dict[str, tuple[int, ...]]) -> bytes:
+    import numpy as np
+    from safetensors.numpy import save
+
+    return save({k: np.zeros(v, dtype=np.float32) for k, v in shapes.items()}, metadata={"format": "pt"})
+
+
+def gpt2_shapes(vocab: int, n_embd: int = 8, n_positions: int = 64) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a 1-layer GPT2LMHeadModel (lm_head tied), by name and shape (transformers' Conv1D)."""
+    e = n_embd
+    return {"transformer.wte.weight": (vocab, e), "transformer.wpe.weight": (n_positions, e),
+            "transformer.h.0.ln_1.weight": (e,), "transformer.h.0.ln_1.bias": (e,),
+            "transformer.h.0.attn.c_attn.weight": (e, 3 * e), "transformer.h.0.attn.c_attn.bias": (3 * e,),
+            "transformer.h.0.attn.c_proj.weight": (e, e), "transformer.h.0.attn.c_proj.bias": (e,),
+            "transformer.h.0.ln_2.weight": (e,), "transformer.h.0.ln_2.bias": (e,),
+            "transformer.h.0.mlp.c_fc.weight": (e, 4 * e), "transformer.h.0.mlp.c_fc.bias": (4 * e,),
+            "transformer.h.0.mlp.c_proj.weight": (4 * e, e), "transformer.h.0.mlp.c_proj.bias": (e,),
+            "transformer.ln_f.weight": (e,), "transformer.ln_f.bias": (e,)}
+
+
+def model_config_garbage(root: Path) -> None:
+    model_folder(root, {"config.json": "{broken", "model.safetensors": b"x"})
+
+
+def model_config_wrong_type(root: Path) -> None:
+    model_folder(root, {"config.json": '{"model_type": "bert", "vocab_size": 10}', "model.safetensors": b"x"})
+
+
+def model_config_not_object(root: Path) -> None:
+    model_folder(root, {"config.json": "[1, 2, 3]", "model.safetensors": b"x"})
+
+
+def safetensors_truncated(root: Path) -> None:
+    data = safetensors_bytes({"transformer.wte.weight": (300, 8)})
+    model_folder(root, {"config.json": MODEL_CONFIG, "model.safetensors": data[: len(data) // 2]})
+
+
+def safetensors_huge_header(root: Path) -> None:
+    import struct
+
+    model_folder(root, {"config.json": MODEL_CONFIG, "model.safetensors": struct.pack("<Q", 1 << 62) + b"{}"})
+
+
+def safetensors_garbage_header(root: Path) -> None:
+    import struct
+
+    model_folder(root, {"config.json": MODEL_CONFIG, "model.safetensors": struct.pack("<Q", 12) + b"not json!!!!"})
+
+
+def safetensors_wrong_shape(root: Path) -> None:
+    model_folder(root, {"config.json": MODEL_CONFIG,
+                        "model.safetensors": safetensors_bytes({"transformer.wte.weight": (7, 3)})})
+
+
+def safetensors_empty(root: Path) -> None:
+    model_folder(root, {"config.json": MODEL_CONFIG, "model.safetensors": b""})
+
+
+def export_folder_hostile_provenance(root: Path, provenance: str) -> None:
+    valid_export(root)
+    write(root, "hf/gpt2dist_export.json", provenance)
+
+
+def provenance_not_json(root: Path) -> None:
+    export_folder_hostile_provenance(root, "{nope")
+
+
+def provenance_block_size_string(root: Path) -> None:
+    export_folder_hostile_provenance(root, '{"block_size": "lots"}')
+
+
+def provenance_block_size_huge(root: Path) -> None:
+    export_folder_hostile_provenance(root, '{"block_size": 1e300}')
+
+
+def provenance_not_object(root: Path) -> None:
+    export_folder_hostile_provenance(root, "[32]")
+
+
+def fake_step_dir(root: Path) -> None:
+    """What a user passes by mistake: a checkpoint step dir, not an export (its files as gpt2dist writes them)."""
+    step = root / "run" / "checkpoints" / "step-00000002"
+    model_folder(root, {"config.json": MODEL_CONFIG, "train_state.json": '{"step": 2, "tokens": 64}',
+                        "manifest.json": '{"step": 2, "files": {}}', "model.safetensors": b"x",
+                        "cursor-rank00000.json": "{}"}, name=str(step.relative_to(root)))
+
+
+def run_dir_with_config(root: Path) -> None:
+    """Another run's dir: what `prepare` must not write its tokenizer into."""
+    (root / "other").mkdir()
+    (root / "other" / "config.yaml").write_text(BASE_YAML, encoding="utf-8")
+    (root / "other" / "tokenizer").mkdir()
+    (root / "other" / "tokenizer" / "tokenizer.json").write_text("{}", encoding="utf-8")
+
+
+def planted_link(name: str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        (root / RUN_DIR).mkdir()
+        (root / "victim.txt").write_text("precious\n", encoding="utf-8")
+        (root / RUN_DIR / name).symlink_to(root / "victim.txt")
+    return setup
+
+
+def packed_prepared(root: Path, damage: str) -> None:
+    """A real `gpt2dist prepare` output (in process: tokenizing 200 lines is instant), then damaged."""
+    import json
+
+    from gpt2dist.config import load_config
+    from gpt2dist.data.prepare import prepare
+
+    # absolute paths, no chdir: the cases are set up in threads sharing one working directory
+    prepare(load_config(root / "base.yaml", ["data.format=packed", f"data.packed_dir={root / 'packed'}",
+                                             f"data.train=[{root / 'train.txt'}]", f"run_dir={root / RUN_DIR}"]),
+            workers=1, progress=False)
+    shard = sorted((root / "packed" / "shards").glob("*.train.bin"))[0]
+    manifest = root / "packed" / "manifest.json"
+    if damage == "truncated-shard":
+        shard.write_bytes(shard.read_bytes()[:-6])
+    elif damage == "rewritten-shard":
+        data = bytearray(shard.read_bytes())
+        data[10:20] = bytes(10)
+        shard.write_bytes(bytes(data))
+    elif damage == "manifest-garbage":
+        manifest.write_text("{nope", encoding="utf-8")
+    elif damage == "manifest-tokens-lie":
+        meta = json.loads(manifest.read_text())
+        for entry in meta["files"].values():
+            for part in entry["parts"].values():
+                part["tokens"] += 1000
+        manifest.write_text(json.dumps(meta), encoding="utf-8")
+
+
+def packed(damage: str) -> Callable[[Path], None]:
+    return lambda root: packed_prepared(root, damage)
+
+
+PACKED = ("data.format=packed", "data.packed_dir=packed")
+
+
+def gen(*args: str) -> tuple[str, ...]:
+    return ("generate", "--model", "hf", *args)
+
+
+def evl(*args: str) -> tuple[str, ...]:
+    return ("eval", "--model", "hf", "--data", "train.txt", *args)
+
+
+def valid_export(root: Path) -> None:
+    """A loadable tiny HF folder (zero weights), written without transformers (its lazy imports are not
+    thread-safe, and the cases are set up in threads): a word-level tokenizer, config.json, safetensors."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<|endoftext|>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(["the", "cat", "sat", "on", "a"])}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    (root / "hf").mkdir(exist_ok=True)
+    tok.save(str(root / "hf" / "tokenizer.json"))
+    config = MODEL_CONFIG.replace('"vocab_size": 300', f'"vocab_size": {len(vocab)}').replace(
+        "}", ', "bos_token_id": 0, "eos_token_id": 0}')
+    model_folder(root, {"config.json": config, "tokenizer_config.json": TOK_CONFIG,
+                        "model.safetensors": safetensors_bytes(gpt2_shapes(len(vocab)))})
+
+
+ISSUE23_CASES = [
+    # -- YAML --
+    Case("yaml-deeply-nested", ("train", "deep.yaml"), ("deep.yaml",), yaml_deep),
+    Case("yaml-deeply-nested-mapping", ("train", "deepmap.yaml"), ("deepmap.yaml",), yaml_deep_mapping),
+    Case("yaml-non-utf8", ("train", "latin.yaml"), ("latin.yaml", "UTF-8"), yaml_non_utf8),
+    Case("yaml-python-tag", ("train", "tag.yaml"), ("tag.yaml",), yaml_python_tag),
+    Case("yaml-alias-bomb", ("train", "bomb.yaml"), ("unknown config key a0",), yaml_bomb),
+    Case("yaml-empty", ("train", "empty.yaml"), ("data.train is empty",), yaml_empty),
+    Case("yaml-scalar", ("train", "scalar.yaml"), ("scalar.yaml", "mapping"), yaml_scalar),
+    Case("yaml-nul-byte", ("train", "nul.yaml"), ("nul.yaml",), yaml_nul),
+    Case("yaml-tabs", ("train", "tabs.yaml"), ("tabs.yaml",), yaml_tabs),
+    Case("yaml-section-not-mapping", ("train", "section.yaml"), ("checkpoint",), yaml_section_scalar),
+    Case("config-is-a-directory", ("train", "conf.yaml"), ("conf.yaml",), config_dir),
+    Case("slurm-yaml-non-utf8", slurm(config="latin.yaml"), ("latin.yaml",), yaml_non_utf8),
+    Case("config-command-yaml-deep", ("config", "deep.yaml"), ("deep.yaml",), yaml_deep),
+    Case("ds-config-yaml-tag", ("ds-config", "tag.yaml"), ("tag.yaml",), yaml_python_tag),
+    # -- data files --
+    Case("jsonl-malformed-line", train("data.train=[bad.jsonl]"), ("bad.jsonl",), jsonl_malformed),
+    Case("jsonl-not-objects", train("data.train=[list.jsonl]"), ("list.jsonl",), jsonl_not_objects),
+    Case("jsonl-empty", train("data.train=[empty.jsonl]"), ("empty.jsonl",), jsonl_empty),
+    Case("parquet-corrupt", train("data.train=[bad.parquet]"), ("bad.parquet",), parquet_corrupt),
+    Case("parquet-truncated", train("data.train=[cut.parquet]"), ("cut.parquet",), parquet_truncated),
+    Case("parquet-no-text-column", train("data.train=[body.parquet]"), ("body.parquet", "text"),
+         parquet_no_text_column),
+    Case("data-train-is-a-directory", train("data.train=[corpusdir]"), ("corpusdir",),
+         lambda root: (root / "corpusdir").mkdir()),
+    Case("eval-jsonl-malformed", ("eval", "--model", "hf", "--data", "bad.jsonl"), ("bad.jsonl",),
+         lambda root: (valid_export(root), jsonl_malformed(root))[-1]),
+    Case("eval-parquet-corrupt", ("eval", "--model", "hf", "--data", "bad.parquet"), ("bad.parquet",),
+         lambda root: (valid_export(root), parquet_corrupt(root))[-1]),
+    Case("prepare-jsonl-malformed", ("prepare", "base.yaml", "data.train=[bad.jsonl]", *PACKED[1:]), ("bad.jsonl",),
+         jsonl_malformed),
+    # -- tokenizer files --
+    Case("tokenizer-json-garbage", train("tokenizer.kind=pretrained", "tokenizer.path=tok"), ("tok",),
+         tokenizer_json_garbage),
+    Case("tokenizer-json-wrong-schema", train("tokenizer.kind=pretrained", "tokenizer.path=tok"), ("tok",),
+         tokenizer_json_wrong_schema),
+    Case("tokenizer-json-binary", train("tokenizer.kind=pretrained", "tokenizer.path=tok"), ("tok",),
+         tokenizer_json_binary),
+    Case("tokenizer-merges-garbage", train("tokenizer.kind=pretrained", "tokenizer.path=tok"), ("tok",),
+         tokenizer_merges_garbage),
+    Case("tokenizer-vocab-garbage", train("tokenizer.kind=pretrained", "tokenizer.path=tok"), ("tok",),
+         tokenizer_vocab_garbage),
+    Case("tokenizer-config-garbage", train("tokenizer.kind=pretrained", "tokenizer.path=tok"), ("tok",),
+         tokenizer_config_garbage),
+    Case("tokenizer-remote-code-class", train("tokenizer.kind=pretrained", "tokenizer.path=tok"), ("tok",),
+         tokenizer_class_remote),
+    Case("prepare-tokenizer-json-garbage", ("prepare", "base.yaml", "tokenizer.kind=pretrained", "tokenizer.path=tok",
+                                            *PACKED[1:]), ("tok",), tokenizer_json_garbage),
+    # -- model folders and safetensors --
+    Case("model-config-garbage", train("model.pretrained=hf"), ("hf",), model_config_garbage),
+    Case("model-config-not-gpt2", train("model.pretrained=hf"), ("hf",), model_config_wrong_type),
+    Case("model-config-not-object", train("model.pretrained=hf"), ("hf",), model_config_not_object),
+    Case("generate-safetensors-truncated", gen(), ("hf",), safetensors_truncated),
+    Case("generate-safetensors-huge-header", gen(), ("hf",), safetensors_huge_header),
+    Case("generate-safetensors-garbage-header", gen(), ("hf",), safetensors_garbage_header),
+    Case("generate-safetensors-wrong-shape", gen(), ("hf",), safetensors_wrong_shape),
+    Case("generate-safetensors-empty", gen(), ("hf",), safetensors_empty),
+    Case("eval-safetensors-truncated", evl(), ("hf",), safetensors_truncated),
+    Case("eval-safetensors-huge-header", evl(), ("hf",), safetensors_huge_header),
+    Case("eval-safetensors-wrong-shape", evl(), ("hf",), safetensors_wrong_shape),
+    Case("eval-model-config-garbage", evl(), ("hf",), model_config_garbage),
+    Case("generate-model-config-not-gpt2", gen(), ("hf",), model_config_wrong_type),
+    # -- export provenance (gpt2dist_export.json) --
+    Case("eval-provenance-not-json", evl(), ("gpt2dist_export.json",), provenance_not_json),
+    Case("eval-provenance-block-size-string", evl(), ("gpt2dist_export.json", "block_size"),
+         provenance_block_size_string),
+    Case("eval-provenance-block-size-huge", evl(), ("gpt2dist_export.json", "block_size"), provenance_block_size_huge),
+    Case("eval-provenance-not-object", evl(), ("gpt2dist_export.json",), provenance_not_object),
+    # -- a checkpoint step dir given where an export is expected --
+    Case("generate-step-dir", ("generate", "--model", "run/checkpoints/step-00000002"),
+         ("step-00000002", "gpt2dist export"), fake_step_dir),
+    Case("eval-step-dir", ("eval", "--model", "run/checkpoints/step-00000002", "--data", "train.txt"),
+         ("step-00000002", "gpt2dist export"), fake_step_dir),
+    Case("generate-run-dir", ("generate", "--model", "run"), ("run", "gpt2dist export"), fake_step_dir),
+    # -- packed shards --
+    Case("packed-shard-truncated", train(*PACKED), ("packed", "prepare"), packed("truncated-shard")),
+    Case("packed-shard-rewritten", train(*PACKED), ("packed", "prepare"), packed("rewritten-shard")),
+    Case("packed-manifest-garbage", train(*PACKED), ("manifest.json",), packed("manifest-garbage")),
+    Case("packed-manifest-token-count-lies", train(*PACKED), ("packed", "prepare"), packed("manifest-tokens-lie")),
+    # -- planted links in the run dir --
+    Case("run-dir-linked-lock", train(), (".lock", "symbolic link"), planted_link(".lock")),
+    Case("run-dir-linked-status", train(), ("status.json", "symbolic link"), planted_link("status.json")),
+    Case("run-dir-linked-metrics", train(), ("metrics.jsonl", "symbolic link"), planted_link("metrics.jsonl")),
+    Case("run-dir-linked-checkpoints", train(), ("run/checkpoints",), planted_link("checkpoints")),
+    Case("prepare-into-another-run-dir", ("prepare", "base.yaml", "data.packed_dir=other"),
+         ("data.packed_dir other", "run's dir"), run_dir_with_config),
+    Case("prepare-workers-0", ("prepare", "base.yaml", "--workers", "0"), ("--workers",)),
+    Case("prepare-workers-negative", ("prepare", "base.yaml", "--workers", "-3"), ("--workers",)),
+    # -- values that pass a type check but make no sense --
+    Case("generate-temperature-nan", gen("--temperature", "nan"), ("--temperature",), valid_export),
+    Case("generate-temperature-inf", gen("--temperature", "inf"), ("--temperature",), valid_export),
+    Case("generate-top-p-nan", gen("--top-p", "nan"), ("--top-p",), valid_export),
+    Case("generate-max-new-tokens-0", gen("--max-new-tokens", "0"), ("--max-new-tokens",), valid_export),
+    Case("generate-num-samples-0", gen("--num-samples", "0"), ("--num-samples",), valid_export),
+    Case("generate-top-k-negative", gen("--top-k", "-1"), ("--top-k",), valid_export),
+    Case("generate-seed-negative", gen("--seed", "-1"), ("--seed",), valid_export),
+    Case("eval-block-size-0", evl("--block-size", "0"), ("--block-size",), valid_export),
+    Case("eval-block-size-negative", evl("--block-size", "-5"), ("--block-size",), valid_export),
+    Case("eval-block-size-over-positions", evl("--block-size", "5000"), ("--block-size",), valid_export),
+    Case("eval-batch-size-0", evl("--batch-size", "0"), ("--batch-size",), valid_export),
+    Case("eval-max-batches-0", evl("--max-batches", "0"), ("--max-batches",), valid_export),
+    Case("bpe-vocab-size-1", train("tokenizer.kind=bpe", "tokenizer.vocab_size=1"), ("tokenizer.vocab_size",)),
+    Case("bpe-vocab-size-huge", train("tokenizer.kind=bpe", "tokenizer.vocab_size=10000000000"),
+         ("tokenizer.vocab_size",)),
+    Case("weight-decay-1e300", train("train.weight_decay=1e300"), ("train.weight_decay",)),
+    Case("weight-decay-negative", train("train.weight_decay=-0.1"), ("train.weight_decay",)),
+    Case("grad-clip-1e300", train("train.grad_clip=1e300"), ("train.grad_clip",)),
+    Case("timeout-minutes-1e12", train("distributed.timeout_minutes=1e12"), ("distributed.timeout_minutes",)),
+    Case("min-lr-over-lr", train("train.lr=1e-4", "train.min_lr=1"), ("train.min_lr",)),
+    Case("min-lr-negative", train("train.min_lr=-1"), ("train.min_lr",)),
+    Case("max-steps-0", train("train.max_steps=0"), ("train.max_steps",)),
+    Case("max-steps-negative", train("train.max_steps=-5"), ("train.max_steps",)),
+    Case("max-steps-bool", train("train.max_steps=true"), ("train.max_steps",)),
+    Case("max-steps-float", train("train.max_steps=2.5"), ("train.max_steps",)),
+    Case("warmup-negative", train("train.warmup_steps=-1"), ("train.warmup_steps",)),
+    Case("log-every-0", train("train.log_every=0"), ("train.log_every",)),
+    Case("eval-every-negative", train("train.eval_every=-1"), ("train.eval_every",)),
+    Case("eval-batches-0", train("train.eval_batches=0"), ("train.eval_batches",)),
+    Case("checkpoint-every-negative", train("checkpoint.every=-1"), ("checkpoint.every",)),
+    Case("max-bad-steps-negative", train("train.max_bad_steps=-1"), ("train.max_bad_steps",)),
+    Case("n-embd-0", train("model.n_embd=0"), ("model.n_embd",)),
+    Case("n-embd-not-divisible-by-heads", train("model.n_embd=65", "model.n_head=2"), ("model.n_embd",)),
+    Case("dropout-1.5", train("model.dropout=1.5"), ("model.dropout",)),
+    Case("block-size-0", train("data.block_size=0"), ("data.block_size",)),
+    Case("block-size-negative", train("data.block_size=-32"), ("data.block_size",)),
+    Case("num-workers-5", train("data.num_workers=5"), ("data.num_workers",)),
+    Case("val-fraction-negative", train("data.val_fraction=-0.1"), ("data.val_fraction",)),
+    Case("global-batch-negative", train("train.global_batch_size=-4"), ("train.global_batch_size",)),
+    Case("zero-stage-negative", train("distributed.zero_stage=-1"), ("distributed.zero_stage",)),
+    Case("device-tpu", train("train.device=tpu"), ("train.device",)),
+    Case("precision-fp8", train("train.precision=fp8"), ("train.precision",)),
+    Case("backend-unknown", train("distributed.backend=mpi2"), ("distributed.backend",)),
+    Case("preset-unknown", train("model.preset=huge"), ("model.preset",)),
+    Case("tokenizer-kind-unknown", train("tokenizer.kind=wordpiece"), ("tokenizer.kind",)),
+    Case("data-format-unknown", train("data.format=csv"), ("data.format",)),
+    Case("progress-unknown", train("logging.progress=maybe"), ("logging.progress",)),
+    Case("seed-string", train("seed=abc"), ("seed",)),
+    Case("seed-float", train("seed=1.5"), ("seed",)),
+    Case("resume-not-bool", train("train.resume=maybe"), ("train.resume",)),
+    Case("unknown-section", train("foo.bar=1"), ("foo",)),
+    Case("data-train-empty-list", train("data.train=[]"), ("data.train",)),
+    Case("run-dir-empty-string", train("run_dir="), ("run_dir",)),
+    Case("section-replaced-by-scalar", train("train=5"), ("train",)),
+    # -- other subcommands' numbers --
+    Case("launch-nproc-negative", ("launch", "base.yaml", "--nproc", "-1"), ("--nproc",)),
+    Case("slurm-nodes-0", slurm("--nodes", "0"), ("--nodes",)),
+    Case("slurm-signal-grace-negative", slurm("--signal-grace", "-5"), ("--signal-grace",)),
+    Case("slurm-max-restarts-negative", slurm("--max-restarts", "-1"), ("--max-restarts",)),
+    Case("slurm-cpus-per-task-0", slurm("--cpus-per-task", "0"), ("--cpus-per-task",)),
+    Case("slurm-gpus-per-node-negative", ("slurm", "base.yaml", "--gpus-per-node", "-1"), ("--gpus-per-node",)),
+    Case("ds-config-world-size-negative", ("ds-config", "base.yaml", "--world-size", "-2"), ("--world-size",)),
+    Case("doctor-gpu-mem-negative", ("doctor", "base.yaml", "--gpu-mem", "-1"), ("--gpu-mem",)),
+    Case("export-out-is-a-file", ("export", "run", "train.txt"), ("train.txt",), fake_step_dir),
+    Case("plot-metrics-garbage", ("plot", "pr"), ("metrics.jsonl",),
+         lambda root: write(root, "pr/metrics.jsonl", "\x00\x01 not json\n{]\n")),
+]
+CASES += ISSUE23_CASES
+
 class WorkspaceWritten(AssertionError):
     """The command wrote files (a run dir, an export) although it failed on its input."""
 

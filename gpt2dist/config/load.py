@@ -42,10 +42,16 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         return trainer_names.read_training_arguments(path)
     try:
         raw = strict_yaml.safe_load(path.read_text(encoding="utf-8"), f"config file {path}") or {}
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    except RecursionError:
+        raise UserError(f"config file {path} nests too deeply to be a run config: a run config is a few "
+                        "levels of keys (model:, data:, train: ...)") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
-        raise UserError(f"config file {path}{line} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())[:200]  # one line, whatever YAML says
+        raise UserError(f"config file {path}{line} is not valid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise UserError(f"config file {path} must hold a mapping of keys (model:, data:, train: ...)")
     return trainer_names.translate(raw, f"config file {path}")

@@ -241,6 +241,13 @@ def _ranges(cls: type, prefix: str = "") -> dict[str, Range]:
 RANGES: dict[str, Range] = _ranges(RunConfig)
 
 
+BPE_MIN_VOCAB = 257  # byte-level BPE: 256 byte tokens + <|endoftext|>
+# Upper bounds past which a value passes its range but makes no sense (issue 23): a decay or clip of 1e300, a
+# collective timeout of millions of years, a vocabulary no embedding table holds.
+SENSIBLE_MAX: dict[str, float] = {"train.weight_decay": 10.0, "train.grad_clip": 1e6,
+                                  "distributed.timeout_minutes": 7 * 24 * 60, "tokenizer.vocab_size": 2**24}
+
+
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks that need no files: choices, ranges, block size vs positions (after the defaults that
     depend on other keys are resolved)."""
@@ -254,6 +261,9 @@ def validate(cfg: RunConfig) -> None:
         for item in value if isinstance(value, list) else [value]:
             if item is not None and item not in allowed:
                 raise UserError(f"config key {key} must be {allowed}, got {value}")
+    for key, most in SENSIBLE_MAX.items():
+        if get_key(cfg, key) > most:
+            raise UserError(f"config key {key} must be <= {most:g}, got {get_key(cfg, key)}")
     if not cfg.data.train:
         raise UserError("config key data.train is empty: list the training files or globs")
     check_weights(cfg.data)
@@ -285,6 +295,9 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"train.global_batch_size={t.global_batch_size} is not a multiple of train.micro_batch_size="
                         f"{t.micro_batch_size or '?'} x train.grad_accum_steps={t.grad_accum_steps or '?'}: "
                         "adjust one of the three, or give only two")
+    if cfg.tokenizer.kind == "bpe" and cfg.tokenizer.vocab_size < BPE_MIN_VOCAB:
+        raise UserError(f"config key tokenizer.vocab_size={cfg.tokenizer.vocab_size} is below {BPE_MIN_VOCAB}: a "
+                        "byte-level BPE vocabulary holds the 256 bytes and <|endoftext|> before any merge")
     if cfg.tokenizer.kind == "pretrained" and not (cfg.tokenizer.path or cfg.model.pretrained):
         raise UserError("config key tokenizer.path is required when tokenizer.kind=pretrained "
                         "(a local Hugging Face tokenizer folder)")

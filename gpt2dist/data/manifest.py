@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import numpy as np
@@ -107,3 +109,24 @@ def file_key(path: Path) -> str:
 
 def shard_name(path: Path, part: str) -> str:
     return f"shards/{hashlib.blake2b(file_key(path).encode(), digest_size=8).hexdigest()}.{part}.bin"
+
+
+def check_shard(root: Path, part: dict[str, Any], itemsize: int) -> None:
+    """A shard holds exactly the tokens the manifest counted (a truncated file, or a manifest that lies, would
+    read past its end or train on fewer windows) and, where the manifest recorded it, is unchanged since
+    prepare wrote it (same mtime): refused in one line, never read."""
+    path = root / part["path"]
+    try:
+        stat = os.lstat(path)
+    except OSError:
+        stat = None
+    why = None
+    if stat is None or not S_ISREG(stat.st_mode):
+        why = "is missing (or not a plain file)"
+    elif stat.st_size != part["tokens"] * itemsize:
+        why = f"holds {stat.st_size // itemsize} tokens, the manifest says {part['tokens']}"
+    elif part.get("mtime_ns") not in (None, stat.st_mtime_ns):
+        why = "was rewritten after prepare wrote it"
+    if why:
+        raise UserError(f"prepared shard {path} {why}: run `gpt2dist prepare` again (delete {root} first if it "
+                        "was damaged)")

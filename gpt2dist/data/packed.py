@@ -29,6 +29,7 @@ from gpt2dist.data.manifest import (
     MANIFEST,
     TOKENIZER_DIR,
     check_manifest_matches,
+    check_shard,
     file_key,
     load_manifest,
     packed_root,
@@ -46,6 +47,9 @@ class TokenShards:
     """A source's shard files, memory-mapped and read as one virtual token sequence."""
 
     def __init__(self, root: Path, parts: list[dict[str, Any]], dtype: np.dtype):
+        for p in parts:
+            if p["tokens"] > 0:  # as mapped below: an empty part is never read
+                check_shard(root, p, dtype.itemsize)
         # Plain ndarray views of the maps: slicing an np.memmap subclass costs a Python-level finalizer per window.
         self.maps = [np.memmap(root / p["path"], dtype=dtype, mode="r").view(np.ndarray)
                      for p in parts if p["tokens"] > 0]
@@ -222,7 +226,11 @@ def packed_summary(cfg: RunConfig) -> tuple[str, str]:
         block = cfg.data.block_size
         counts = []
         for name, files in source_files(cfg):
-            tokens = sum(p["tokens"] for p in file_parts(manifest, root, files, "train"))
+            parts = file_parts(manifest, root, files, "train")
+            for part in parts:  # a truncated or rewritten shard stops the run before it writes anything
+                if part["tokens"] > 0:
+                    check_shard(root, part, np.dtype(manifest["dtype"]).itemsize)
+            tokens = sum(p["tokens"] for p in parts)
             if tokens <= block:
                 return "error", (f"data.train {name}: {tokens} prepared tokens, fewer than one window of "
                                  f"{block + 1}: add data or lower data.block_size")

@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from gpt2dist.data.manifest import (
     TOKENIZER_DIR,
     VERSION,
     check_manifest_matches,
+    check_shard,
     file_key,
     heldout_fraction,
     load_manifest,
@@ -49,6 +51,7 @@ from gpt2dist.data.manifest import (
 from gpt2dist.data.sources import require_local
 from gpt2dist.data.text import clean_text, is_heldout, iter_documents, iter_file_texts, resolve_files
 from gpt2dist.errors import UserError
+from gpt2dist.run.layout import CHECKPOINTS_DIR, CONFIG_FILE, LOCK_FILE, METRICS_FILE, STATUS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +77,19 @@ class PrepareReport:
 
 def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None = None) -> PrepareReport:
     """Tokenize every data.train and data.val file not yet (or no longer) in the manifest."""
-    workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}: pass the number of tokenizer processes (or leave "
+                        "it out for one per CPU core)")
+    workers = workers if workers is not None else (os.cpu_count() or 1)
     train_files = require_local(resolve_files(cfg.data.train, "data.train"), "data.train", "prepare")
     val_files = require_local(resolve_files(cfg.data.val, "data.val"), "data.val", "prepare") if cfg.data.val else []
     root = packed_root(cfg)
+    refuse_foreign_root(root)
     manifest = load_manifest(root)
     if manifest is not None:
         check_manifest_matches(manifest, cfg, root)
-    try:
-        (root / "shards").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot write to data.packed_dir {root} ({exc.strerror or exc}): check that it is "
-                        "writable") from None
-    tokenizer = prepare_tokenizer(cfg, root, train_files, manifest)
+    tokenizer = prepare_tokenizer(cfg, root, train_files, manifest)  # built or loaded before anything is written
+    make_root(root)
     _WORKER.clear()  # the in-process tokenizer is loaded once per prepare call (map_chunks)
     if manifest is None:
         manifest = {"version": VERSION, "dtype": token_dtype(len(tokenizer)).name, "vocab_size": len(tokenizer),
@@ -132,12 +135,42 @@ def commit_manifest(root: Path, manifest: dict[str, Any]) -> None:
     write_manifest(root, manifest)
 
 
+RUN_MARKERS = (CONFIG_FILE, CHECKPOINTS_DIR, METRICS_FILE, STATUS_FILE, LOCK_FILE)  # what a run dir holds
+
+
+def refuse_foreign_root(root: Path) -> None:
+    """data.packed_dir must not be a run dir (its tokenizer/ is the run's, replacing it breaks its resume), nor
+    inside one a running training holds: prepare writes and replaces files there."""
+    from gpt2dist.run.lock import held_elsewhere
+
+    markers = [name for name in RUN_MARKERS if os.path.lexists(root / name)]
+    if markers:
+        raise UserError(f"data.packed_dir {root} is a training run's dir (it holds {markers[0]}): prepare would "
+                        "replace that run's tokenizer; set data.packed_dir to a folder of its own (e.g. RUN_DIR/data)")
+    for folder in (root, root.parent):
+        holder = held_elsewhere(folder)
+        if holder is not None:
+            raise UserError(f"data.packed_dir {root}: the run dir {folder} is in use by a running gpt2dist "
+                            f"run{holder}; prepare when it has stopped, or use another data.packed_dir")
+
+
+def make_root(root: Path) -> None:
+    try:
+        (root / "shards").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write to data.packed_dir {root} ({exc.strerror or exc}): check that it is "
+                        "writable") from None
+
+
 def up_to_date(manifest: dict[str, Any], root: Path, path: Path, fraction: float) -> bool:
     """Size + mtime say "unchanged" for free; when they differ (a copy, a touch) the sha256 decides."""
     entry = manifest["files"].get(file_key(path))
     if entry is None or entry["val_fraction"] != fraction:
         return False
-    if not all((root / part["path"]).is_file() for part in entry["parts"].values()):
+    try:  # a shard truncated or rewritten since is made again
+        for part in entry["parts"].values():
+            check_shard(root, part, np.dtype(manifest["dtype"]).itemsize)
+    except UserError:
         return False
     stat = path.stat()
     if (entry["size"], entry["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
@@ -170,12 +203,23 @@ def prepare_tokenizer(cfg: RunConfig, root: Path, train_files: list[Path], manif
     if t.kind != "pretrained":
         texts = iter_documents(train_files, cfg.data, heldout=False if heldout_fraction(cfg) > 0 else None)
     tokenizer = build_tokenizer(t.kind, path=t.path or cfg.model.pretrained, vocab_size=t.vocab_size, texts=texts)
-    shutil.rmtree(folder, ignore_errors=True)  # a tokenizer without a manifest is from an interrupted first call
-    tmp = root / (TOKENIZER_DIR + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(str(tmp))
+    make_root(root)
+    tmp = atomic.make_temp_dir(root, f".{TOKENIZER_DIR}-")  # ours; a tokenizer/ without a manifest (an
+    try:  # interrupted first call) is replaced by publish_dir
+        tokenizer.save_pretrained(str(tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     atomic.publish_dir(tmp, folder)
     return tokenizer
+
+
+def _temp_file(final: Path) -> Path:
+    """A new empty file of ours beside `final`, with the umask's permissions (mkstemp alone gives 0600)."""
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, 0o666 & ~atomic.umask())
+    os.close(fd)
+    return Path(name)
 
 
 def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manifest: dict[str, Any], workers: int,
@@ -183,7 +227,7 @@ def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manif
     """One source file -> its shard(s), written under temporary names and renamed when complete."""
     dtype = np.dtype(manifest["dtype"])
     parts = ["train", "heldout"] if fraction > 0 else ["train"]
-    tmp_paths = {part: root / (shard_name(path, part) + ".tmp") for part in parts}
+    tmp_paths = {part: _temp_file(root / shard_name(path, part)) for part in parts}  # ours (mkstemp)
     counts = {part: 0 for part in parts}
     docs = 0
     stat_before, sha256 = path.stat(), file_sha256(path)  # what the manifest vouches for: the bytes read next
@@ -211,11 +255,14 @@ def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manif
         raise
     for fh in outs.values():  # made durable (commit_manifest) before the manifest vouches for them
         fh.close()
+    stamps = {}
     for part in parts:
         tmp_paths[part].replace(root / shard_name(path, part))
+        stamps[part] = (root / shard_name(path, part)).stat().st_mtime_ns  # a shard rewritten later is refused
     return {"source": str(path), "size": stat_before.st_size, "mtime_ns": stat_before.st_mtime_ns,
             "sha256": sha256, "val_fraction": fraction, "docs": docs,
-            "parts": {part: {"path": shard_name(path, part), "tokens": counts[part]} for part in parts}}
+            "parts": {part: {"path": shard_name(path, part), "tokens": counts[part], "mtime_ns": stamps[part]}
+                      for part in parts}}
 
 
 def read_chunks(path: Path, cfg: RunConfig) -> Iterator[list[str]]:

@@ -12,6 +12,7 @@ import codecs
 import csv
 import glob
 import hashlib
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,8 @@ def open_stream(files: list[DataFile], cfg: DataConfig):
 
     assert all(isinstance(f, RemoteFile) for f in files), "local files are read by gpt2dist.data.local"
     datasets.disable_progress_bars()
+    # its JSON reader logs a parse failure at ERROR before raising it; we report it ourselves in one line
+    logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
     builder = data_format(files[0])
     kwargs: dict[str, Any] = {}
     if builder == "text":
@@ -130,8 +133,11 @@ def open_stream(files: list[DataFile], cfg: DataConfig):
         import pyarrow.parquet as pq
 
         for path in files:  # the reader's own error for a missing column is a pyarrow traceback
-            with open_binary(path) as fh:
-                names = pq.read_schema(fh).names
+            try:
+                with open_binary(path) as fh:
+                    names = pq.read_schema(fh).names
+            except Exception as exc:  # noqa: BLE001 - a corrupt or truncated file: pyarrow's own error types
+                raise _unreadable(path, exc) from None
             if cfg.text_field not in names:
                 raise UserError(f"config key data.text_field={cfg.text_field!r}: {path} has columns "
                                 f"{sorted(names)}; set data.text_field to the text column")
@@ -172,6 +178,15 @@ def iter_file_texts(path: DataFile, cfg: DataConfig, start: int = 0) -> Iterator
                 yield _as_text(text)
     except UnicodeDecodeError:
         raise _decode_error(path, cfg) from None
+    except (UserError, GeneratorExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed line or corrupt file: the reader's own error types
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Any, exc: Exception) -> UserError:
+    first = " ".join(str(exc).split())[:160] or type(exc).__name__
+    return UserError(f"data file {path} could not be read ({first}): fix or remove it")
 
 
 def _as_text(value: Any) -> str:

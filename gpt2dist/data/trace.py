@@ -11,13 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
+from gpt2dist import atomic
 from gpt2dist.data.contract import TrainStream, Window
 
 
 def open_trace(run_dir: Path, rank: int, start_step: int) -> TextIO:
     folder = run_dir / "trace"
     folder.mkdir(parents=True, exist_ok=True)
-    trace = open(folder / f"windows-rank{rank:05d}.txt", "a", encoding="utf-8")  # noqa: SIM115 - caller closes
+    trace = atomic.open_append(folder / f"windows-rank{rank:05d}.txt")  # the caller closes it
     trace.write(f"# start {start_step}\n")
     return trace
 

@@ -9,7 +9,11 @@ exactly the DeepSpeed classes below -- never a function, never any other class.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from gpt2dist.engines.trust import refuse_odd_entries
+from gpt2dist.errors import UserError
 
 # The DeepSpeed classes its ZeRO checkpoints hold (deepspeed 0.19.8). Found by saving real 2-rank checkpoints at
 # ZeRO 0-3 in fp32 and bf16, with and without CPU offload, converting stages 1-3 to the universal format and
@@ -49,8 +53,10 @@ def allowed_classes() -> dict[str, type]:
 def pickled_files(folder: Path) -> list[Path]:
     """Every file DeepSpeed may unpickle below `folder`: all of its loaders read `*.pt` names only (fixed names
     such as mp_rank_00_model_states.pt, globs of *_optim_states.pt, and the universal format's
-    zero/<param>/<state>.pt, picked by universal_checkpoint.load_hp_checkpoint_state)."""
-    return sorted(p for p in folder.rglob("*.pt") if p.is_file())
+    zero/<param>/<state>.pt, picked by universal_checkpoint.load_hp_checkpoint_state). Walked without following
+    links; `check_pickles` refuses a tree holding any, so the gate and DeepSpeed's loaders see the same files."""
+    return sorted(Path(root, name) for root, _, files in os.walk(folder, followlinks=False)
+                  for name in files if name.endswith(".pt") and os.path.isfile(os.path.join(root, name)))
 
 
 def check_file(path: Path, classes: dict[str, type]) -> str | None:
@@ -71,7 +77,11 @@ def check_file(path: Path, classes: dict[str, type]) -> str | None:
 
 def check_pickles(folder: Path) -> str | None:
     """The error line for the first unsafe file below `folder`, or None when all are safe. Costs one extra
-    read of the files on the rank that calls it (rank 0)."""
+    read of the files on the rank that calls it (rank 0). A link (or FIFO, device) anywhere below is refused."""
+    try:
+        refuse_odd_entries(folder)
+    except UserError as exc:
+        return str(exc)
     classes = allowed_classes()
     for path in pickled_files(folder):
         reason = check_file(path, classes)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from gpt2dist import atomic
+from gpt2dist.engines.trust import check_train_state, check_universal, refuse_odd_entries, sign_universal
 from gpt2dist.errors import UserError
-from gpt2dist.run.layout import TRAIN_STATE_FILE
 from gpt2dist.run.layout import UNIVERSAL_DIR as UNIVERSAL
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,8 @@ def saved_engine(directory: Path) -> str:
 
 
 def saved_world_size(directory: Path) -> int | None:
-    """World size a step directory was saved with (train_state.json), or None if unknown."""
-    state_file = directory / TRAIN_STATE_FILE
-    if not state_file.is_file():
-        return None
-    return json.loads(state_file.read_text(encoding="utf-8")).get("world_size")
+    """World size a step directory was saved with (train_state.json, checked against the cursors saved)."""
+    return check_train_state(directory).get("world_size", 1)
 
 
 def ensure_universal(directory: Path) -> Path:
@@ -38,11 +36,13 @@ def ensure_universal(directory: Path) -> Path:
 
     Runs DeepSpeed's own converter (`deepspeed.checkpoint.ds_to_universal`) in-process; written to a
     temporary name and renamed, so an interrupted conversion is redone, never half-used. The converter
-    unpickles the shards with weights_only=False, so they pass the pickle gate first; an existing universal
-    folder is reused as it is (the engine gates it before loading).
+    unpickles the shards with weights_only=False, so they pass the pickle gate first. An existing universal
+    folder is reused only if it is the one we built (`trust.check_universal`), and the engine gates it again
+    before loading. The temporary folder is a fresh `mkdtemp` name: a planted `universal.tmp` is never ours.
     """
     target = directory / UNIVERSAL
-    if (target / TAG).is_dir():
+    if os.path.lexists(target):
+        check_universal(target)
         return target
     from deepspeed.checkpoint.ds_to_universal import main as to_universal
 
@@ -52,9 +52,7 @@ def ensure_universal(directory: Path) -> Path:
     if error is not None:
         raise UserError(error)
 
-    tmp = directory / (UNIVERSAL + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{UNIVERSAL}-", dir=directory))
     args = argparse.Namespace(input_folder=str(directory / TAG), output_folder=str(tmp / TAG), num_extract_workers=1,
                               num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True)
     chatter = io.StringIO()  # the converter prints progress and tqdm bars; keep them for errors only
@@ -62,10 +60,12 @@ def ensure_universal(directory: Path) -> Path:
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             to_universal(args)
     except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # ours (mkdtemp): an interrupted conversion is redone
         raise RuntimeError(f"converting {directory} to a universal checkpoint failed: {exc}\n"
                            f"{chatter.getvalue()[-2000:]}") from exc
     log.info("converted %s to a universal checkpoint", directory.name)
     (tmp / "latest_universal").write_text(TAG)
+    sign_universal(tmp)
     return atomic.publish_dir(tmp, target)
 
 
@@ -73,7 +73,10 @@ def resume_mode(directory: Path, *, use_deepspeed: bool, zero_stage: int, world_
     """How this run loads `directory`: 'same' (as saved), or 'universal' (DeepSpeed ZeRO 1-3 saved on another
     world size: converted once to DeepSpeed's universal format). ZeRO-0 keeps the whole optimizer state in one
     file that loads on any world size, so it stays 'same'. A checkpoint of the other engine is refused in one
-    line before anything is built."""
+    line before anything is built, and so is a step dir holding a link or a train_state.json that makes no sense
+    (`trust.py`): its world size picks the load path."""
+    refuse_odd_entries(directory)
+    check_train_state(directory)
     engine = saved_engine(directory)
     if engine == "torch" and use_deepspeed:
         raise UserError(f"checkpoint {directory} was written by the torch engine: resume it with "

@@ -11,6 +11,8 @@ bad backend, a font cache it cannot write) costs a warning once and no more plot
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +50,9 @@ class CurveWriter:
         from gpt2dist.observe.plot import plot_run
 
         t0 = time.perf_counter()
-        tmp = self.path.with_name(".curves-drawing.png")
+        fd, name = tempfile.mkstemp(prefix=".curves-", suffix=".png", dir=self.path.parent)  # ours, not planted
+        os.close(fd)
+        tmp = Path(name)
         try:
             plot_run(self.path.parent, tmp)
             atomic.write_bytes(self.path, tmp.read_bytes())  # a viewer never sees half a PNG

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gpt2dist import atomic
 from gpt2dist.planning.hardware import GPUS, gpu_kind
 from gpt2dist.run.layout import METRICS_FILE
 
@@ -83,7 +84,7 @@ class MetricsLogger:
         self._bar = None
         if not enabled:
             return
-        self._jsonl = open(run_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._jsonl = atomic.open_append(run_dir / METRICS_FILE)  # closed in close(); never through a link
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

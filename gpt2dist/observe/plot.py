@@ -125,14 +125,14 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     if not metrics.is_file():
         raise UserError(f"no {METRICS_FILE} in {run_dir}: is this a gpt2dist run dir?")
     records, n_bad = read_metrics(metrics)
+    if not any(k in r for r in records for k in PLOTTED_KEYS):
+        raise UserError(
+            f"{metrics}: no usable records (need lines with 'step' and 'loss' or 'val_loss'"
+            + (f"; {n_bad} unparsable line(s)" if n_bad else "") + "): train for at least one log interval first"
+        )
     if n_bad:
         log.warning(
             "%s: skipped %d unparsable line(s) (e.g. a half-written line from a killed run)", metrics, n_bad
-        )
-    if not any(k in r for r in records for k in PLOTTED_KEYS):
-        raise UserError(
-            f"{metrics}: no usable records (need lines with 'step' and 'loss' or 'val_loss'): "
-            "train for at least one log interval first"
         )
 
     try:

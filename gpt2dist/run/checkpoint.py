@@ -146,6 +146,8 @@ class CheckpointManager:
               cursor: dict[str, Any], rng: dict[str, Any]) -> None:
         if self.is_writer:
             self.root.mkdir(parents=True, exist_ok=True)
+            if tmp.is_symlink():  # a planted link: drop the name, never write into (or delete) its target
+                tmp.unlink()
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
         dist.barrier()

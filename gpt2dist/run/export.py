@@ -70,14 +70,18 @@ def export(source: str | Path, out: str | Path) -> Path:
         raise UserError(f"export target {out} exists and is not an earlier gpt2dist export: choose another path")
     model = load_checkpoint_model(step_dir)
     tokenizer = load_tokenizer(run_dir / "tokenizer")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    train_state = json.loads((step_dir / TRAIN_STATE_FILE).read_text(encoding="utf-8"))
-    block_size = _run_block_size(run_dir)
-    (tmp / PROVENANCE).write_text(json.dumps({"checkpoint": str(step_dir), "block_size": block_size,
-                                              **train_state}, indent=1), encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic.make_temp_dir(out.parent, f".{out.name}-")  # ours (mkdtemp): a user's OUT.tmp/ is left alone
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        train_state = json.loads((step_dir / TRAIN_STATE_FILE).read_text(encoding="utf-8"))
+        block_size = _run_block_size(run_dir)
+        (tmp / PROVENANCE).write_text(json.dumps({"checkpoint": str(step_dir), "block_size": block_size,
+                                                  **train_state}, indent=1), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return atomic.publish_dir(tmp, out)  # an earlier export is replaced only once this one is complete
 
 

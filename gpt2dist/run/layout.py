@@ -33,6 +33,10 @@ UNIVERSAL_DIR = "universal"  # DeepSpeed's universal checkpoint, converted in pl
 CURSOR_GLOB = "cursor-rank*.json"
 RNG_GLOB = "rng-rank*.pt"
 
+# What a run writes at the top of its run dir: a link at any of these names would have a write land elsewhere.
+RUN_DIR_NAMES = (LOCK_FILE, STATUS_FILE, STOP_FILE, METRICS_FILE, CONFIG_FILE, TOKENIZER_DIR, CHECKPOINTS_DIR,
+                 "tensorboard", "trace", CURVES_FILE, "wandb", WANDB_ID_FILE)
+
 EXPORT_PROVENANCE = "gpt2dist_export.json"  # in an export: what eval needs to know that config.json does not say
 
 

@@ -57,11 +57,14 @@ class RunLock:
             self._acquire(create=True)
 
     def _acquire(self, create: bool) -> None:
-        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         while True:
             try:
                 fd = os.open(self.path, flags, 0o644)
-            except OSError:
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:  # a planted link: the lock's pid line would overwrite its target
+                    raise UserError(f"{self.path} is a symbolic link: gpt2dist never writes through one; remove "
+                                    "it and start again") from None
                 if not create:  # gone, or not writable: acquire() meets it again at the first write and says so
                     return
                 raise
@@ -102,6 +105,22 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def held_elsewhere(run_dir: str | Path) -> str | None:
+    """' (pid N on HOST)' (or '') when another process holds RUN_DIR/.lock now, else None. Probes with a shared,
+    non-blocking flock on a read-only descriptor: nothing is written, and the lock is not kept."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return _read_holder(fd) if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+    finally:
+        os.close(fd)
+    return None
 
 
 def _read_holder(fd: int) -> str:

@@ -21,7 +21,17 @@ from gpt2dist.data.manifest import new_text_settings
 from gpt2dist.data.text import find_invalid_utf8, iter_documents
 from gpt2dist.errors import UserError
 from gpt2dist.run.checkpoint import CheckpointManager
-from gpt2dist.run.layout import CHECKPOINTS_DIR, CONFIG_FILE, LOCK_FILE, MANIFEST, STATUS_FILE, STOP_FILE, TOKENIZER_DIR
+from gpt2dist.run.layout import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    LATEST,
+    LOCK_FILE,
+    MANIFEST,
+    RUN_DIR_NAMES,
+    STATUS_FILE,
+    STOP_FILE,
+    TOKENIZER_DIR,
+)
 from gpt2dist.run.layout import TOKENIZER_SOURCE_FILE as SOURCE_FILE
 from gpt2dist.tokenizer import build_tokenizer, load_tokenizer
 
@@ -164,12 +174,27 @@ def save_tokenizer(tokenizer, folder: Path, source: dict[str, Any] | None = None
     this same source; otherwise (build_run_tokenizer rebuilt it) it is replaced."""
     if folder.is_dir() and (source is None or stale_reason(folder, source) is None):
         return
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(str(tmp))
-    if source is not None:
-        atomic.write_json(tmp / SOURCE_FILE, source, indent=1)
+    tmp = atomic.make_temp_dir(folder.parent, f".{folder.name}-")  # ours: never a name a stranger planted
+    try:
+        tokenizer.save_pretrained(str(tmp))
+        if source is not None:
+            atomic.write_json(tmp / SOURCE_FILE, source, indent=1)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     atomic.publish_dir(tmp, folder)
+
+
+def refuse_planted_links(run_dir: Path) -> None:
+    """One line naming a link planted where the run writes (checked before the run writes anything)."""
+    for name in RUN_DIR_NAMES:
+        path = Path(run_dir) / name
+        if path.is_symlink():
+            raise UserError(f"{path} is a symbolic link: gpt2dist never writes through one; remove it (a run dir "
+                            "holds only what gpt2dist wrote)")
+    latest = Path(run_dir) / CHECKPOINTS_DIR / LATEST
+    if latest.is_symlink():
+        raise UserError(f"{latest} is a symbolic link: remove it (gpt2dist writes it as a plain file)")
 
 
 # ---- what built the run's tokenizer (issue 12, item 8): reuse a saved tokenizer only for the same inputs ----

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from gpt2dist import atomic
+from gpt2dist import atomic, startup_signals
 from gpt2dist.run.layout import STATUS_FILE
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,20 @@ class StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            # a signal that came while the trainer started (startup_signals.py) counts as if it came now
+            self.signal_name, self._terms = startup_signals.take()
+        self._drop_stale_stop_file()
+
+    def _drop_stale_stop_file(self) -> None:
+        """A STOP file older than this process was left by a trainer that died before acting on it: honouring it
+        would stop this run after one step. One touched while we started (Slurm's warning) is kept."""
+        try:
+            stale = self.stop_file is not None and self.stop_file.stat().st_mtime < startup_signals.STARTED
+        except OSError:
+            stale = False
+        if stale:
+            log.warning("removing %s left by an earlier run (older than this one's start)", self.stop_file)
+            self.stop_file.unlink(missing_ok=True)
 
     def _handle(self, signum: int, _frame) -> None:
         name = signal.Signals(signum).name

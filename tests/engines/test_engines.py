@@ -114,7 +114,10 @@ def fake_step_dir(tmp_path, *, deepspeed: bool, world_size: int):
 
     step = tmp_path / "step-00000010"
     (step / "deepspeed" if deepspeed else step).mkdir(parents=True)
-    (step / "train_state.json").write_text(json.dumps({"step": 10, "world_size": world_size}))
+    (step / "train_state.json").write_text(json.dumps({"step": 10, "tokens": 640, "world_size": world_size}))
+    for rank in range(world_size):  # resume_mode checks the world size against the cursors saved (issue 23)
+        (step / f"cursor-rank{rank:05d}.json").write_text("{}")
+        (step / f"rng-rank{rank:05d}.pt").write_bytes(b"")
     return step
 
 
