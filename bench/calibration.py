@@ -22,7 +22,6 @@ from __future__ import annotations
 import statistics
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -197,8 +196,5 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    _root = str(Path(__file__).resolve().parent.parent)
-    if _root not in sys.path:
-        sys.path.append(_root)
+if __name__ == "__main__":  # gpt2dist is installed (pip install -e .): no path set-up needed
     sys.exit(main())

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 
 class UserError(Exception):
     """A mistake in a config, a path or an argument: reported as one line naming the key or file and the fix."""
@@ -19,3 +23,16 @@ def run_or_exit(main, *args, **kwargs):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
+
+
+def read_json_object(path: Path, prefix: str, not_an_object: str) -> dict[str, Any]:
+    """A JSON file a user gave us, as a mapping: unreadable, undecodable or not an object is one UserError line
+    (`prefix` names the key or role before the path; `not_an_object` is the whole line for a list or a number)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise UserError(f"{prefix}{path} is not readable JSON ({first})") from None
+    if not isinstance(data, dict):
+        raise UserError(not_an_object)
+    return data

@@ -6,7 +6,6 @@ cache (`gpt2dist.hub`; `gpt2dist train` fills the cache on rank 0 before any of 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from gpt2dist import hub
 from gpt2dist.config import ModelConfig, RunConfig
-from gpt2dist.errors import UserError
+from gpt2dist.errors import UserError, read_json_object
 from gpt2dist.run.layout import CHECKPOINTS_DIR, TRAIN_STATE_FILE
 
 log = logging.getLogger(__name__)
@@ -35,12 +34,8 @@ def pretrained_config(path: str, key: str = "config key model.pretrained") -> di
     if not config_file.is_file():
         raise UserError(f"{key}={path!r}: no config.json there; point it at a local "
                         "Hugging Face model folder (e.g. one saved by save_pretrained)")
-    try:
-        cfg = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{config_file} is not readable JSON ({str(exc).splitlines()[0][:120]})") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{config_file} is not a JSON object: point {key} at a Hugging Face GPT-2 model folder")
+    cfg = read_json_object(config_file, "",
+                           f"{config_file} is not a JSON object: point {key} at a Hugging Face GPT-2 model folder")
     if cfg.get("model_type") != "gpt2":
         raise UserError(f"{config_file}: model_type is {cfg.get('model_type')!r}, gpt2dist trains GPT-2 models only")
     if not any((folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin",

@@ -14,12 +14,11 @@ mappings merged key by key (e.g. `zero_optimization.stage3_gather_16bit_weights_
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
 from gpt2dist.config import RunConfig
-from gpt2dist.errors import UserError
+from gpt2dist.errors import UserError, read_json_object
 
 KEY = "distributed.deepspeed"
 PRECISION_BLOCKS = ("bf16", "bfloat16", "fp16")  # bfloat16: DeepSpeed's alias of bf16
@@ -65,13 +64,8 @@ def load_user_config(value: dict | str | None) -> dict[str, Any]:
     path = Path(value)
     if not path.is_file():
         raise UserError(f"config key {KEY}={value!r}: no such file; give a DeepSpeed JSON file or a mapping")
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"config key {KEY}: {path} is not readable JSON ({exc})") from None
-    if not isinstance(loaded, dict):
-        raise UserError(f"config key {KEY}: {path} must hold a JSON object of DeepSpeed keys")
-    return loaded
+    return read_json_object(path, f"config key {KEY}: ", f"config key {KEY}: {path} must hold a JSON object of "
+                            "DeepSpeed keys")
 
 
 def merge_user_keys(cfg: RunConfig, ds: dict[str, Any]) -> dict[str, Any]:

@@ -81,3 +81,13 @@ def cfg_with(tmp_path: Path, *overrides: str, data: str = STORY):
 def messages(findings, level: str) -> list[str]:
     """The messages of the findings at `level` (ok | warn | error)."""
     return [f.message for f in findings if f.level == level]
+
+
+class Payload:
+    """Unpickling this runs `touch MARKER` -- what a crafted checkpoint does to a weights_only=False loader."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

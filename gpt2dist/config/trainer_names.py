@@ -8,12 +8,11 @@ One setting spelled both ways with different values is refused in one line namin
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gpt2dist.errors import UserError
+from gpt2dist.errors import UserError, read_json_object
 
 
 def _same(value: Any) -> Any:
@@ -182,12 +181,8 @@ def is_training_arguments(data: Any) -> bool:
 def read_training_arguments(path: Path) -> dict[str, Any]:
     """A TrainingArguments JSON -> our raw config mapping: the names that mean something here are taken, the
     rest (hub, reporting, dataloader knobs ...) are Trainer settings with no counterpart and are left out."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"config file {path} is not readable JSON ({str(exc).splitlines()[0][:120]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a JSON object (TrainingArguments.to_json_string())")
+    data = read_json_object(path, "config file ",
+                            f"config file {path} must hold a JSON object (TrainingArguments.to_json_string())")
     if not is_training_arguments(data):
         return data  # our own keys, written as JSON
     if data.get("warmup_steps") and data.get("warmup_ratio"):  # the Trainer: warmup_steps > 0 wins over the ratio

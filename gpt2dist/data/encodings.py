@@ -31,19 +31,24 @@ def _open(path: Path):
 
 def bad_offset(path: Path, encoding: str) -> int | None:
     """Byte offset of the first sequence that does not decode with `encoding` (None: the file decodes)."""
+    with _open(path) as fh:
+        return bad_offset_in(fh, encoding)
+
+
+def bad_offset_in(fh, encoding: str) -> int | None:
+    """The same for an open binary stream (a local file, or a remote one through fsspec), read in 1 MiB blocks."""
     decoder = codecs.getincrementaldecoder(encoding)()
     offset = 0
-    with _open(path) as fh:
-        while chunk := fh.read(1 << 20):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                return offset + exc.start - len(decoder.getstate()[0])
-            offset += len(chunk)
+    while chunk := fh.read(1 << 20):
         try:
-            decoder.decode(b"", final=True)  # a sequence cut off by the end of the file
+            decoder.decode(chunk)
         except UnicodeDecodeError as exc:
             return offset + exc.start - len(decoder.getstate()[0])
+        offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)  # a sequence cut off by the end of the file
+    except UnicodeDecodeError as exc:
+        return offset + exc.start - len(decoder.getstate()[0])
     return None
 
 

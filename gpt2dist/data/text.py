@@ -8,7 +8,6 @@ memory; rows come as Arrow batches. Both the streaming path (`stream.py`) and `g
 
 from __future__ import annotations
 
-import codecs
 import csv
 import glob
 import hashlib
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2dist.config import DataConfig
-from gpt2dist.data.encodings import bad_offset, decode_error
+from gpt2dist.data.encodings import bad_offset, bad_offset_in, decode_error
 from gpt2dist.data.local import FORMATS, data_format, read_rows, walk_directory
 from gpt2dist.data.sharding import owns_row, visit_order
 from gpt2dist.data.sources import DataFile, RemoteFile, expand_url, file_size, is_url, open_binary
@@ -96,19 +95,10 @@ def find_invalid_utf8(files: list[DataFile], encoding: str = "utf-8") -> tuple[D
             if offset is not None:
                 return path, offset
             continue
-        decoder = codecs.getincrementaldecoder(encoding)()
-        offset = 0
         with open_binary(path) as fh:
-            while chunk := fh.read(1 << 20):
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError as exc:
-                    return path, offset + exc.start - len(decoder.getstate()[0])
-                offset += len(chunk)
-            try:
-                decoder.decode(b"", final=True)  # a sequence cut off by the end of the file
-            except UnicodeDecodeError as exc:
-                return path, offset + exc.start - len(decoder.getstate()[0])
+            offset = bad_offset_in(fh, encoding)
+        if offset is not None:
+            return path, offset
     return None
 
 

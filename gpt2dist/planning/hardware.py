@@ -48,29 +48,29 @@ def _peak(bf16: float | None, tf32: float | None, fp32: float, fp16: float | Non
 T = 1e12
 GPUS: dict[str, GpuKind] = {
     "H200 NVL": GpuKind(_peak(835 * T, 418 * T, 60 * T), 141, 450 * GB, 50 * GB, 8, 50 * GB, 4800 * GB,
-                        "H200 NVL: NVLink bridges of 2 or 4 cards (900 GB/s), 8 x NDR 400 Gb/s"),  # lower clocks
+                 "H200 NVL: NVLink bridges of 2 or 4 cards (900 GB/s), 8 x NDR 400 Gb/s"),  # lower clocks
     "H200": GpuKind(_peak(989 * T, 494.7 * T, 66.9 * T), 141, 450 * GB, 50 * GB, 8, 50 * GB, 4800 * GB,
-                    "HGX/DGX H200: NVLink 4, 8 x NDR 400 Gb/s"),  # SXM
+                 "HGX/DGX H200: NVLink 4, 8 x NDR 400 Gb/s"),  # SXM
     "H100 PCIe": GpuKind(_peak(756 * T, 378 * T, 51.2 * T), 80, 50 * GB, 12.5 * GB, 1, 50 * GB, 2000 * GB,
-                         "H100 PCIe: PCIe Gen5, 1 x 100 Gb/s per node"),
+                 "H100 PCIe: PCIe Gen5, 1 x 100 Gb/s per node"),
     "H100 NVL": GpuKind(_peak(835 * T, 418 * T, 60 * T), 94, 300 * GB, 50 * GB, 8, 50 * GB, 3900 * GB,
-                        "H100 NVL: NVLink bridge pairs, 8 x NDR 400 Gb/s"),
+                 "H100 NVL: NVLink bridge pairs, 8 x NDR 400 Gb/s"),
     "H100": GpuKind(_peak(989 * T, 494.7 * T, 66.9 * T), 80, 450 * GB, 50 * GB, 8, 50 * GB, 3350 * GB,
-                    "HGX/DGX H100 SXM: NVLink 4, 8 x NDR 400 Gb/s"),  # SXM
+                 "HGX/DGX H100 SXM: NVLink 4, 8 x NDR 400 Gb/s"),  # SXM
     "A100": GpuKind(_peak(312 * T, 156 * T, 19.5 * T), 80, 300 * GB, 25 * GB, 8, 25 * GB, 2039 * GB,
-                    "HGX/DGX A100 SXM: NVLink 3, 8 x HDR 200 Gb/s"),
+                 "HGX/DGX A100 SXM: NVLink 3, 8 x HDR 200 Gb/s"),
     "A10": GpuKind(_peak(125 * T, 62.5 * T, 31.2 * T), 24, 25 * GB, 12.5 * GB, 1, 25 * GB, 600 * GB,
-                   "A10: PCIe Gen4, 1 x 100 Gb/s per node"),
+                 "A10: PCIe Gen4, 1 x 100 Gb/s per node"),
     "L40S": GpuKind(_peak(362 * T, 183 * T, 91.6 * T), 48, 25 * GB, 12.5 * GB, 1, 25 * GB, 864 * GB,
-                    "L40S: PCIe Gen4, 1 x 100 Gb/s per node"),
+                 "L40S: PCIe Gen4, 1 x 100 Gb/s per node"),
     "L4": GpuKind(_peak(121 * T, 60 * T, 30.3 * T), 24, 25 * GB, 12.5 * GB, 1, 25 * GB, 300 * GB,
-                  "L4: PCIe Gen4, 1 x 100 Gb/s per node"),
+                 "L4: PCIe Gen4, 1 x 100 Gb/s per node"),
     "V100": GpuKind(_peak(None, None, 15.7 * T, fp16=125 * T), 32, 150 * GB, 12.5 * GB, 4, 16 * GB, 900 * GB,
-                    "DGX-1/-2 V100 SXM2: NVLink 2, 4 x EDR 100 Gb/s"),  # no bf16, no TF32
+                 "DGX-1/-2 V100 SXM2: NVLink 2, 4 x EDR 100 Gb/s"),  # no bf16, no TF32
     "RTX 4090": GpuKind(_peak(165.2 * T, 82.6 * T, 82.6 * T), 24, 25 * GB, 12.5 * GB, 1, 25 * GB, 1008 * GB,
-                        "RTX 4090: PCIe Gen4, 1 x 100 Gb/s per node"),
+                 "RTX 4090: PCIe Gen4, 1 x 100 Gb/s per node"),
     "MI300X": GpuKind(_peak(1307.4 * T, 653.7 * T, 163.4 * T), 192, 448 * GB, 50 * GB, 8, 50 * GB, 5300 * GB,
-                      "MI300X platform: Infinity Fabric, 8 x 400 Gb/s"),
+                 "MI300X platform: Infinity Fabric, 8 x 400 Gb/s"),
 }
 
 

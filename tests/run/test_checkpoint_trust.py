@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,22 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import copy_run, tiny_config, write_yaml
+from helpers import Payload, copy_run, tiny_config, write_yaml
 from ranks import run_ranks
 
 pytestmark = pytest.mark.slow
 
 STEPS = 2
 
-
-class Payload:
-    """Unpickling this runs `touch MARKER` -- what a crafted checkpoint does to a weights_only=False loader."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def trained_run(tmp: Path, corpus, stage: int) -> Path:

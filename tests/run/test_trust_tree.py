@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import copy_run, tiny_config, write_yaml
+from helpers import Payload, copy_run, tiny_config, write_yaml
 from ranks import run_ranks
 
 from gpt2dist.engines.pickle_gate import check_pickles, pickled_files
@@ -25,15 +25,6 @@ from gpt2dist.errors import UserError
 
 STEPS = 2
 
-
-class Payload:
-    """Unpickling this runs `touch MARKER`."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def linked_payload_folder(tmp_path: Path, inside: Path) -> tuple[Path, Path]:
