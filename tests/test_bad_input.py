@@ -209,8 +209,8 @@ CASES = [
     Case("config-not-a-mapping", ("train", "list.yaml"), ("list.yaml", "mapping"), list_yaml),
     # -- model and tokenizer --
     Case("pretrained-path-missing", train("model.pretrained=no_such_model"), ("model.pretrained", "no_such_model")),
-    Case("pretrained-without-config-json", train("model.pretrained=hf_model"), ("hf_model", "config.json"),
-         model_folder_without_config),
+    Case("pretrained-without-config-json", train("model.pretrained=hf_model", "tokenizer.kind=pretrained"),
+         ("hf_model", "config.json"), model_folder_without_config),
     Case("pretrained-tokenizer-without-path", train("tokenizer.kind=pretrained"), ("tokenizer.path",)),
     Case("tokenizer-path-missing", train("tokenizer.kind=pretrained", "tokenizer.path=no_such_tok"),
          ("no_such_tok",)),

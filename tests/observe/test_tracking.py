@@ -61,7 +61,8 @@ def test_wandb_offline_run_holds_the_metrics_and_resumes_the_same_run(tmp_path, 
     assert_logged(run, wandb_file, range(0, 7))
     logged_id, config_logged = run_config(wandb_file)
     assert logged_id == run_id and config_logged["train"]["max_steps"] == 6 and config_logged["run_dir"] == str(run)
-    assert f"curves {run / 'curves.png'}" in out.splitlines()[-1]  # the final summary line names the plot
+    done = [line for line in out.splitlines() if line.startswith("done:")]
+    assert done and f"curves {run / 'curves.png'}" in done[-1]  # the run's summary line names the plot
 
     tb = EventAccumulator(str(run / "tensorboard"))
     tb.Reload()
