@@ -1,20 +1,11 @@
-"""Every config key's type, default, allowed values and one-line doc, read from `gpt2dist/config/schema.py` itself.
+"""Every config key's type, default, allowed values and one-line doc, read from its one declaration in
+`gpt2dist/config/schema.py` (the annotation, `Literal` choices included, and the `key()` metadata: doc, range).
 
-The doc of a key is the trailing `# comment` on its field line in schema.py (a comment-only line right
-below it whose text is aligned under that comment continues it; a field without one takes the comment block
-right above it), read with `tokenize` as simple_parsing and jsonargparse read attribute comments. So the comment in
-schema.py stays the one source: `gpt2dist config` prints it, and a test checks the README table against
-the same defaults and key list.
+`gpt2dist config` prints them, and a test checks the README table against the same defaults and key list.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import functools
-import inspect
-import io
-import tokenize
 import types
 import typing
 from dataclasses import dataclass
@@ -33,17 +24,9 @@ class KeyDoc:
     doc: str
 
 
-def section_classes(cls: type = RunConfig, prefix: str = "") -> dict[str, type]:
-    """Dotted key -> annotation, for every leaf key under `cls` (sections recurse)."""
-    out: dict[str, Any] = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            out.update(section_classes(hint, f"{prefix}{f.name}."))
-        else:
-            out[prefix + f.name] = hint
-    return out
+def section_classes() -> dict[str, Any]:
+    """Dotted key -> annotation, for every leaf key (sections recurse)."""
+    return {k: hint for k, (hint, _) in config_module.leaves().items()}
 
 
 def dotted_keys() -> list[str]:
@@ -78,6 +61,8 @@ def allowed(key: str) -> str:
 def type_name(hint: Any) -> str:
     """An annotation as users write YAML: `int | null`, `list[str]`, `mapping | str | null`."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:  # the choices' type; the choices themselves show under "allowed"
+        return type_name(type(args[0]))
     if origin in (typing.Union, types.UnionType):
         return " | ".join(type_name(a) for a in args)
     if hint is type(None):
@@ -89,53 +74,9 @@ def type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-@functools.lru_cache(maxsize=1)
 def field_docs() -> dict[str, str]:
-    """Dotted key -> its comment in schema.py ("" when the field has none)."""
-    source = inspect.getsource(config_module)
-    lines = source.splitlines()
-    comments: dict[int, tuple[int, str, int]] = {}  # line -> (column of "#", text, column of the text)
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            body = tok.string.lstrip("#")
-            comments[tok.start[0]] = (tok.start[1], body.strip(), tok.end[1] - len(body.lstrip()))
-
-    def comment_only(lineno: int) -> bool:
-        return lineno in comments and not lines[lineno - 1][:comments[lineno][0]].strip()
-
-    by_class: dict[str, dict[str, str]] = {}
-    for node in ast.parse(source).body:
-        if not isinstance(node, ast.ClassDef):
-            continue
-        docs = by_class.setdefault(node.name, {})
-        for item in node.body:
-            if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
-                continue
-            inline = [n for n in range(item.lineno, item.end_lineno + 1) if n in comments and not comment_only(n)]
-            parts = [comments[inline[0]][1]] if inline else []
-            if parts:  # continuation lines: comment-only, their text aligned at or past the trailing comment
-                n = item.end_lineno + 1
-                while comment_only(n) and comments[n][2] >= comments[inline[0]][0]:
-                    parts.append(comments[n][1])
-                    n += 1
-            else:  # a comment block right above the field, at the field's indentation
-                n = item.lineno - 1
-                while comment_only(n) and comments[n][0] == item.col_offset:
-                    parts.insert(0, comments[n][1])
-                    n -= 1
-            docs[item.target.id] = " ".join(p for p in parts if p)
-    out: dict[str, str] = {}
-
-    def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], f"{prefix}{f.name}.")
-            else:
-                out[prefix + f.name] = by_class.get(cls.__name__, {}).get(f.name, "")
-
-    walk(RunConfig, "")
-    return out
+    """Dotted key -> its doc, as declared with `key()` in schema.py ("" when the field has none)."""
+    return dict(config_module.DOCS)
 
 
 def describe() -> list[KeyDoc]:

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from gpt2dist.config import strict_yaml, trainer_names
-from gpt2dist.config.schema import CHOICES, RunConfig, validate
+from gpt2dist.config.schema import RunConfig, choice_error, validate
 from gpt2dist.errors import UserError
 
 
@@ -106,7 +106,8 @@ def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check/convert one value against its annotation (int, float, bool, str, list[str], dict, X | Y | None)."""
+    """Check/convert one value against its annotation (int, float, bool, str, Literal[...], list[str], dict,
+    X | Y | None)."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
@@ -114,6 +115,13 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         mapping = isinstance(value, dict) and any(a is dict or typing.get_origin(a) is dict for a in args)
         hint = dict if mapping else next(a for a in args if a is not type(None) and a is not dict)
         args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Literal:  # the choices' own type (str or int), then one of them
+        if isinstance(value, bool) and "true" in args:  # auto|true|false keys take YAML booleans
+            value = str(value).lower()
+        value = coerce(value, type(args[0]), key)
+        if value not in args:
+            raise choice_error(key, value, args)
+        return value
     if typing.get_origin(hint) is list:
         items = value if isinstance(value, list) else [value]
         return [coerce(v, args[0], key) for v in items]
@@ -149,8 +157,6 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     elif hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        if isinstance(value, bool) and "true" in CHOICES.get(key, ()):  # auto|true|false keys take YAML bools
-            return str(value).lower()
     else:  # pragma: no cover - a new annotation kind needs a branch here
         raise TypeError(f"unsupported annotation {hint!r} for {key}")
     raise UserError(f"config key {key} expects {_type_name(hint)}, got {value!r}")

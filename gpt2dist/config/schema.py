@@ -1,16 +1,18 @@
-"""The run config's schema: nested dataclasses, each key's type, default, range (field metadata) and doc (its
-comment, read by docs.py); the choices; the cross-key checks; the batch triple. Every other module takes a
-`RunConfig`; load.py builds one from YAML and overrides.
+"""The run config's schema: nested dataclasses, each key declared once -- its type (choices as a `Literal`),
+default, range and doc, via `key()` -- and read from there by load.py (coercion), `validate` and docs.py
+(`gpt2dist config`); the cross-key checks; the batch triple. Every other module takes a `RunConfig`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -45,9 +47,14 @@ class Range:
 GT0, GE0, FRACTION = Range(0, lo_open=True), Range(0), Range(0, 1, hi_open=True)
 
 
-def ranged(default: Any, allowed: Range) -> Any:
-    """A numeric field and its range, side by side: the one table `validate` checks (RANGES collects it)."""
-    return field(default=default, metadata={"range": allowed})
+def key(default: Any = dataclasses.MISSING, doc: str = "", range: Range | None = None, *,
+        factory: Callable[[], Any] | None = None) -> Any:
+    """One key's whole declaration beside its type (choices: a `Literal`): default (or factory), doc and range,
+    kept in the field's metadata, which `gpt2dist config` (docs.py) and `validate` (RANGES) both read."""
+    metadata = {"doc": doc, **({"range": range} if range is not None else {})}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 # GPT-2 sizes from the paper / Hugging Face model cards; `tiny` makes every test run in seconds on CPU.
@@ -58,135 +65,154 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "gpt2-large": {"n_layer": 36, "n_embd": 1280, "n_head": 20, "n_positions": 1024},
     "gpt2-xl": {"n_layer": 48, "n_embd": 1600, "n_head": 25, "n_positions": 1024},
 }
+Preset = Literal["tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]  # MODEL_PRESETS' names (a test checks)
+Switch = Literal["auto", "true", "false"]  # these keys also take YAML true/false
+Offload = Literal["none", "cpu"]
 
 
 @dataclass
 class ModelConfig:
-    preset: str = "tiny"  # one of MODEL_PRESETS; ignored when `pretrained` is set
-    pretrained: str | None = None  # a Hugging Face folder or hub id (ORG/NAME, via the HF cache) to fine-tune
-    n_layer: int | None = ranged(None, GT0)  # per-field overrides of the preset
-    n_embd: int | None = ranged(None, GT0)  # width (embedding size); a multiple of n_head
-    n_head: int | None = ranged(None, GT0)  # attention heads
-    n_positions: int | None = ranged(None, GT0)  # longest sequence the model takes (>= data.block_size)
-    dropout: float | None = ranged(None, FRACTION)  # sets resid/embd/attn dropout together (preset default 0.0)
-    activation_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
-    # with `pretrained`: allow tokenizer.kind bpe/char (a new vocabulary); the embedding matrix is cut or grown to
-    resize_embeddings: bool = False  # fit it, so rows no longer mean the tokens they were trained for
+    preset: Preset = key("tiny", "one of MODEL_PRESETS; ignored when `pretrained` is set")
+    pretrained: str | None = key(None, "a Hugging Face folder or hub id (ORG/NAME, via the HF cache) to fine-tune")
+    n_layer: int | None = key(None, "per-field overrides of the preset", GT0)
+    n_embd: int | None = key(None, "width (embedding size); a multiple of n_head", GT0)
+    n_head: int | None = key(None, "attention heads", GT0)
+    n_positions: int | None = key(None, "longest sequence the model takes (>= data.block_size)", GT0)
+    dropout: float | None = key(None, "sets resid/embd/attn dropout together (preset default 0.0)", FRACTION)
+    activation_checkpointing: bool = key(False, "recompute activations in backward: less memory, ~30% slower")
+    resize_embeddings: bool = key(False, "with `pretrained`: allow tokenizer.kind bpe/char (a new vocabulary); the "
+                                  "embedding matrix is cut or grown to fit it, so rows no longer mean the tokens "
+                                  "they were trained for")
 
 
 @dataclass
 class TokenizerConfig:
-    kind: str | None = None  # pretrained | bpe | char; unset: pretrained with model.pretrained (its own), else char
-    path: str | None = None  # kind=pretrained: a tokenizer folder or hub id (default: model.pretrained)
-    vocab_size: int = ranged(4096, GT0)  # kind=bpe: size of the trained byte-level BPE vocabulary
+    kind: Literal["pretrained", "bpe", "char"] | None = key(
+        None, "pretrained | bpe | char; unset: pretrained with model.pretrained (its own), else char")
+    path: str | None = key(None, "kind=pretrained: a tokenizer folder or hub id (default: model.pretrained)")
+    vocab_size: int = key(4096, "kind=bpe: size of the trained byte-level BPE vocabulary", GT0)
 
 
 @dataclass
 class DataConfig:
-    # files, globs or directories (read recursively): .txt, .jsonl, .json, .csv, .tsv, .parquet, .gz text, or a
-    # `datasets` save_to_disk folder
-    train: list[str] = field(default_factory=list)
-    val: list[str] = field(default_factory=list)  # validation files; or use val_fraction
-    val_fraction: float = ranged(0.0, FRACTION)  # hold out this fraction of training documents (by content hash)
-    text_field: str = "text"  # the column holding text in .jsonl / .json / .csv / .tsv / .parquet / saved datasets
-    block_size: int = ranged(128, GT0)  # tokens per training sequence (windows are block_size + 1 long)
-    sample_by: str = "paragraph"  # .txt documents: line | paragraph (blank-line separated) | document (file)
-    encoding_errors: str = "strict"  # strict: undecodable bytes are an error naming file+offset; replace: U+FFFD
-    encoding: str = "utf-8"  # text files' encoding: utf-8 | utf-8-sig | gb18030 | gbk | big5 | utf-16 (with BOM)
-    strip_control: bool = True  # drop control characters other than newline and tab
-    collapse_whitespace: bool = False  # runs of spaces/tabs become one space
-    min_line_chars: int = ranged(0, GE0)  # drop lines shorter than this (after stripping)
-    ascii_only: bool = False  # drop non-ASCII characters
-    halfwidth: bool = False  # full-width ASCII forms (U+FF01-FF5E, e.g. Ａ１，) and U+3000 become half-width
-    # format=stream: 1 = read+tokenize+pack in a DataLoader worker process, 0 = in-process
-    num_workers: int = ranged(1, Range(0, 1))
-    prefetch_factor: int = ranged(2, GT0)  # format=stream: micro batches the worker prepares ahead of the training loop
-    format: str = "stream"  # stream: tokenize while training | packed: read `gpt2dist prepare`'s token shards
-    packed_dir: str | None = None  # where `gpt2dist prepare` writes / format=packed reads shards (default RUN_DIR/data)
-    weights: list[float] = field(default_factory=list, metadata={"range": GE0})  # mixing weights, one per data.train
+    train: list[str] = key(doc="files, globs or directories (read recursively): .txt, .jsonl, .json, .csv, .tsv, "
+                           ".parquet, .gz text, or a `datasets` save_to_disk folder", factory=list)
+    val: list[str] = key(doc="validation files; or use val_fraction", factory=list)
+    val_fraction: float = key(0.0, "hold out this fraction of training documents (by content hash)", FRACTION)
+    text_field: str = key("text", "the column holding text in .jsonl / .json / .csv / .tsv / .parquet / saved "
+                          "datasets")
+    block_size: int = key(128, "tokens per training sequence (windows are block_size + 1 long)", GT0)
+    sample_by: Literal["line", "paragraph", "document"] = key(
+        "paragraph", ".txt documents: line | paragraph (blank-line separated) | document (file)")
+    encoding_errors: Literal["strict", "replace"] = key(
+        "strict", "strict: undecodable bytes are an error naming file+offset; replace: U+FFFD")
+    encoding: Literal["utf-8", "utf-8-sig", "gb18030", "gbk", "big5", "utf-16"] = key(
+        "utf-8", "text files' encoding: utf-8 | utf-8-sig | gb18030 | gbk | big5 | utf-16 (with BOM)")
+    strip_control: bool = key(True, "drop control characters other than newline and tab")
+    collapse_whitespace: bool = key(False, "runs of spaces/tabs become one space")
+    min_line_chars: int = key(0, "drop lines shorter than this (after stripping)", GE0)
+    ascii_only: bool = key(False, "drop non-ASCII characters")
+    halfwidth: bool = key(False, "full-width ASCII forms (U+FF01-FF5E, e.g. Ａ１，) and U+3000 become "
+                          "half-width")
+    # the packed token stream is sequential: one worker keeps it exact
+    num_workers: Literal[0, 1] = key(
+        1, "format=stream: 1 = read+tokenize+pack in a DataLoader worker process, 0 = in-process")
+    prefetch_factor: int = key(2, "format=stream: micro batches the worker prepares ahead of the training loop", GT0)
+    format: Literal["stream", "packed"] = key(
+        "stream", "stream: tokenize while training | packed: read `gpt2dist prepare`'s token shards")
+    packed_dir: str | None = key(None, "where `gpt2dist prepare` writes / format=packed reads shards (default "
+                                 "RUN_DIR/data)")
+    weights: list[float] = key(doc="mixing weights, one per data.train", range=GE0, factory=list)
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = ranged(1000, GT0)  # optimizer steps (ignored when num_epochs is set)
-    # passes over the training data: max_steps is derived from the windows one pass gives (counted, not
-    num_epochs: float | None = ranged(None, GT0)  # estimated), printed at start and kept by a resume
+    max_steps: int = key(1000, "optimizer steps (ignored when num_epochs is set)", GT0)
+    num_epochs: float | None = key(None, "passes over the training data: max_steps is derived from the windows one "
+                                   "pass gives (counted, not estimated), printed at start and kept by a resume", GT0)
     # The batch triple: give any two of these (per rank: micro; all ranks: global) and the third is derived
     # for the world size, global = micro x accum x data-parallel ranks. Unset: micro 8, accum 1.
-    global_batch_size: int | None = ranged(None, GT0)  # sequences per optimizer step, all ranks together
-    micro_batch_size: int | None = ranged(None, GT0)  # sequences per forward pass on one rank
-    grad_accum_steps: int | None = ranged(None, GT0)  # micro batches per optimizer step
-    lr: float = ranged(6e-4, GT0)  # peak learning rate (the schedule divides by it)
-    min_lr: float | None = ranged(None, GE0)  # floor of the cosine/linear schedule (unset: min_lr_ratio x lr)
-    min_lr_ratio: float = ranged(0.1, Range(0, 1))  # the floor as a fraction of train.lr when min_lr is unset
-    warmup_steps: int = ranged(100, GE0)  # linear warm-up steps
-    warmup_ratio: float | None = ranged(None, FRACTION)  # warm-up as a fraction of max_steps (replaces warmup_steps)
-    schedule: str = "cosine"  # cosine | linear (to the floor) | constant (after warm-up)
-    weight_decay: float = ranged(0.1, GE0)  # AdamW decoupled weight decay (matrices only)
-    beta1: float = ranged(0.9, FRACTION)  # AdamW first-moment decay (0 <= beta < 1, as torch.optim.AdamW wants)
-    beta2: float = ranged(0.95, FRACTION)  # AdamW second-moment decay
-    grad_clip: float = ranged(1.0, GE0)  # max global grad norm; 0 disables
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with loss scaling)
-    # fp16 loss scaling: initial scale 2**power (2**64 is far beyond any useful scale; fp32 holds up to 2**127)
-    fp16_initial_scale_power: int = ranged(16, Range(0, 64))
-    fp16_loss_scale_window: int = ranged(1000, GT0)  # steps without overflow before the scale grows
-    fp16_hysteresis: int = ranged(2, GT0)  # overflows tolerated before the scale shrinks (DeepSpeed)
-    fp16_min_loss_scale: int = ranged(1, GT0)  # the scale never drops below this
-    eval_every: int = ranged(100, GE0)  # steps between evaluations; 0 disables
-    eval_batches: int = ranged(20, GT0)  # micro batches per evaluation
-    log_every: int = ranged(10, GT0)  # steps between log records
-    max_bad_steps: int = ranged(5, GE0)  # consecutive steps with a NaN/inf loss or grad norm skipped (no update)
-    #                                      before the run stops as diverged
-    resume: bool = True  # continue from the run dir's latest checkpoint when there is one
-    # start from this checkpoint (a step-NNNNNNNN dir, or a run dir: its latest) when run_dir has none of its own
-    resume_from: str | None = None  # (a step of run_dir itself: always that one); a new run_dir may be given
-    compile: str = "auto"  # auto (on CUDA; off on CPU, where it measured no faster) | true | false; a
-    #                        compilation failure falls back to eager with a warning
-    device: str = "auto"  # auto | cpu | cuda
-    # cross entropy in chunks of tokens, full-vocabulary fp32 logits never held at once (gpt2dist/engines/
-    # chunked_loss.py): auto (on CUDA; off on CPU, where it measured 1.09x slower) | true | false. Not with fp16
-    # (full logits there, with a warning when asked for)
-    chunked_loss: str = "auto"
+    global_batch_size: int | None = key(None, "sequences per optimizer step, all ranks together", GT0)
+    micro_batch_size: int | None = key(None, "sequences per forward pass on one rank", GT0)
+    grad_accum_steps: int | None = key(None, "micro batches per optimizer step", GT0)
+    lr: float = key(6e-4, "peak learning rate (the schedule divides by it)", GT0)
+    min_lr: float | None = key(None, "floor of the cosine/linear schedule (unset: min_lr_ratio x lr)", GE0)
+    min_lr_ratio: float = key(0.1, "the floor as a fraction of train.lr when min_lr is unset", Range(0, 1))
+    warmup_steps: int = key(100, "linear warm-up steps", GE0)
+    warmup_ratio: float | None = key(None, "warm-up as a fraction of max_steps (replaces warmup_steps)", FRACTION)
+    schedule: Literal["cosine", "linear", "constant"] = key(
+        "cosine", "cosine | linear (to the floor) | constant (after warm-up)")
+    weight_decay: float = key(0.1, "AdamW decoupled weight decay (matrices only)", GE0)
+    beta1: float = key(0.9, "AdamW first-moment decay (0 <= beta < 1, as torch.optim.AdamW wants)", FRACTION)
+    beta2: float = key(0.95, "AdamW second-moment decay", FRACTION)
+    grad_clip: float = key(1.0, "max global grad norm; 0 disables", GE0)
+    precision: Literal["fp32", "bf16", "fp16"] = key(
+        "fp32", "fp32 | bf16 | fp16 (fp16 only on CUDA, with loss scaling)")
+    fp16_initial_scale_power: int = key(16, "fp16 loss scaling: initial scale 2**power (2**64 is far beyond any "
+                                        "useful scale; fp32 holds up to 2**127)", Range(0, 64))
+    fp16_loss_scale_window: int = key(1000, "steps without overflow before the scale grows", GT0)
+    fp16_hysteresis: int = key(2, "overflows tolerated before the scale shrinks (DeepSpeed)", GT0)
+    fp16_min_loss_scale: int = key(1, "the scale never drops below this", GT0)
+    eval_every: int = key(100, "steps between evaluations; 0 disables", GE0)
+    eval_batches: int = key(20, "micro batches per evaluation", GT0)
+    log_every: int = key(10, "steps between log records", GT0)
+    max_bad_steps: int = key(5, "consecutive steps with a NaN/inf loss or grad norm skipped (no update) before the "
+                             "run stops as diverged", GE0)
+    resume: bool = key(True, "continue from the run dir's latest checkpoint when there is one")
+    resume_from: str | None = key(None, "start from this checkpoint (a step-NNNNNNNN dir, or a run dir: its latest) "
+                                  "when run_dir has none of its own (a step of run_dir itself: always that one); "
+                                  "a new run_dir may be given")
+    compile: Switch = key("auto", "auto (on CUDA; off on CPU, where it measured no faster) | true | false; a "
+                          "compilation failure falls back to eager with a warning")
+    device: Literal["auto", "cpu", "cuda"] = key("auto", "auto | cpu | cuda")
+    chunked_loss: Switch = key("auto", "cross entropy in chunks of tokens, full-vocabulary fp32 logits never held "
+                               "at once (gpt2dist/engines/chunked_loss.py): auto (on CUDA; off on CPU, where it "
+                               "measured 1.09x slower) | true | false. Not with fp16 (full logits there, with a "
+                               "warning when asked for)")
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = ranged(100, GE0)  # steps between checkpoints (and one at the end); 0 = only at the end
-    keep_last: int = ranged(3, GT0)  # complete checkpoints kept; older ones are deleted after a new one is complete
+    every: int = key(100, "steps between checkpoints (and one at the end); 0 = only at the end", GE0)
+    keep_last: int = key(3, "complete checkpoints kept; older ones are deleted after a new one is complete", GT0)
 
 
 @dataclass
 class LoggingConfig:
-    tensorboard: bool = True  # write RUN_DIR/tensorboard event files
-    progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines
-    trace_windows: bool = False  # append a digest of every consumed window to RUN_DIR/trace/ (resume audits)
-    curves: bool = True  # redraw RUN_DIR/curves.png after evals (within 2% of the wall clock) and at the end
-    wandb: bool = False  # also log every metrics.jsonl record + the resolved config to Weights & Biases (rank 0)
-    wandb_project: str | None = None  # W&B project (default: WANDB_PROJECT, else gpt2dist)
+    tensorboard: bool = key(True, "write RUN_DIR/tensorboard event files")
+    progress: Literal["auto", "bar", "lines"] = key("auto", "auto (bar on a terminal, lines otherwise) | bar | lines")
+    trace_windows: bool = key(False, "append a digest of every consumed window to RUN_DIR/trace/ (resume audits)")
+    curves: bool = key(True, "redraw RUN_DIR/curves.png after evals (within 2% of the wall clock) and at the end")
+    wandb: bool = key(False, "also log every metrics.jsonl record + the resolved config to Weights & Biases "
+                      "(rank 0)")
+    wandb_project: str | None = key(None, "W&B project (default: WANDB_PROJECT, else gpt2dist)")
 
 
 @dataclass
 class DistributedConfig:
-    backend: str = "auto"  # auto (DeepSpeed when world size > 1 or zero_stage > 0) | torch | deepspeed
-    zero_stage: int = ranged(0, Range(0, 3))  # DeepSpeed ZeRO stage 0-3
-    offload_optimizer: str = "none"  # none | cpu (ZeRO stage >= 1)
-    offload_param: str = "none"  # none | cpu (ZeRO stage 3 only)
-    overlap_comm: bool = True  # overlap gradient reduction with backward
-    contiguous_gradients: bool = True  # copy gradients into one buffer as they are produced (less fragmentation)
-    reduce_bucket_size: int = ranged(500_000_000, GT0)  # elements per gradient reduce bucket
-    allgather_bucket_size: int = ranged(500_000_000, GT0)  # elements per all-gather bucket (stages 1-2)
-    stage3_prefetch_bucket_size: int = ranged(50_000_000, GT0)  # elements prefetched ahead of use (stage 3)
-    stage3_param_persistence_threshold: int = ranged(100_000, GE0)  # smaller params stay unpartitioned (stage 3)
-    stage3_max_live_parameters: int = ranged(1_000_000_000, GT0)  # cap on gathered parameters alive at once (stage 3)
-    stage3_max_reuse_distance: int = ranged(1_000_000_000, GE0)  # keep a gathered param reused within this (stage 3)
-    timeout_minutes: int = ranged(30, GT0)  # collective timeout before a hung rank fails the job
-    deepspeed: dict | str | None = None  # your DeepSpeed keys: a mapping or a JSON file, merged over the generated one
+    backend: Literal["auto", "torch", "deepspeed"] = key(
+        "auto", "auto (DeepSpeed when world size > 1 or zero_stage > 0) | torch | deepspeed")
+    zero_stage: Literal[0, 1, 2, 3] = key(0, "DeepSpeed ZeRO stage 0-3")
+    offload_optimizer: Offload = key("none", "none | cpu (ZeRO stage >= 1)")
+    offload_param: Offload = key("none", "none | cpu (ZeRO stage 3 only)")
+    overlap_comm: bool = key(True, "overlap gradient reduction with backward")
+    contiguous_gradients: bool = key(True, "copy gradients into one buffer as they are produced (less "
+                                     "fragmentation)")
+    reduce_bucket_size: int = key(500_000_000, "elements per gradient reduce bucket", GT0)
+    allgather_bucket_size: int = key(500_000_000, "elements per all-gather bucket (stages 1-2)", GT0)
+    stage3_prefetch_bucket_size: int = key(50_000_000, "elements prefetched ahead of use (stage 3)", GT0)
+    stage3_param_persistence_threshold: int = key(100_000, "smaller params stay unpartitioned (stage 3)", GE0)
+    stage3_max_live_parameters: int = key(1_000_000_000, "cap on gathered parameters alive at once (stage 3)", GT0)
+    stage3_max_reuse_distance: int = key(1_000_000_000, "keep a gathered param reused within this (stage 3)", GE0)
+    timeout_minutes: int = key(30, "collective timeout before a hung rank fails the job", GT0)
+    deepspeed: dict | str | None = key(None, "your DeepSpeed keys: a mapping or a JSON file, merged over the "
+                                       "generated one")
 
 
 @dataclass
 class RunConfig:
-    run_dir: str = "runs/default"  # checkpoints, metrics, tokenizer and the resolved config go here
-    seed: int = ranged(1234, Range(0, 2**64 - 1))  # seeds python, numpy and torch (model init, dropout)
+    run_dir: str = key("runs/default", "checkpoints, metrics, tokenizer and the resolved config go here")
+    seed: int = key(1234, "seeds python, numpy and torch (model init, dropout)", Range(0, 2**64 - 1))
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -205,40 +231,36 @@ class RunConfig:
         return dims
 
 
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "model.preset": tuple(MODEL_PRESETS),
-    "tokenizer.kind": ("pretrained", "bpe", "char"),
-    "data.sample_by": ("line", "paragraph", "document"),
-    "data.encoding_errors": ("strict", "replace"),
-    "data.encoding": ("utf-8", "utf-8-sig", "gb18030", "gbk", "big5", "utf-16"),
-    "data.num_workers": (0, 1),  # the packed token stream is sequential: one worker keeps it exact
-    "data.format": ("stream", "packed"),
-    "train.schedule": ("cosine", "linear", "constant"),
-    "train.precision": ("fp32", "bf16", "fp16"),
-    "train.compile": ("auto", "true", "false"),
-    "train.chunked_loss": ("auto", "true", "false"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "logging.progress": ("auto", "bar", "lines"),
-    "distributed.backend": ("auto", "torch", "deepspeed"),
-    "distributed.zero_stage": (0, 1, 2, 3),
-    "distributed.offload_optimizer": ("none", "cpu"),
-    "distributed.offload_param": ("none", "cpu"),
-}
-
-
-def _ranges(cls: type, prefix: str = "") -> dict[str, Range]:
-    """Dotted key -> Range, from the fields' metadata (every int/float key has one: tests/config/test_config.py)."""
-    out: dict[str, Range] = {}
+def leaves(cls: type = RunConfig, prefix: str = "") -> dict[str, tuple[Any, dataclasses.Field]]:
+    """Dotted key -> (annotation, field) for every leaf key under `cls`, in declaration order (sections recurse)."""
+    out: dict[str, tuple[Any, dataclasses.Field]] = {}
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        hint = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
-            out.update(_ranges(hint, f"{prefix}{f.name}."))
-        elif "range" in f.metadata:
-            out[prefix + f.name] = f.metadata["range"]
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(leaves(hints[f.name], f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = (hints[f.name], f)
     return out
 
 
-RANGES: dict[str, Range] = _ranges(RunConfig)
+def literal_choices(hint: Any) -> tuple[Any, ...]:
+    """The values a `Literal[...]` (or `Literal[...] | None`) annotation allows; () for any other annotation."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next((c for c in map(literal_choices, typing.get_args(hint)) if c), ())
+    return ()
+
+
+# Derived from the declarations, for the code that checks and documents them (validate, docs.py, tests).
+CHOICES: dict[str, tuple[Any, ...]] = {k: literal_choices(h) for k, (h, _) in leaves().items() if literal_choices(h)}
+RANGES: dict[str, Range] = {k: f.metadata["range"] for k, (_, f) in leaves().items() if "range" in f.metadata}
+DOCS: dict[str, str] = {k: f.metadata.get("doc", "") for k, (_, f) in leaves().items()}
+
+
+def choice_error(key: str, value: Any, allowed: tuple[Any, ...]) -> UserError:
+    """The one line for a value outside a key's choices (coerce and validate both raise it)."""
+    return UserError(f"config key {key}={value!r} is not one of {', '.join(map(str, allowed))}")
 
 
 BPE_MIN_VOCAB = 257  # byte-level BPE: 256 byte tokens + <|endoftext|>
@@ -255,7 +277,7 @@ def validate(cfg: RunConfig) -> None:
     for key, allowed in CHOICES.items():
         value = get_key(cfg, key)
         if value not in allowed:
-            raise UserError(f"config key {key}={value!r} is not one of {', '.join(map(str, allowed))}")
+            raise choice_error(key, value, allowed)
     for key, allowed in RANGES.items():
         value = get_key(cfg, key)
         for item in value if isinstance(value, list) else [value]:

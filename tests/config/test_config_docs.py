@@ -4,6 +4,7 @@ table is checked against the same source; `--print-config` and `--a.b v` overrid
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from helpers import run_cli, tiny_config, write_yaml
 
 from gpt2dist.cli import parse
-from gpt2dist.config import CHOICES, RANGES, Range, load_config
+from gpt2dist.config import CHOICES, MODEL_PRESETS, RANGES, Range, load_config
 from gpt2dist.config import docs as config_docs
 from gpt2dist.config.overrides import normalize_argv
 from gpt2dist.errors import UserError
@@ -20,14 +21,54 @@ from gpt2dist.train import parse_args as train_parse_args
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
 
-def test_every_key_has_a_doc_read_from_its_comment():
+def test_every_key_has_a_doc_declared_with_it():
     docs = config_docs.field_docs()
     assert list(docs) == config_docs.dotted_keys()
-    assert not [k for k, doc in docs.items() if not doc], "config.py fields without a trailing # comment"
+    assert not [k for k, doc in docs.items() if not doc], "schema.py fields without key(..., doc)"
     assert docs["train.lr"] == "peak learning rate (the schedule divides by it)"
-    # a comment-only line indented past the field continues its doc; the block above a field is not stolen
     assert docs["train.compile"].endswith("a compilation failure falls back to eager with a warning")
     assert docs["train.global_batch_size"] == "sequences per optimizer step, all ranks together"
+    # the docs the comment parser cut to their last line are whole again
+    assert docs["train.num_epochs"].startswith("passes over the training data")
+    assert docs["model.resize_embeddings"].startswith("with `pretrained`: allow tokenizer.kind bpe/char")
+
+
+def test_choices_come_from_the_literal_annotations():
+    """CHOICES is derived from the `Literal` annotations: the hand-kept table is gone, so the two cannot differ."""
+    hints = config_docs.section_classes()
+    literals = {k: typing.get_args(h) for k, h in hints.items() if typing.get_origin(h) is typing.Literal}
+    literals["tokenizer.kind"] = ("pretrained", "bpe", "char")  # the one `Literal[...] | None`
+    assert literals == CHOICES
+    assert CHOICES["model.preset"] == tuple(MODEL_PRESETS), "schema.Preset must name every MODEL_PRESETS entry"
+    assert CHOICES["distributed.zero_stage"] == (0, 1, 2, 3) and CHOICES["data.num_workers"] == (0, 1)
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("train.compile=true", "true"), ("train.chunked_loss=off", "false"), ("train.compile=auto", "auto"),
+    ("distributed.zero_stage=2.0", 2), ("distributed.zero_stage='3'", 3), ("data.num_workers=0", 0),
+    ("tokenizer.kind=null", "char"), ("tokenizer.kind=bpe", "bpe"), ("model.preset=gpt2-xl", "gpt2-xl"),
+])
+def test_literal_keys_take_what_they_took_before(override, expected):
+    """YAML booleans for auto|true|false keys, whole floats and digit strings for int choices, null for
+    `| None` (tokenizer.kind unset resolves to char without model.pretrained)."""
+    cfg = load_config(None, ["data.train=[t.txt]", override])
+    value = cfg
+    for part in override.split("=")[0].split("."):
+        value = getattr(value, part)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("train.compile=maybe", "config key train.compile='maybe' is not one of auto, true, false"),
+    ("train.precision=1", "config key train.precision='1' is not one of fp32, bf16, fp16"),
+    ("data.num_workers=2", "config key data.num_workers=2 is not one of 0, 1"),
+    ("distributed.zero_stage=two", "config key distributed.zero_stage expects an integer, got 'two'"),
+    ("train.device=true", "config key train.device expects a string, got True"),
+])
+def test_literal_keys_refuse_in_one_line(override, expected):
+    with pytest.raises(UserError) as err:
+        load_config(None, ["data.train=[t.txt]", override])
+    assert str(err.value) == expected
 
 
 def test_types_defaults_and_allowed_values():
