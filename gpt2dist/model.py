@@ -45,10 +45,13 @@ def pretrained_config(path: str, key: str = "config key model.pretrained") -> di
 
 
 def refuse_checkpoint_folder(folder: Path, key: str, path: str) -> None:
-    """A gpt2dist run dir or checkpoint step dir is not a Hugging Face folder (a step dir has no tokenizer, so
-    `generate` printed an empty string): say which command makes one."""
-    if (folder / TRAIN_STATE_FILE).is_file() or (folder / CHECKPOINTS_DIR).is_dir():
-        kind = "checkpoint step dir" if (folder / TRAIN_STATE_FILE).is_file() else "run dir"
+    """A checkpoint step dir is not a Hugging Face folder (it has no tokenizer, so `generate` printed an empty
+    string), nor is a run dir before its run ended (a finished run leaves the HF folder at its top, config.json
+    included): say which command makes one."""
+    step_dir = (folder / TRAIN_STATE_FILE).is_file()
+    unfinished_run = (folder / CHECKPOINTS_DIR).is_dir() and not (folder / "config.json").is_file()
+    if step_dir or unfinished_run:
+        kind = "checkpoint step dir" if step_dir else "run dir"
         raise UserError(f"{key}={path!r} is a gpt2dist {kind}, not a Hugging Face model folder: run "
                         f"`gpt2dist export {path} OUT` and pass OUT")
 
