@@ -117,5 +117,7 @@ def test_second_train_on_a_running_run_dir_refuses_and_a_sigkilled_one_does_not_
     finally:
         first.kill()  # SIGKILL, also of a stopped process: no cleanup runs, only the kernel releases the lock
         first.wait()
-    resumed = run_cli("train", str(config), "train.max_steps=6", cwd=tmp_path)
-    assert "resuming from step-" in resumed.stdout + resumed.stderr
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()  # how far the first run got varies
+    target = int(latest.removeprefix("step-")) + 2  # past it, so the run resumes
+    resumed = run_cli("train", str(config), f"train.max_steps={target}", cwd=tmp_path)
+    assert f"resuming from {latest}" in resumed.stdout + resumed.stderr
