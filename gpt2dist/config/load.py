@@ -71,14 +71,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         key, value = trainer[0], trainer[1](value)
         if value is trainer_names.SKIP:
             return
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise UserError(f"override {item!r}: {part} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
+    trainer_names.set_dotted(raw, key, value, f"override {item!r}")
 
 
 def build_dataclass(cls: type, raw: Any, prefix: str) -> Any:

@@ -97,7 +97,8 @@ def _get(raw: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def _set(raw: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    """raw[a][b][c] = value for "a.b.c", making sections on the way; a value in the way is the user's error."""
     parts = dotted.split(".")
     node = raw
     for part in parts[:-1]:
@@ -132,7 +133,7 @@ def _settle(raw: dict[str, Any], key: str, value: Any, name: str, given: dict[st
         raise UserError(f"{where}: {name}={value!r} (the Trainer's name) and {key}={ours!r} set the same thing "
                         "differently: keep one")
     given[key] = (name, value)
-    _set(raw, key, value, where)
+    set_dotted(raw, key, value, where)
 
 
 def _equal(a: Any, b: Any) -> bool:
