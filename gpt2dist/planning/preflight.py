@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,12 +195,12 @@ def _disk_finding(cfg: RunConfig, world_size: int, facts: ModelFacts, run_dir: P
     probe = run_dir / CHECKPOINTS_DIR
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".gpt2dist-doctor-", dir=probe)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:  # NotADirectoryError too: a file where the run dir should be
-        return Finding("error", f"run_dir {run_dir}: cannot create files in {probe} ({exc.strerror or exc})")
+    # asked, not tried: a probe file would change the folder's mtime before a later check refuses the run
+    if not probe.is_dir():
+        return Finding("error", f"run_dir {run_dir}: cannot create files in {probe} (Not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        return Finding("error", f"run_dir {run_dir}: cannot create files in {probe} (not writable, or a read-only "
+                                "file system)")
     deepspeed = cfg.distributed.backend != "torch" and uses_deepspeed(cfg, world_size)
     one = memory.checkpoint_bytes(facts.n_params, cfg.train.precision, deepspeed=deepspeed,
                                   zero_stage=cfg.distributed.zero_stage)

@@ -4,7 +4,9 @@ and positions -- one finding each, errors turned into one line before any expens
 from __future__ import annotations
 
 import json
+import os
 from collections import namedtuple
+from pathlib import Path
 
 import pytest
 from helpers import cfg_with, messages
@@ -116,6 +118,17 @@ def test_fp16_warns_and_unwritable_run_dir_is_an_error(tmp_path):
     assert any("prefer bf16" in m for m in messages(findings, "warn"))
     (err,) = messages(findings, "error")
     assert err.startswith(f"run_dir {blocker / 'run'}: cannot create files")
+
+
+def test_the_disk_check_writes_nothing(tmp_path):
+    """The run dir's checks run before a changed-key refusal, which must leave the run dir untouched: the
+    writability check asks the kernel rather than creating a probe file (which would bump the folder's mtime)."""
+    cfg = cfg_with(tmp_path)
+    checkpoints = Path(cfg.run_dir) / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    os.utime(checkpoints, ns=(10**18, 10**18))
+    preflight.cheap_checks(cfg, 1)
+    assert checkpoints.stat().st_mtime_ns == 10**18 and not list(checkpoints.iterdir())
 
 
 def test_too_little_disk_for_two_checkpoints(tmp_path, monkeypatch):
