@@ -74,7 +74,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     setup_logging()
     result = evaluate_files(args.model, args.data, block_size=args.block_size, batch_size=args.batch_size,
-                            max_batches=args.max_batches, text_field=args.text_field, device=args.device)
+                            max_batches=args.max_batches, text_field=args.text_field, device=args.device,
+                            encoding=args.encoding, encoding_errors=args.encoding_errors)
     print(f"loss {result['loss']:.4f} | perplexity {result['perplexity']:.3f} | {result['tokens']:,} tokens "
           f"| block {result['block_size']}")
     if args.json:
@@ -211,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
     p.add_argument("--text-field", default="text", help="text column of .jsonl/.parquet files")
+    from gpt2dist.config.schema import CHOICES  # light: no torch import
+
+    p.add_argument("--encoding", default="utf-8", choices=CHOICES["data.encoding"],
+                   help="text files' encoding (as data.encoding)")
+    p.add_argument("--encoding-errors", default="strict", choices=CHOICES["data.encoding_errors"],
+                   help="undecodable bytes: refuse (default) or replace (as data.encoding_errors)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="also print the result as JSON")
     p.set_defaults(func=cmd_eval)

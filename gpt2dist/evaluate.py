@@ -56,7 +56,7 @@ def default_block_size(model_dir: Path, model: GPT2LMHeadModel) -> int:
 @torch.no_grad()
 def evaluate_files(model_dir: str | Path, patterns: list[str], *, block_size: int | None = None,
                    batch_size: int = 8, max_batches: int | None = None, text_field: str = "text",
-                   device: str = "auto") -> dict[str, float]:
+                   device: str = "auto", encoding: str = "utf-8", encoding_errors: str = "strict") -> dict[str, float]:
     for flag, value in (("--block-size", block_size), ("--batch-size", batch_size), ("--max-batches", max_batches)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
@@ -65,11 +65,12 @@ def evaluate_files(model_dir: str | Path, patterns: list[str], *, block_size: in
     if block > model.config.n_positions:
         raise UserError(f"--block-size {block} exceeds the model's n_positions={model.config.n_positions}")
     files = resolve_files(patterns, "--data")
-    cfg = DataConfig(train=[str(f) for f in files], block_size=block, text_field=text_field)
+    cfg = DataConfig(train=[str(f) for f in files], block_size=block, text_field=text_field, encoding=encoding,
+                     encoding_errors=encoding_errors)
     stream = TextStream(files, cfg, DocumentEncoder(tokenizer), repeat=False)
     total, n_tokens, n_batches = 0.0, 0, 0
     while max_batches is None or n_batches < max_batches:
-        windows = [w.tokens for _, w in zip(range(batch_size), stream, strict=False)]
+        windows = _next_windows(stream, batch_size)
         if not windows:
             break
         batch = torch.tensor(windows, dtype=torch.long, device=dev)
@@ -82,3 +83,13 @@ def evaluate_files(model_dir: str | Path, patterns: list[str], *, block_size: in
                         "smaller --block-size")
     loss = total / n_tokens
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": n_tokens, "block_size": block}
+
+
+def _next_windows(stream: TextStream, n: int) -> list[list[int]]:
+    """Up to n windows; a decode error names eval's flags, not the training config's keys."""
+    try:
+        return [w.tokens for _, w in zip(range(n), stream, strict=False)]
+    except UserError as exc:
+        message = str(exc).replace("data.encoding_errors=", "--encoding-errors ")
+        message = message.replace("data.encoding=", "--encoding ")
+        raise UserError(message.replace("data.encoding", "--encoding")) from None

@@ -222,3 +222,23 @@ def test_two_ranks_over_a_directory_with_fewer_files_than_ranks(quickstart: dict
     assert len(cursors) == 2
     texts = [json.dumps(c) for c in cursors]
     assert all('"mode": "example"' in t and "poems.txt" in t for t in texts), texts[0][:500]
+
+
+def test_eval_reads_a_gbk_file_with_its_encoding_flag(quickstart: dict, tmp_path: Path) -> None:
+    """A GBK validation file: `eval` names its own flag (not the training config's key), and with
+    `--encoding gb18030` scores exactly what the same text scores as UTF-8 (in-process; flags parsed as the CLI)."""
+    from gpt2dist.cli import parse
+    from gpt2dist.errors import UserError
+    from gpt2dist.evaluate import evaluate_files
+
+    export = quickstart["work"] / "runs" / "zh" / "export"
+    text = "\n\n".join(TEXTS)
+    (tmp_path / "gbk.txt").write_bytes(text.encode("gbk"))
+    (tmp_path / "utf8.txt").write_text(text, encoding="utf-8")
+    args = parse(["eval", "--model", str(export), "--data", str(tmp_path / "gbk.txt"), "--encoding", "gb18030"])
+    flags = {"block_size": 16, "max_batches": 2, "device": "cpu"}
+    with pytest.raises(UserError, match=r"gbk\.txt .*--encoding gb18030") as refused:
+        evaluate_files(export, [str(tmp_path / "gbk.txt")], **flags)
+    assert "data.encoding" not in str(refused.value)
+    as_gbk = evaluate_files(export, args.data, encoding=args.encoding, **flags)
+    assert as_gbk == evaluate_files(export, [str(tmp_path / "utf8.txt")], **flags)
