@@ -62,10 +62,28 @@ def die_with_parent(parent: int, worker_id: int = 0) -> None:
         os._exit(1)
 
 
+def pass_stop_signals_to(parent: int) -> None:
+    """A stop signal (SIGTERM/SIGUSR1) sent to the worker -- `pkill -f gpt2dist`, a TERM to the process group --
+    would kill it and crash its trainer with a traceback before any checkpoint. Instead the worker asks its
+    trainer to stop (SIGUSR1: a stop request that, unlike a second SIGTERM, never means "exit at once") and
+    keeps serving batches until the trainer has checkpointed and ends it."""
+
+    def ask_trainer(signum: int, _frame) -> None:
+        os.write(2, f"data worker got {signal.Signals(signum).name}: asking its trainer (pid {parent}) to "
+                    "stop\n".encode())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(parent, signal.SIGUSR1)
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, ask_trainer)
+
+
 def init_worker(parent: int, worker_id: int = 0) -> None:
-    """worker_init_fn: die with the trainer, and leave the trainer's W&B run alone (its import hooks, inherited
-    through fork, would report this process's first `import datasets` to a run they may not touch from here)."""
+    """worker_init_fn: die with the trainer, stop it (not crash it) on a stop signal, and leave the trainer's
+    W&B run alone (its import hooks, inherited through fork, would report this process's first
+    `import datasets` to a run they may not touch from here)."""
     die_with_parent(parent, worker_id)
+    pass_stop_signals_to(parent)
     if "wandb" in sys.modules:
         from wandb.sdk.lib import import_hooks
 

@@ -133,6 +133,38 @@ def test_a_sigkilled_trainer_takes_its_data_worker_with_it(tmp_path, story_corpu
     assert_none_survive(tree, within=5.0)
 
 
+@pytest.mark.slow
+def test_a_stop_signal_to_the_data_worker_stops_the_run_like_one_to_the_trainer(tmp_path, story_corpus):
+    """SIGTERM to the DataLoader worker alone (`pkill -f gpt2dist` hits it too: same command line) used to kill
+    it and crash the trainer with a traceback before any checkpoint. Now the worker asks its trainer to stop:
+    a checkpoint at the next step boundary, exit 75, status preempted, and no process left."""
+    config = fault_config(tmp_path, story_corpus, "run")
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "gpt2dist.train", str(config), "train.max_steps=100000",
+                             "data.num_workers=1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    try:
+        while not (metrics.is_file() and metrics.read_text().count('"loss"') >= 2):
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.01)
+        tree = process_tree(proc.pid)
+        workers = [p for p in tree[1:] if Path(f"/proc/{p}/comm").read_text().strip() == "pt_data_worker"]
+        assert workers, "the run has no DataLoader worker to test"
+        os.kill(workers[0], signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read()
+    assert proc.returncode == 75 and "Traceback" not in err, err[-3000:]
+    assert "data worker got SIGTERM" in err
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "preempted"
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step-{status['step']:08d}"
+    assert_none_survive(tree, within=5.0)
+
+
 def mount_tmpfs(mount: Path, size: str) -> Path:
     """A real small file system (unmounted by the caller); skipped where mounting is not allowed, never in CI."""
     mount.mkdir()
