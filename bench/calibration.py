@@ -114,8 +114,8 @@ class Overhead:
         return self.steady / self.whole
 
 
-# The whole-run overhead's evidence: RUNS' whole runs, and a run no gpt2dist config expresses (BLOOM: tensor and
-# pipeline parallel). Not a row, a bound: Llama 3 405B (arXiv 2407.21783, sec. 3.3.4) kept '>90% effective training
+# The whole-run overhead's evidence: RUNS' whole runs, and runs no gpt2dist config expresses (BLOOM, OPT: tensor
+# and pipeline parallel). Not a row, a bound: Llama 3 405B (arXiv 2407.21783, sec. 3.3.4) kept '>90% effective training
 # time' on 16k H100s over a 54-day snapshot, i.e. <= 1.11x.
 OVERHEADS = [Overhead(r.name, math.ceil(r.n_gpus / 8), r.steady, r.tokens_per_s_per_gpu, r.source)
              for r in RUNS if r.whole_run] + [
@@ -124,7 +124,12 @@ OVERHEADS = [Overhead(r.name, math.ceil(r.n_gpus / 8), r.steady, r.tokens_per_s_
              "bigscience.notion.site BigScience-176B-Model: 384 A100 80GB, 'training throughput: about 150 TFLOPs' "
              "(Megatron-DeepSpeed's count, eq. 3 of Narayanan et al.: 70 x 14336, T=2048, vocab 250,880); arXiv "
              "2211.05100 and genci.fr: 366B tokens, '1,082,990 compute hours' in 3.5 months (GENCI's 156 "
-             "TFLOP/s: 1.16x)")]
+             "TFLOP/s: 1.16x)"),
+    Overhead("OPT-175B (whole run)", 128, 300e9 / (33 * 86400 * 1024), 300e9 / (56 * 86400 * 1024),
+             "facebookresearch/metaseq@f7ffa5f projects/OPT/chronicles: final_update.md '~33 days of continuous "
+             "training on 1024 80GB A100s (assuming no hardware issues, no numerical instabilities, etc.)' for 300B "
+             "tokens, completed January 6, 2022; 10_percent_update.md: the 12.xx lineage started November 11, 2021 "
+             "(56 days; ~90 restarts)")]
 
 
 def fitted_overhead(nodes: int) -> tuple[float, float, float]:

@@ -255,6 +255,7 @@ def test_the_whole_run_overhead_is_read_off_the_in_sample_whole_runs():
         "llm.c GPT-2 124M (whole run)": (18_865 * 0.300, 90 * 60),  # '~300ms/iter' x 18,865 steps; '90 minutes'
         "llm.c GPT-2 1558M (whole run)": (32_000 * 2.80, 24 * 3600),  # 2.80 s/iter x 32,000; '24 hours'
         "MPT-7B (whole run)": (1e12 / (440 * 3_623), 9.5 * 86400),  # 1T tokens at 3,623 tok/s/GPU; '9.5 days'
+        "OPT-175B (whole run)": (33 * 86400, 56 * 86400),  # '~33 days of continuous training'; Nov 11 -> Jan 6
     }
     for o in calibration.OVERHEADS:
         if o.name in published:
