@@ -46,7 +46,7 @@ BUS_FACTORS = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: 
 # Achieved MFU of one GPU by kind, (low, typical, high), in this repo's 6N + 12LHQT convention, for GPT-2-shaped
 # models at T = 1024-2048 with flash attention and bf16: calibrated against published runs (bench/RESULTS.md,
 # 'Calibration'). A kind with no published run gets DEFAULT_MFU with the A100/H100 spread around it.
-# A100: MosaicML's MPT 125m-1b and llm.c's GPT-2 124M-774M imply 43-64% (median 54%); H100: MPT 760m-1b and
+# A100: MosaicML's MPT 125m-1b and llm.c's GPT-2 124M-774M imply 43-64% (median 55%); H100: MPT 760m-1b and
 # llm.c's GPT-2 1558M imply 35-49% (median 41%): the H100's peak grew 3.2x over the A100's, its memory bandwidth
 # 1.6x, so the same kernels reach a smaller share of it. PCIe/NVL cards and the H200 (the H100's compute) share
 # the H100's figures; the kinds with no published run get DEFAULT_MFU +- 20%.
