@@ -241,3 +241,30 @@ def test_calibration_held_out_rows_are_never_in_the_fitted_set():
     for run in calibration.HELD_OUT:
         implied, typical, (low, high) = calibration.predict(run)
         assert 0 < low < typical < high and 0 < implied < 1, run.name
+
+
+def test_the_whole_run_overhead_is_read_off_the_in_sample_whole_runs():
+    """costmodel.WHOLE_RUN_* are the (low, median, high) of the published whole runs' time over their own source's
+    steady rate (none held out), recomputed here from the published figures; a whole-run row's prediction pays it."""
+    from bench import calibration
+    from gpt2dist.planning import costmodel
+
+    held_out = {r.name for r in calibration.HELD_OUT}
+    assert all(o.name not in held_out for o in calibration.OVERHEADS)
+    published = {  # (steady s, whole s) per run, as each source states them
+        "llm.c GPT-2 124M (whole run)": (18_865 * 0.300, 90 * 60),  # '~300ms/iter' x 18,865 steps; '90 minutes'
+        "llm.c GPT-2 1558M (whole run)": (32_000 * 2.80, 24 * 3600),  # 2.80 s/iter x 32,000; '24 hours'
+        "MPT-7B (whole run)": (1e12 / (440 * 3_623), 9.5 * 86400),  # 1T tokens at 3,623 tok/s/GPU; '9.5 days'
+        "OPT-175B (whole run)": (33 * 86400, 56 * 86400),  # '~33 days of continuous training'; Nov 11 -> Jan 6
+    }
+    for o in calibration.OVERHEADS:
+        if o.name in published:
+            steady_s, whole_s = published[o.name]
+            assert o.ratio == pytest.approx(whole_s / steady_s, rel=1e-3), o.name
+    assert {o.name for o in calibration.OVERHEADS} >= set(published)
+    for nodes in (1, 4):
+        fitted = calibration.fitted_overhead(nodes)
+        assert costmodel.whole_run_overhead(nodes) == tuple(round(x, 2) for x in fitted)
+    run = next(r for r in calibration.RUNS if r.name == "MPT-7B (whole run)")
+    steady = calibration.Run(**{**run.__dict__, "name": "MPT-7B"})  # the same config, not a whole run
+    assert calibration.predict(run)[1] == pytest.approx(calibration.predict(steady)[1] / costmodel.WHOLE_RUN_NODES[1])

@@ -22,6 +22,7 @@ bytes/s throughout. One optimizer step of data-parallel training is modelled as
 - ZeRO-Offload adds PCIe traffic (gradient partition down, updated weights up) and a host Adam step; with
   overlap_comm the download hides behind backward like communication, the rest does not.
 - achieved MFU, unless measured: `default_mfu`, per GPU kind, calibrated against published runs.
+- time to train: steady steps x `whole_run_overhead` (evaluation, checkpoints, restarts), from published whole runs.
 - ASSUMPTIONS names each of these in one line for the doctor's output.
 """
 
@@ -42,12 +43,10 @@ BUS_FACTORS = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: 
                "reduce_scatter": lambda n: (n - 1) / n}
 
 
-
-
 # Achieved MFU of one GPU by kind, (low, typical, high), in this repo's 6N + 12LHQT convention, for GPT-2-shaped
 # models at T = 1024-2048 with flash attention and bf16: calibrated against published runs (bench/RESULTS.md,
 # 'Calibration'). A kind with no published run gets DEFAULT_MFU with the A100/H100 spread around it.
-# A100: MosaicML's MPT 125m-1b and llm.c's GPT-2 124M-774M imply 43-64% (median 54%); H100: MPT 760m-1b and
+# A100: MosaicML's MPT 125m-1b and llm.c's GPT-2 124M-774M imply 43-64% (median 55%); H100: MPT 760m-1b and
 # llm.c's GPT-2 1558M imply 35-49% (median 41%): the H100's peak grew 3.2x over the A100's, its memory bandwidth
 # 1.6x, so the same kernels reach a smaller share of it. PCIe/NVL cards and the H200 (the H100's compute) share
 # the H100's figures; the kinds with no published run get DEFAULT_MFU +- 20%.
@@ -59,11 +58,29 @@ SMALL_MODEL = 200e6  # below this many parameters, published MFU runs lower: the
 SMALL_MODEL_FACTOR = 0.88  # A100 runs of 124-125M imply 43-60% (median 47%) against 54% for 350M-1B
 
 
+# A whole run's wall time over its steady steps' time (evaluation, checkpoints, restarts, data loading, warm-up and
+# compile), (low, typical, high), read off published whole runs whose source also gives the steady rate
+# (bench/calibration.py OVERHEADS, bench/RESULTS.md 'Whole runs'). One node: llm.c's GPT-2 124M (8 A100) and 1558M
+# (8 H100) took the time their steps give ('~90 minutes', '24 hours': 0.95x, 0.96x, rounded), so nothing is added.
+# Across nodes: BLOOM-176B (48 nodes, 118 days) 1.11x its quoted 150 TFLOP/s, MPT-7B (55 nodes, 9.5 days) 1.31x
+# llm-foundry's benchmark, OPT-175B (128 nodes, 56 days for '~33 days of continuous training') 1.70x; typical =
+# their median. Eval or checkpoint intervals are not modelled: no source splits the overhead by them.
+WHOLE_RUN_ONE_NODE = (1.0, 1.0, 1.0)
+WHOLE_RUN_NODES = (1.11, 1.31, 1.70)
+
+
+def whole_run_overhead(nodes: int) -> tuple[float, float, float]:
+    """(low, typical, high) whole-run wall time over steady-state time for a run on `nodes` nodes."""
+    return WHOLE_RUN_ONE_NODE if nodes <= 1 else WHOLE_RUN_NODES
+
+
 ASSUMPTIONS = ("assumes: MFU per GPU kind from published runs (bench/RESULTS.md 'Calibration'; lower below 200M "
                "params); gradient reduction overlapped with backward where DeepSpeed does (ZeRO-1/2 with overlap_comm, "
                "ZeRO-3 always; ZeRO-0 after backward); cross-node latency x log2(nodes); offload's gradient download "
-               "overlapped, host Adam and the weight upload not; steady-state steps only (published whole runs, "
-               "with evaluation, checkpoints and restarts, took 1.5-2.6x the hours)")
+               "overlapped, host Adam and the weight upload not; time and GPU-h are a whole run's: steady steps x "
+               f"{WHOLE_RUN_ONE_NODE[1]:.2f} on one node, x {WHOLE_RUN_NODES[1]:.2f} ({WHOLE_RUN_NODES[0]:.2f}-"
+               f"{WHOLE_RUN_NODES[2]:.2f}) across nodes (evaluation, checkpoints, restarts of published whole runs; "
+               "bench/RESULTS.md 'Whole runs')")
 
 
 def system_for(name: str | None) -> GpuKind:
@@ -388,19 +405,32 @@ def estimate_step(w: Workload, z: Zero, n_gpus: int, gpus_per_node: int, links: 
 class RunEstimate:
     steps: float
     tokens: float
-    seconds: float
+    seconds: float  # a whole run's: steady steps x overhead
     gpu_hours: float
+    overhead: float = 1.0  # whole-run wall time over steady-state time (`whole_run_overhead`)
+
+    @property
+    def steady_seconds(self) -> float:
+        return self.seconds / self.overhead
+
+    @property
+    def steady_gpu_hours(self) -> float:
+        return self.gpu_hours / self.overhead
 
 
-def time_to_train(step: StepEstimate, *, steps: float | None = None, tokens: float | None = None) -> RunEstimate:
-    """Wall time and GPU-hours for `steps` optimizer steps, or for `tokens` tokens (whichever is given)."""
+def time_to_train(step: StepEstimate, *, steps: float | None = None, tokens: float | None = None,
+                  overhead: float | None = None) -> RunEstimate:
+    """Wall time and GPU-hours of a whole run of `steps` optimizer steps, or of `tokens` tokens (whichever is
+    given): the steady steps' time x `overhead` (default: the typical `whole_run_overhead` at the step's nodes)."""
     per_step = step.tokens_per_gpu * step.n_gpus
     if (steps is None) == (tokens is None):
         raise ValueError("give steps or tokens")
     if steps is None:
         steps = tokens / per_step
-    seconds = steps * step.step_s
-    return RunEstimate(steps, steps * per_step, seconds, seconds * step.n_gpus / 3600)
+    if overhead is None:
+        overhead = whole_run_overhead(step.nodes)[1]
+    seconds = steps * step.step_s * overhead
+    return RunEstimate(steps, steps * per_step, seconds, seconds * step.n_gpus / 3600, overhead)
 
 
 def fmt_duration(seconds: float) -> str:

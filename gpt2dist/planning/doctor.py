@@ -16,7 +16,7 @@ from gpt2dist.config import RunConfig, batch_plan, load_config
 from gpt2dist.data.checks import bytes_per_token
 from gpt2dist.data.sources import file_size
 from gpt2dist.errors import UserError
-from gpt2dist.planning import memory, scaling
+from gpt2dist.planning import costmodel, memory, scaling
 from gpt2dist.planning.preflight import (
     CHAR_VOCAB_GUESS,
     Finding,
@@ -282,7 +282,8 @@ def doctor_command(config: str, overrides: list[str], world_size: int | None, gp
 
 def as_dict(report: DoctorReport) -> dict:
     """The report's figures for machines (`gpt2dist doctor --json`): per node count nodes, gpus, step_s,
-    tokens_per_s, mfu, scaling efficiency, time and GPU-hours; per ZeRO stage memory per GPU and fits."""
+    tokens_per_s, mfu, scaling efficiency, a whole run's time and GPU-hours (and the steady steps' alone, and the
+    whole-run overhead between them); per ZeRO stage memory per GPU and fits."""
     usable = int(report.gpu_mem_bytes * memory.HEADROOM) if report.gpu_mem_bytes else None
     facts = report.facts
     out: dict = {
@@ -309,8 +310,11 @@ def as_dict(report: DoctorReport) -> dict:
                  "tokens_per_s": r.step.tokens_per_s, "tokens_per_s_per_gpu": r.step.tokens_per_s_per_gpu,
                  "mfu": r.step.mfu, "scaling_efficiency": r.step.efficiency,
                  "exposed_comm_s": r.step.exposed_comm_s, "offload_s": r.step.offload_s}),
-             **({} if r.run is None else {"steps": r.run.steps, "tokens": r.run.tokens, "time_s": r.run.seconds,
-                                          "gpu_hours": r.run.gpu_hours})} for r in sr.rows],
+             **({} if r.run is None else {
+                 "steps": r.run.steps, "tokens": r.run.tokens, "time_s": r.run.seconds, "gpu_hours": r.run.gpu_hours,
+                 "steady_time_s": r.run.steady_seconds, "steady_gpu_hours": r.run.steady_gpu_hours,
+                 "whole_run_overhead": r.run.overhead,
+                 "whole_run_overhead_range": list(costmodel.whole_run_overhead(r.nodes))})} for r in sr.rows],
             "stages": [{"label": label, "fits": ok, "step_s": None if st is None else st.step_s,
                         "tokens_per_s": None if st is None else st.tokens_per_s} for label, ok, st in sr.stages]}
     return out

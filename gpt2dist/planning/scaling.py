@@ -193,6 +193,10 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
                                        control_allreduces=control_allreduces(cfg, z.stage))
         return (plan.micro, plan.accum, plan.global_batch), step
 
+    def to_end(step: costmodel.StepEstimate, overhead: float | None = None) -> costmodel.RunEstimate:
+        return costmodel.time_to_train(step, tokens=opts.tokens, overhead=overhead) if opts.tokens else \
+            costmodel.time_to_train(step, steps=cfg.train.max_steps, overhead=overhead)
+
     d = cfg.distributed
     configured = (d.zero_stage, d.offload_optimizer == "cpu", d.offload_param == "cpu")
     target = f"{opts.tokens:,.0f} tokens" if opts.tokens else f"{cfg.train.max_steps:,} steps"
@@ -202,8 +206,7 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
         except UserError as exc:
             report.rows.append(Row(nodes, nodes * g, None, None, None, str(exc).split(":")[0]))
             continue
-        run = costmodel.time_to_train(step, tokens=opts.tokens) if opts.tokens else \
-            costmodel.time_to_train(step, steps=cfg.train.max_steps)
+        run = to_end(step)
         note = "communication-bound" if step.comm_bound else ""
         if fits(*configured, nodes * g) is False:
             note = (note + "; " if note else "") + "does not fit memory"
@@ -214,10 +217,12 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
         if not measured:  # the evidence is spread: say what its ends mean for the largest count
             last = good[-1]
             ends = [estimate(last.gpus, *configured, at_mfu=m)[1] for m in (low, high)]
-            runs = [costmodel.time_to_train(e, tokens=opts.tokens) if opts.tokens else
-                    costmodel.time_to_train(e, steps=cfg.train.max_steps) for e in ends]
+            o_low, _, o_high = costmodel.whole_run_overhead(last.nodes)
+            runs = [to_end(ends[0], o_high), to_end(ends[1], o_low)]  # the slowest end with the most overhead
+            overheads = f"x {o_low:.2f}" if o_low == o_high else f"x {o_low:.2f}-{o_high:.2f}"
             report.verdict.append(
-                f"at the published range of MFU ({low:.0%}-{high:.0%}) {last.nodes} node{'s' if last.nodes > 1 else ''}"
+                f"at the published range of MFU ({low:.0%}-{high:.0%}) and of whole-run overhead ({overheads}) "
+                f"{last.nodes} node{'s' if last.nodes > 1 else ''}"
                 f" give {ends[0].tokens_per_s:,.0f}-{ends[1].tokens_per_s:,.0f} tokens/s, "
                 f"{costmodel.fmt_duration(runs[1].seconds)}-{costmodel.fmt_duration(runs[0].seconds)}, "
                 f"{runs[1].gpu_hours:,.0f}-{runs[0].gpu_hours:,.0f} GPU-h; measure yours: --from-run RUN_DIR")

@@ -143,6 +143,25 @@ def test_compute_time_and_time_to_train():
     assert [cm.fmt_duration(s) for s in (45, 600, 7200, 3 * 86400)] == ["45s", "10m", "2.0h", "3.0d"]
 
 
+def test_a_whole_run_pays_the_overhead_across_nodes_only():
+    """Time to train is a whole run's: the steady steps' time on one node (llm.c's whole runs took what their
+    steps give), x the published overhead across nodes; the steady figures stay beside it."""
+    w = cm.Workload(cm.gpt2_tensors(12, 768, 50257, 1024), 1e9, 16, 1024, 1, 2)
+    one = cm.estimate_step(w, cm.Zero(stage=0), 8, 8, LINKS, compute_s=2.0)
+    four = cm.estimate_step(w, cm.Zero(stage=0), 32, 8, LINKS, compute_s=2.0)
+    assert (one.nodes, four.nodes) == (1, 4)
+    assert cm.time_to_train(one, steps=1000).seconds == pytest.approx(1000 * one.step_s)
+    run = cm.time_to_train(four, steps=1000)
+    assert run.overhead == cm.WHOLE_RUN_NODES[1] == cm.whole_run_overhead(4)[1] > 1
+    assert run.steady_seconds == pytest.approx(1000 * four.step_s)
+    assert run.seconds == pytest.approx(1000 * four.step_s * cm.WHOLE_RUN_NODES[1])
+    assert run.steady_gpu_hours == pytest.approx(1000 * four.step_s * 32 / 3600)
+    assert cm.time_to_train(four, steps=1000, overhead=1.0).seconds == pytest.approx(run.steady_seconds)
+    low, typical, high = cm.whole_run_overhead(4)
+    assert 1 <= low <= typical <= high and cm.whole_run_overhead(1) == (1.0, 1.0, 1.0)
+    assert f"x {typical:.2f} ({low:.2f}-{high:.2f}) across nodes" in cm.ASSUMPTIONS
+
+
 def test_default_links_per_system():
     h100 = hardware.GPUS["H100"]
     assert h100.intra_busbw == 450e9  # NVLink 4: 900 GB/s both ways

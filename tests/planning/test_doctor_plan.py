@@ -55,7 +55,13 @@ def test_model_shape_from_a_config_json_and_the_json_report(tmp_path, capsys):
     for row in rows:  # the figures agree with each other
         assert row["tokens_per_s"] == pytest.approx(row["global_batch"] * 1024 / row["step_s"])
         assert row["gpu_hours"] == pytest.approx(row["time_s"] * row["gpus"] / 3600)
-        assert row["time_s"] == pytest.approx(1000 * row["step_s"])
+        # a whole run's time: the steady steps' x the whole-run overhead, none on one node, the published median across
+        overhead = {1: 1.0, 2: costmodel.WHOLE_RUN_NODES[1]}[row["nodes"]]
+        assert row["steady_time_s"] == pytest.approx(1000 * row["step_s"])
+        assert row["time_s"] == pytest.approx(1000 * row["step_s"] * overhead) and row["whole_run_overhead"] == overhead
+        assert row["steady_gpu_hours"] == pytest.approx(row["gpu_hours"] / overhead)
+        low, typical, high = row["whole_run_overhead_range"]
+        assert low <= typical == overhead <= high
         assert 0 < row["mfu"] < 1 and 0 < row["scaling_efficiency"] <= 1
     usable = report["usable_bytes"]
     assert usable == int(80e9 * memory.HEADROOM)  # --gpu H100 implies its 80 GB

@@ -62,8 +62,11 @@ def test_doctor_prints_the_scaling_table(config, capsys):
                                   optimizer_s=124_439_808 * 30 / 3350e9,  # Adam: 30 bytes/param at 3.35 TB/s
                                   control_allreduces=scaling.control_allreduces(cfg, 0))
     assert rows[4][8] == f"{est.tokens_per_s:,.0f}" and rows[4][11] == f"{est.efficiency:.0%}"
-    hours = 10e9 / est.tokens_per_s / 3600
+    hours = 10e9 / est.tokens_per_s / 3600 * costmodel.WHOLE_RUN_NODES[1]  # a whole run across nodes
     assert rows[4][15] == f"{hours * 32:,.0f}"  # GPU-hours = wall time x GPUs
+    assert rows[1][15] == f"{10e9 / float(rows[1][8].replace(',', '')) / 3600 * 8:,.0f}"  # one node: steady steps
+    o_low, _, o_high = costmodel.WHOLE_RUN_NODES
+    assert f"and of whole-run overhead (x {o_low:.2f}-{o_high:.2f}) 4 nodes give" in out
     assert "scaling pays up to 4 nodes" in out and "fastest ZeRO stage on 4 nodes x 8 that fits memory" in out
 
 
