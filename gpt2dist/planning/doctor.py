@@ -8,7 +8,9 @@ Exit 0 or 1 with a one-line verdict that scripts read.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +50,7 @@ class DoctorReport:
     assumed: list[str] = field(default_factory=list)  # what was not on this machine and what was assumed instead
     world_size: int = 1
     nodes: int = 1
+    epoch_tokens: float | None = None  # tokens in one pass over data.train (estimated), when known
 
     @property
     def recommendation(self) -> str | None:
@@ -105,16 +108,18 @@ def run_doctor(cfg: RunConfig, world_size: int, gpu_mem_bytes: int | None = None
     report.facts = facts
     block = cfg.data.block_size
     epochs = _epoch_line(cfg, plan.global_batch * block, base)
+    report.epoch_tokens = epochs[0][2] if epochs else None
     report.lines += [
         f"model: {facts.n_params / 1e6:.1f}M params (L{facts.n_layer} x E{facts.n_embd}, {facts.n_head} heads, "
         f"vocab {facts.vocab_size} from {facts.vocab_source}) | {cfg.train.precision}",
-        plan.describe(block), *(line for line, _ in epochs)]
+        plan.describe(block), *(line for line, _, _ in epochs)]
     report.lines += [f"assumed: {line}" for line in report.assumed]
-    for _, n_epochs in epochs:
+    for _, n_epochs, _ in epochs:
         if n_epochs > EPOCHS_WARN:
-            report.findings.append(Finding("warn", f"train.max_steps {cfg.train.max_steps:,} is ~{n_epochs:,.0f} "
-                                                   f"epochs of data.train (more than {EPOCHS_WARN}): the model will "
-                                                   "memorize it; add data or lower train.max_steps"))
+            budget = (f"train.num_epochs {n_epochs:,g}" if cfg.train.num_epochs else
+                      f"train.max_steps {cfg.train.max_steps:,} is ~{n_epochs:,.0f} epochs of data.train")
+            report.findings.append(Finding("warn", f"{budget} (more than {EPOCHS_WARN}): the model will memorize "
+                                                   f"it; add data or lower {budget.split()[0]}"))
     report.table = [memory.estimate_for(cfg, facts, world_size, plan.micro, *row) for row in TABLE_ROWS]
     largest = memory.largest_layer_params(facts.n_embd, facts.vocab_size, facts.n_positions)
     if cfg.train.precision in memory.MIXED:  # DeepSpeed's estimators assume 16-bit weights
@@ -201,8 +206,9 @@ def _assumed_facts(cfg: RunConfig, model_config: str | None) -> ModelFacts:
     return ModelFacts(dims["n_layer"], dims["n_embd"], dims["n_head"], dims["n_positions"], int(vocab), where)
 
 
-def _epoch_line(cfg: RunConfig, tokens_per_step: int, base: Path | None) -> list[tuple[str, float]]:
-    """Steps per epoch from the text volume: approximate (bytes / typical bytes per token of the tokenizer)."""
+def _epoch_line(cfg: RunConfig, tokens_per_step: int, base: Path | None) -> list[tuple[str, float, float]]:
+    """Steps per epoch from the text volume: approximate (bytes / typical bytes per token of the tokenizer).
+    [(line, epochs the run trains, tokens per epoch)], or [] when the volume is unknown."""
     from gpt2dist.data.text import resolve_files
 
     try:
@@ -213,9 +219,13 @@ def _epoch_line(cfg: RunConfig, tokens_per_step: int, base: Path | None) -> list
         return []
     per_token = bytes_per_token(files, cfg)  # the char tokenizer: bytes per character of this corpus (3 for Chinese)
     steps = max(sum(file_size(f) for f in files) / per_token / tokens_per_step, 1e-9)
-    return [(f"data: ~{steps * tokens_per_step:,.0f} tokens (~{per_token:.3g} bytes/token) -> ~{steps:,.1f} "
-             f"steps/epoch; train.max_steps {cfg.train.max_steps:,} = ~{cfg.train.max_steps / steps:,.1f} epochs",
-             cfg.train.max_steps / steps)]
+    head = f"data: ~{steps * tokens_per_step:,.0f} tokens (~{per_token:.3g} bytes/token) -> ~{steps:,.1f} steps/epoch"
+    if cfg.train.num_epochs:  # the budget is in epochs: max_steps is ignored by training, so here too
+        epochs = cfg.train.num_epochs
+        return [(f"{head}; train.num_epochs {epochs:g} = ~{math.ceil(epochs * steps):,} steps", epochs,
+                 steps * tokens_per_step)]
+    return [(f"{head}; train.max_steps {cfg.train.max_steps:,} = ~{cfg.train.max_steps / steps:,.1f} epochs",
+             cfg.train.max_steps / steps, steps * tokens_per_step)]
 
 
 def render(report: DoctorReport) -> str:
@@ -270,6 +280,12 @@ def doctor_command(config: str, overrides: list[str], world_size: int | None, gp
     else:
         report = run_doctor(cfg, world_size, gpu_mem_bytes, nodes, model_config=model_config)
         if scaling_options is not None and report.facts is not None:  # problems or not: the plan is shown
+            if scaling_options.tokens is None and cfg.train.num_epochs and report.epoch_tokens:
+                tokens = cfg.train.num_epochs * report.epoch_tokens  # an epoch budget: the time is for those tokens
+                scaling_options = dataclasses.replace(scaling_options, tokens=tokens)
+                report.assumed.append(f"time to train: train.num_epochs {cfg.train.num_epochs:g} x ~"
+                                      f"{report.epoch_tokens:,.0f} tokens/epoch = ~{tokens:,.0f} tokens")
+                report.lines.append(f"assumed: {report.assumed[-1]}")
             report.scaling_report = scaling.doctor_report(cfg, report.facts, scaling_options, gpu_mem_bytes)
             report.scaling = scaling.render(report.scaling_report)
     if as_json:

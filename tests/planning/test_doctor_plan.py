@@ -4,6 +4,7 @@ many epochs, and writes the same figures as JSON (--json)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -97,6 +98,27 @@ def test_many_epochs_is_a_warning(tmp_path, capsys):
     assert doctor.main([str(config)]) == 0
     out = capsys.readouterr().out
     assert f"epochs of data.train (more than {doctor.EPOCHS_WARN})" in out
+
+
+def test_an_epoch_budget_plans_its_epochs_not_max_steps(tmp_path, capsys):
+    """train.num_epochs sets the budget (max_steps is ignored by training): the steps line, the time to train and
+    the many-epochs warning follow it. The scaling table's tokens equal epochs x the steps line's tokens."""
+    (tmp_path / "train.txt").write_text("a short story about a cat.\n\n" * 200)
+    config = write(tmp_path, f"run_dir: {tmp_path / 'run'}\ndata: {{train: [{tmp_path / 'train.txt'}]}}\n"
+                             "train: {max_steps: 5000, num_epochs: 30}\n")
+    assert doctor.main([str(config), "--gpu", "H100", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert doctor.main([str(config), "--gpu", "H100"]) == 0
+    out = capsys.readouterr().out
+    data = next(line for line in out.splitlines() if line.startswith("data: ~"))
+    per_epoch = int(data.split("~")[1].split()[0].replace(",", ""))
+    steps_per_epoch = float(data.split("-> ~")[1].split()[0].replace(",", ""))
+    assert data.endswith(f"train.num_epochs 30 = ~{math.ceil(30 * steps_per_epoch):,} steps"), data
+    target = next(line for line in out.splitlines() if "time to train:" in line and "assumed" not in line)
+    assert target.split(":")[1].strip().endswith("tokens") and "5,000 steps" not in out, target
+    assert int(target.split(":")[1].split()[0].replace(",", "")) == pytest.approx(30 * per_epoch, abs=30)
+    assert f"train.num_epochs 30 (more than {doctor.EPOCHS_WARN})" in out
+    assert any("train.num_epochs 30 x" in line for line in report["assumed"]), report["assumed"]
 
 
 def test_default_mfu_ranges_are_ordered():
