@@ -105,7 +105,8 @@ def upgrade(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    atomic.write_json(root / MANIFEST, manifest, indent=1, sort_keys=True)
+    """Without indentation: json's C encoder, ~10x faster on a manifest of thousands of files."""
+    atomic.write_json(root / MANIFEST, manifest, sort_keys=True)
 
 
 def check_manifest_matches(manifest: dict[str, Any], cfg: RunConfig, root: Path) -> None:
@@ -123,8 +124,15 @@ def check_manifest_matches(manifest: dict[str, Any], cfg: RunConfig, root: Path)
                             "key, or use a new data.packed_dir and prepare again")
 
 
-def file_key(path: Path) -> str:
-    return str(path.resolve())
+def file_key(path: Path, folders: dict[str, str] | None = None) -> str:
+    """The file's absolute path with every link resolved (Path.resolve). `folders` caches resolved parent
+    folders across calls: resolving each of 5,000 files' paths component by component cost ~0.1 ms a file."""
+    if folders is None or os.path.islink(path):
+        return str(path.resolve())
+    parent = str(path.parent)
+    if parent not in folders:
+        folders[parent] = os.path.realpath(parent)
+    return os.path.join(folders[parent], path.name)
 
 
 def shard_name(number: int, part: str) -> str:

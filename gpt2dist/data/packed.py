@@ -170,9 +170,9 @@ def checked_manifest(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
 
 def file_parts(manifest: dict[str, Any], root: Path, files: list[Path], part: str) -> list[dict[str, Any]]:
     """The prepared parts of `files`, refusing files that are missing from the manifest or changed since."""
-    parts = []
+    parts, folders = [], {}
     for path in files:
-        entry = manifest["files"].get(file_key(path))
+        entry = manifest["files"].get(file_key(path, folders))
         stat = path.stat()
         if entry is None or (entry["size"], entry["mtime_ns"]) != (stat.st_size, stat.st_mtime_ns):
             state = "is not prepared" if entry is None else "changed since it was prepared"

@@ -117,8 +117,10 @@ def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None
                     "next_shard": 0,
                     "tokenizer": {"config": tokenizer_record(cfg), "fingerprint": tokenizer_fingerprint(tokenizer)}}
         write_manifest(root, manifest)
-    jobs = [Job(f, file_key(f), heldout_fraction(cfg)) for f in train_files]
-    jobs += [Job(f, file_key(f), 0.0) for f in val_files if f not in train_files]
+    folders: dict[str, str] = {}
+    jobs = [Job(f, file_key(f, folders), heldout_fraction(cfg)) for f in train_files]
+    listed = set(train_files)
+    jobs += [Job(f, file_key(f, folders), 0.0) for f in val_files if f not in listed]
     started = time.perf_counter()
     checked: set[str] = set()
     fresh = [up_to_date(manifest, root, job, checked) for job in jobs]
