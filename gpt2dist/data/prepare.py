@@ -142,8 +142,7 @@ def tokenize(cfg: RunConfig, root: Path, jobs: list[Job], manifest: dict[str, An
     dtype = np.dtype(manifest["dtype"])
     writer = ShardWriter(root, manifest, dtype.itemsize)
     init_args = (str(root / TOKENIZER_DIR / "tokenizer.json"), manifest["eos_id"], asdict(cfg.data), dtype.name)
-    # a process pool only pays for itself past one chunk of text
-    pool = workers if sum(job.path.stat().st_size for job in jobs) > CHUNK_CHARS else 1
+    pool = workers if text_bytes(jobs) > CHUNK_CHARS else 1  # a pool only pays for itself past one chunk
     bar = tqdm(unit="tok", unit_scale=True, desc="prepare", disable=(not progress) if progress is not None else None,
                dynamic_ncols=True)
     new_tokens, file_started = 0, time.perf_counter()
@@ -256,6 +255,13 @@ def prepare_tokenizer(cfg: RunConfig, root: Path, train_files: list[Path], manif
         raise
     atomic.publish_dir(tmp, folder)
     return tokenizer
+
+
+def text_bytes(jobs: list[Job]) -> int:
+    try:
+        return sum(job.path.stat().st_size for job in jobs)
+    except OSError:  # read_chunks names the file
+        return 1 << 62
 
 
 def read_chunks(jobs: list[Job], cfg: RunConfig) -> Iterator[list[tuple[int, float, list[str], bool]]]:

@@ -66,13 +66,18 @@ def test_prepared_tokens_are_the_streaming_documents_tokenized(tmp_path):
     assert load_manifest(packed_root(cfg))["dtype"] == "uint16"
 
 
-def test_worker_count_does_not_change_the_shards(tmp_path):
-    files = write_docs(tmp_path / "data", 2, 200)
+def test_worker_count_does_not_change_the_shards(tmp_path, monkeypatch):
+    from gpt2dist.data import prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "CHUNK_CHARS", 3000)  # many chunks, some spanning two files: a real pool
+    files = write_docs(tmp_path / "data", 3, 200)
     one, _ = packed_cfg(tmp_path / "a", files)
     two, _ = packed_cfg(tmp_path / "b", files)
     prepare(one, workers=1)
     prepare(two, workers=2)
     assert shard_tokens(one) == shard_tokens(two)
+    assert (packed_root(one) / "shards" / "pack-000000.train.bin").read_bytes() == (
+        packed_root(two) / "shards" / "pack-000000.train.bin").read_bytes()
 
 
 def test_val_fraction_splits_documents_by_content(tmp_path):
