@@ -2,7 +2,7 @@
 
 A group is one shard per part (NAME.train.bin, and NAME.heldout.bin once a file has a held-out part), written
 under temporary names of ours. Files go in whole and in order, so each file's part is one stretch (offset,
-tokens) of its group's shard. A group is sealed when its train shard passes SHARD_BYTES, and at the end:
+tokens) of its group's shard. A group is sealed when its shards pass SHARD_BYTES together, and at the end:
 fsync'ed, renamed into place, recorded in the manifest with its files, the manifest written. One shard and
 one sync per group instead of a file, a rename and a sync per source file: 5,000 files of 1 kB cost about
 what one 5 MB file costs (bench/many_files.py). Only sealed groups are in the manifest: an interrupted
@@ -22,7 +22,7 @@ from typing import IO, Any
 from gpt2dist import atomic
 from gpt2dist.data.manifest import SHARD_PATH, shard_name, write_manifest
 
-SHARD_BYTES = 64 << 20  # a group's train shard is sealed past this: an interrupt loses at most this much work
+SHARD_BYTES = 64 << 20  # a group is sealed past this: an interrupt loses about this much tokenizing at most
 
 
 class ShardWriter:
@@ -57,7 +57,7 @@ class ShardWriter:
     def add(self, key: str, entry: dict[str, Any]) -> None:
         """A finished file; seals the group when it is big enough (files never straddle two groups)."""
         self.entries[key] = entry
-        if self.tokens.get("train", 0) * self.itemsize >= SHARD_BYTES:
+        if sum(self.tokens.values()) * self.itemsize >= SHARD_BYTES:
             self.seal()
 
     def seal(self) -> None:
