@@ -13,6 +13,7 @@
   prefetch.py   the same in a DataLoader worker, ahead of the loop
   mixing.py     data.weights on the streaming path (MixedStream)
   prepare.py    `gpt2dist prepare`: tokenize once into packed shards
+  shardwriter.py  its output: many files' tokens in shared shards, sealed and recorded a group at a time
   manifest.py   the prepared data's manifest (what, how, from which bytes)
   schedule.py   the packed path's shuffled, mixed sample order
   packed.py     data.format=packed: memory-mapped shards (PackedBatches)

@@ -1,8 +1,10 @@
 """Training from `gpt2dist prepare`'s token shards: memory-mapped, shuffled, rank-disjoint, resumable in O(1).
 
 Each source (one per data.train entry when data.weights is set, else all entries together) is one long
-token sequence: its files' shards end to end. Window w of a source is tokens [w*T, w*T + T + 1): stride T,
-so every token but the first is a target exactly once per pass. The run's schedule is a pure function:
+token sequence: its files' parts end to end, in file order (a part is a stretch of a shard that many files may
+share, or a whole shard of its own in format 1: the sequence, so the windows, are the same either way).
+Window w of a source is tokens [w*T, w*T + T + 1): stride T, so every token but the first is a target exactly
+once per pass. The run's schedule is a pure function:
 
   global sample g -> source s (a fixed interleave following data.weights) -> the source's j-th sample
                   -> epoch e = j // N_s, window = permute_e(j % N_s)
@@ -29,7 +31,7 @@ from gpt2dist.data.manifest import (
     MANIFEST,
     TOKENIZER_DIR,
     check_manifest_matches,
-    check_shard,
+    check_part,
     file_key,
     load_manifest,
     packed_root,
@@ -44,15 +46,24 @@ log = logging.getLogger(__name__)
 
 
 class TokenShards:
-    """A source's shard files, memory-mapped and read as one virtual token sequence."""
+    """A source's files' parts -- stretches of shard files -- memory-mapped and read as one token sequence."""
 
-    def __init__(self, root: Path, parts: list[dict[str, Any]], dtype: np.dtype):
+    def __init__(self, root: Path, parts: list[dict[str, Any]], dtype: np.dtype, shards: dict[str, Any]):
+        """`parts` in file order ({path, offset, tokens}); `shards`: the manifest's record of each shard file."""
+        checked: set[str] = set()
+        stretches: list[list] = []  # [shard, start, end]: a run of files stored one after another is one stretch
         for p in parts:
-            if p["tokens"] > 0:  # as mapped below: an empty part is never read
-                check_shard(root, p, dtype.itemsize)
+            if p["tokens"] == 0:  # an empty part is never read
+                continue
+            check_part(root, shards, p, dtype.itemsize, checked)
+            start = p.get("offset", 0)
+            if stretches and stretches[-1][0] == p["path"] and stretches[-1][2] == start:
+                stretches[-1][2] = start + p["tokens"]
+            else:
+                stretches.append([p["path"], start, start + p["tokens"]])
         # Plain ndarray views of the maps: slicing an np.memmap subclass costs a Python-level finalizer per window.
-        self.maps = [np.memmap(root / p["path"], dtype=dtype, mode="r").view(np.ndarray)
-                     for p in parts if p["tokens"] > 0]
+        maps = {name: np.memmap(root / name, dtype=dtype, mode="r").view(np.ndarray) for name, _, _ in stretches}
+        self.maps = [maps[name][start:end] for name, start, end in stretches]
         lengths = [len(m) for m in self.maps]
         self.starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self.total = int(self.starts[-1])
@@ -159,9 +170,9 @@ def checked_manifest(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
 
 def file_parts(manifest: dict[str, Any], root: Path, files: list[Path], part: str) -> list[dict[str, Any]]:
     """The prepared parts of `files`, refusing files that are missing from the manifest or changed since."""
-    parts = []
+    parts, folders = [], {}
     for path in files:
-        entry = manifest["files"].get(file_key(path))
+        entry = manifest["files"].get(file_key(path, folders))
         stat = path.stat()
         if entry is None or (entry["size"], entry["mtime_ns"]) != (stat.st_size, stat.st_mtime_ns):
             state = "is not prepared" if entry is None else "changed since it was prepared"
@@ -177,7 +188,7 @@ def open_train(cfg: RunConfig, rank: int, world_size: int, micro: int, accum: in
     names, sources = [], []
     for name, files in source_files(cfg):
         names.append(name)
-        sources.append(TokenShards(root, file_parts(manifest, root, files, "train"), dtype))
+        sources.append(TokenShards(root, file_parts(manifest, root, files, "train"), dtype, manifest["shards"]))
     weights = cfg.data.weights or [1.0]
     return PackedBatches(sources, weights, block_size=cfg.data.block_size, seed=cfg.seed, rank=rank,
                          world_size=world_size, micro=micro, accum=accum, names=names)
@@ -192,7 +203,7 @@ def val_factory(cfg: RunConfig):
         parts = file_parts(manifest, root, resolve_files(cfg.data.train, "data.train"), "heldout")
     else:
         return None
-    shards = TokenShards(root, parts, np.dtype(manifest["dtype"]))
+    shards = TokenShards(root, parts, np.dtype(manifest["dtype"]), manifest["shards"])
     block = cfg.data.block_size
 
     def windows() -> Iterator[Window]:
@@ -227,9 +238,9 @@ def packed_summary(cfg: RunConfig) -> tuple[str, str]:
         counts = []
         for name, files in source_files(cfg):
             parts = file_parts(manifest, root, files, "train")
+            checked: set[str] = set()
             for part in parts:  # a truncated or rewritten shard stops the run before it writes anything
-                if part["tokens"] > 0:
-                    check_shard(root, part, np.dtype(manifest["dtype"]).itemsize)
+                check_part(root, manifest["shards"], part, np.dtype(manifest["dtype"]).itemsize, checked)
             tokens = sum(p["tokens"] for p in parts)
             if tokens <= block:
                 return "error", (f"data.train {name}: {tokens} prepared tokens, fewer than one window of "

@@ -2,14 +2,18 @@
 
 Layout of data.packed_dir (default RUN_DIR/data):
   tokenizer/                 the tokenizer that made the tokens (training copies it into the run dir)
-  shards/KEY.train.bin       one source file's documents, cleaned, each followed by EOS: raw uint16/uint32
-  shards/KEY.heldout.bin     its documents held out by data.val_fraction (only when data.val is empty)
-  manifest.json              rewritten atomically as files finish (every 2 s, shards synced first): dtype,
-                             tokenizer fingerprint, text settings, and per source file its size, mtime, sha256,
-                             documents and tokens
+  shards/pack-N.train.bin    many source files' documents end to end (shardwriter.py), cleaned, each followed
+                             by EOS: raw uint16/uint32, up to ~64 MiB a shard (a bigger file has one of its own)
+  shards/pack-N.heldout.bin  their documents held out by data.val_fraction (only when data.val is empty)
+  shards/HASH.*.bin          format 1's one shard per file (an older prepare's; still read, replaced when changed)
+  manifest.json              rewritten atomically as each shard is sealed (shards synced first): dtype,
+                             tokenizer fingerprint, text settings, per shard its tokens and mtime, and per
+                             source file its size, mtime, sha256, documents and per part (shard, offset, tokens)
 Re-running is incremental: a file whose size and mtime (or else its sha256) match the manifest is not read
 again, a changed one is re-tokenized, a new one added. Reading raw text is one process (streaming, in file
-order, so shards are deterministic); cleaning and tokenizing, the expensive part, run in `workers` processes.
+order, so shards are deterministic); cleaning and tokenizing, the expensive part, run in `workers` processes,
+many small files to a chunk. Each source's token sequence is its files' parts in file order, whichever shards
+hold them: the windows training reads do not depend on how files were grouped into shards.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import logging
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -36,18 +39,18 @@ from gpt2dist.data.manifest import (
     TOKENIZER_DIR,
     VERSION,
     check_manifest_matches,
-    check_shard,
+    check_part,
     file_key,
     heldout_fraction,
     load_manifest,
     packed_root,
-    shard_name,
     text_settings,
     token_dtype,
     tokenizer_fingerprint,
     tokenizer_record,
     write_manifest,
 )
+from gpt2dist.data.shardwriter import ShardWriter
 from gpt2dist.data.sources import require_local
 from gpt2dist.data.text import clean_text, is_heldout, iter_documents, iter_file_texts, resolve_files
 from gpt2dist.errors import UserError
@@ -57,7 +60,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_CHARS = 1 << 20  # text per task sent to a worker: big enough to amortize IPC, small enough to stream
 SMALL_CHUNK_CHARS = 1 << 14  # below this, documents are encoded one by one (encode_batch costs ~3 ms a call)
-MANIFEST_EVERY_S = 2.0  # finished files are recorded (made durable, then written to the manifest) this often
 
 
 @dataclass
@@ -73,6 +75,24 @@ class PrepareReport:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Job:
+    """One source file to tokenize: what the manifest will vouch for (stat and sha256 taken before reading)."""
+
+    path: Path
+    key: str  # manifest.file_key(path), computed once
+    fraction: float
+    stat: os.stat_result | None = None
+    sha256: str = ""
+    docs: int = 0
+    parts: dict[str, dict[str, Any]] | None = None  # part -> {path, offset, tokens} in the open shard group
+
+    def entry(self) -> dict[str, Any]:
+        assert self.stat is not None and self.parts is not None
+        return {"source": str(self.path), "size": self.stat.st_size, "mtime_ns": self.stat.st_mtime_ns,
+                "sha256": self.sha256, "val_fraction": self.fraction, "docs": self.docs, "parts": self.parts}
 
 
 def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None = None) -> PrepareReport:
@@ -93,46 +113,69 @@ def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None
     _WORKER.clear()  # the in-process tokenizer is loaded once per prepare call (map_chunks)
     if manifest is None:
         manifest = {"version": VERSION, "dtype": token_dtype(len(tokenizer)).name, "vocab_size": len(tokenizer),
-                    "eos_id": tokenizer.eos_token_id, "text": text_settings(cfg), "files": {},
+                    "eos_id": tokenizer.eos_token_id, "text": text_settings(cfg), "files": {}, "shards": {},
+                    "next_shard": 0,
                     "tokenizer": {"config": tokenizer_record(cfg), "fingerprint": tokenizer_fingerprint(tokenizer)}}
         write_manifest(root, manifest)
-    jobs = [(f, heldout_fraction(cfg)) for f in train_files] + [(f, 0.0) for f in val_files if f not in train_files]
-    started, new_tokens, tokenized = time.perf_counter(), 0, 0
-    recorded, unrecorded = started, 0  # when the manifest was last written, files finished since
+    folders: dict[str, str] = {}
+    jobs = [Job(f, file_key(f, folders), heldout_fraction(cfg)) for f in train_files]
+    listed = set(train_files)
+    jobs += [Job(f, file_key(f, folders), 0.0) for f in val_files if f not in listed]
+    started = time.perf_counter()
+    checked: set[str] = set()
+    fresh = [up_to_date(manifest, root, job, checked) for job in jobs]
+    if "touched" in fresh:  # new mtimes, same bytes: recorded once, not once per file
+        write_manifest(root, manifest)
+    todo = list({job.key: job for job, state in zip(jobs, fresh, strict=True) if not state}.values())  # once each
+    new_tokens = tokenize(cfg, root, todo, manifest, workers, progress)
+    total = sum(p["tokens"] for job in jobs for p in manifest["files"][job.key]["parts"].values())
+    return PrepareReport(str(root), len(jobs), len(todo), new_tokens, total, time.perf_counter() - started, workers)
+
+
+def tokenize(cfg: RunConfig, root: Path, jobs: list[Job], manifest: dict[str, Any], workers: int,
+             progress: bool | None) -> int:
+    """Tokenize `jobs` in order into shared shards (ShardWriter); returns the tokens written."""
+    if not jobs:
+        return 0
     from tqdm import tqdm
 
+    dtype = np.dtype(manifest["dtype"])
+    writer = ShardWriter(root, manifest, dtype.itemsize)
+    init_args = (str(root / TOKENIZER_DIR / "tokenizer.json"), manifest["eos_id"], asdict(cfg.data), dtype.name)
+    pool = workers if text_bytes(jobs) > CHUNK_CHARS else 1  # a pool only pays for itself past one chunk
     bar = tqdm(unit="tok", unit_scale=True, desc="prepare", disable=(not progress) if progress is not None else None,
                dynamic_ncols=True)
+    new_tokens, file_started = 0, time.perf_counter()
     try:
-        for path, fraction in jobs:
-            if up_to_date(manifest, root, path, fraction):
-                continue
-            file_started = time.perf_counter()
-            entry = tokenize_file(cfg, root, path, fraction, manifest, workers, bar)
-            manifest["files"][file_key(path)] = entry
-            unrecorded += 1
-            if time.perf_counter() - recorded >= MANIFEST_EVERY_S:  # finished files survive an interrupted prepare
-                commit_manifest(root, manifest)
-                unrecorded, recorded = 0, time.perf_counter()
-            file_tokens = sum(part["tokens"] for part in entry["parts"].values())
-            new_tokens += file_tokens
-            tokenized += 1
-            log.info("prepare: %s: %d documents, %d tokens, %.0f tokens/s", path, entry["docs"], file_tokens,
-                     file_tokens / max(1e-9, time.perf_counter() - file_started))
+        for results in map_chunks(read_chunks(jobs, cfg), init_args, pool):
+            for n, train_bytes, heldout_bytes, docs, last in results:
+                job = jobs[n]
+                if job.parts is None:  # its first piece: where its tokens begin in the open group
+                    job.parts = {part: writer.start(part) for part in (("train", "heldout") if job.fraction > 0
+                                                                       else ("train",))}
+                for part, blob in (("train", train_bytes), ("heldout", heldout_bytes)):
+                    if blob:
+                        writer.write(job.parts[part], part, blob)
+                job.docs += docs
+                bar.update((len(train_bytes) + len(heldout_bytes)) // dtype.itemsize)
+                if last:
+                    file_tokens = sum(part["tokens"] for part in job.parts.values())
+                    new_tokens += file_tokens
+                    log.info("prepare: %s: %d documents, %d tokens, %.0f tokens/s", job.path, job.docs, file_tokens,
+                             file_tokens / max(1e-9, time.perf_counter() - file_started))
+                    bar.set_postfix_str(job.path.name, refresh=False)
+                    writer.add(job.key, job.entry())
+                    file_started = time.perf_counter()
+        writer.seal()
+    except BaseException as exc:  # nothing half-written stays behind; sealed groups keep their files
+        writer.abort()
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write shards under {root} ({exc.strerror or exc}): check that it is writable "
+                            "and the free space") from None
+        raise
     finally:
         bar.close()
-        if unrecorded:
-            commit_manifest(root, manifest)
-    total = sum(p["tokens"] for f, _ in jobs for p in manifest["files"][file_key(f)]["parts"].values())
-    return PrepareReport(str(root), len(jobs), tokenized, new_tokens, total, time.perf_counter() - started, workers)
-
-
-def commit_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    """Make every shard written so far durable, then record them. One os.sync() and one manifest write per
-    MANIFEST_EVERY_S instead of three fsyncs and a rewrite of the (growing) manifest per file: 5,000 small files
-    cost about what one file of their text costs (bench/many_files.py), not minutes."""
-    os.sync()
-    write_manifest(root, manifest)
+    return new_tokens
 
 
 RUN_MARKERS = (CONFIG_FILE, CHECKPOINTS_DIR, METRICS_FILE, STATUS_FILE, LOCK_FILE)  # what a run dir holds
@@ -162,23 +205,23 @@ def make_root(root: Path) -> None:
                         "writable") from None
 
 
-def up_to_date(manifest: dict[str, Any], root: Path, path: Path, fraction: float) -> bool:
-    """Size + mtime say "unchanged" for free; when they differ (a copy, a touch) the sha256 decides."""
-    entry = manifest["files"].get(file_key(path))
-    if entry is None or entry["val_fraction"] != fraction:
+def up_to_date(manifest: dict[str, Any], root: Path, job: Job, checked: set[str]) -> bool | str:
+    """Size + mtime say "unchanged" for free; when they differ (a copy, a touch) the sha256 decides ("touched":
+    the entry's mtime is updated, the caller writes the manifest). `checked` collects the shards found intact."""
+    entry = manifest["files"].get(job.key)
+    if entry is None or entry["val_fraction"] != job.fraction:
         return False
     try:  # a shard truncated or rewritten since is made again
         for part in entry["parts"].values():
-            check_shard(root, part, np.dtype(manifest["dtype"]).itemsize)
+            check_part(root, manifest["shards"], part, np.dtype(manifest["dtype"]).itemsize, checked)
     except UserError:
         return False
-    stat = path.stat()
+    stat = job.path.stat()
     if (entry["size"], entry["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
         return True
-    if entry["size"] == stat.st_size and entry["sha256"] == file_sha256(path):
+    if entry["size"] == stat.st_size and entry["sha256"] == file_sha256(job.path):
         entry["mtime_ns"] = stat.st_mtime_ns
-        write_manifest(root, manifest)
-        return True
+        return "touched"
     return False
 
 
@@ -214,64 +257,31 @@ def prepare_tokenizer(cfg: RunConfig, root: Path, train_files: list[Path], manif
     return tokenizer
 
 
-def _temp_file(final: Path) -> Path:
-    """A new empty file of ours beside `final`, with the umask's permissions (mkstemp alone gives 0600)."""
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.fchmod(fd, 0o666 & ~atomic.umask())
-    os.close(fd)
-    return Path(name)
-
-
-def tokenize_file(cfg: RunConfig, root: Path, path: Path, fraction: float, manifest: dict[str, Any], workers: int,
-                  bar) -> dict[str, Any]:
-    """One source file -> its shard(s), written under temporary names and renamed when complete."""
-    dtype = np.dtype(manifest["dtype"])
-    parts = ["train", "heldout"] if fraction > 0 else ["train"]
-    tmp_paths = {part: _temp_file(root / shard_name(path, part)) for part in parts}  # ours (mkstemp)
-    counts = {part: 0 for part in parts}
-    docs = 0
-    stat_before, sha256 = path.stat(), file_sha256(path)  # what the manifest vouches for: the bytes read next
-    init_args = (str(root / TOKENIZER_DIR / "tokenizer.json"), manifest["eos_id"], asdict(cfg.data), fraction,
-                 dtype.name)
-    outs = {part: open(tmp_paths[part], "wb") for part in parts}  # noqa: SIM115 - closed below, also on errors
+def text_bytes(jobs: list[Job]) -> int:
     try:
-        pool = workers if stat_before.st_size > CHUNK_CHARS else 1  # one chunk: a process pool is pure overhead
-        for train_bytes, heldout_bytes, n_docs in map_chunks(read_chunks(path, cfg), init_args, pool):
-            for part, blob in (("train", train_bytes), ("heldout", heldout_bytes)):
-                if part in outs and blob:
-                    outs[part].write(blob)
-                    counts[part] += len(blob) // dtype.itemsize
-            docs += n_docs
-            bar.update((len(train_bytes) + len(heldout_bytes)) // dtype.itemsize)
-            bar.set_postfix_str(path.name, refresh=False)
-    except BaseException as exc:  # nothing half-written stays behind; finished files keep their shards
-        for fh in outs.values():
-            fh.close()
-        for tmp in tmp_paths.values():
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise UserError(f"cannot read {path} or write its shards under {root} ({exc.strerror or exc}): check the "
-                            "file's permissions and the free space") from None
-        raise
-    for fh in outs.values():  # made durable (commit_manifest) before the manifest vouches for them
-        fh.close()
-    stamps = {}
-    for part in parts:
-        tmp_paths[part].replace(root / shard_name(path, part))
-        stamps[part] = (root / shard_name(path, part)).stat().st_mtime_ns  # a shard rewritten later is refused
-    return {"source": str(path), "size": stat_before.st_size, "mtime_ns": stat_before.st_mtime_ns,
-            "sha256": sha256, "val_fraction": fraction, "docs": docs,
-            "parts": {part: {"path": shard_name(path, part), "tokens": counts[part], "mtime_ns": stamps[part]}
-                      for part in parts}}
+        return sum(job.path.stat().st_size for job in jobs)
+    except OSError:  # read_chunks names the file
+        return 1 << 62
 
 
-def read_chunks(path: Path, cfg: RunConfig) -> Iterator[list[str]]:
-    """The file's raw rows (as the streaming path reads them), in chunks of about CHUNK_CHARS characters."""
-    chunk: list[str] = []
+def read_chunks(jobs: list[Job], cfg: RunConfig) -> Iterator[list[tuple[int, float, list[str], bool]]]:
+    """The files' raw rows (as the streaming path reads them) in chunks of about CHUNK_CHARS characters, many
+    small files to a chunk: pieces (job index, held-out fraction, texts, whether the file ends there)."""
+    chunk: list[tuple[int, float, list[str], bool]] = []
     size = 0
-    for text in iter_file_texts(path, cfg.data):
-        chunk.append(text)
-        size += len(text)
+    for n, job in enumerate(jobs):
+        try:  # what the manifest vouches for: the bytes read next
+            job.stat, job.sha256 = job.path.stat(), file_sha256(job.path)
+        except OSError as exc:
+            raise UserError(f"cannot read {job.path} ({exc.strerror or exc}): check the file's permissions") from None
+        texts: list[str] = []
+        for text in iter_file_texts(job.path, cfg.data):
+            texts.append(text)
+            size += len(text)
+            if size >= CHUNK_CHARS:
+                yield [*chunk, (n, job.fraction, texts, False)]
+                chunk, texts, size = [], [], 0
+        chunk.append((n, job.fraction, texts, True))
         if size >= CHUNK_CHARS:
             yield chunk
             chunk, size = [], 0
@@ -279,7 +289,7 @@ def read_chunks(path: Path, cfg: RunConfig) -> Iterator[list[str]]:
         yield chunk
 
 
-def map_chunks(chunks: Iterator[list[str]], init_args: tuple, workers: int) -> Iterator[tuple[bytes, bytes, int]]:
+def map_chunks(chunks: Iterator[list], init_args: tuple, workers: int) -> Iterator[list[tuple]]:
     """Tokenize chunks in order; with workers > 1 in a process pool, at most 2 x workers chunks in flight."""
     if workers <= 1:
         if _WORKER.get("args") != init_args:  # loaded once for a run of files, not per file
@@ -305,8 +315,7 @@ def map_chunks(chunks: Iterator[list[str]], init_args: tuple, workers: int) -> I
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer_json: str, eos_id: int, data_cfg: dict, fraction: float, dtype: str, *,
-                 parallel: bool = False) -> None:
+def _init_worker(tokenizer_json: str, eos_id: int, data_cfg: dict, dtype: str, *, parallel: bool = False) -> None:
     """Per process: load the raw `tokenizers` pipeline once (the same one the HF wrapper runs)."""
     if not parallel:  # one process per core already; Rust threads on top would oversubscribe
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -315,22 +324,29 @@ def _init_worker(tokenizer_json: str, eos_id: int, data_cfg: dict, fraction: flo
     from gpt2dist.config import DataConfig
 
     _WORKER.update(args=None, tokenizer=Tokenizer.from_file(tokenizer_json), eos=eos_id, cfg=DataConfig(**data_cfg),
-                   fraction=fraction, dtype=np.dtype(dtype))
+                   dtype=np.dtype(dtype))
 
 
-def _tokenize_chunk(texts: list[str]) -> tuple[bytes, bytes, int]:
-    """Clean, split off held-out documents, tokenize, append EOS: (train bytes, held-out bytes, documents)."""
-    cfg, fraction, eos = _WORKER["cfg"], _WORKER["fraction"], _WORKER["eos"]
-    docs = [t for t in (clean_text(text, cfg) for text in texts) if t.strip()]
-    sides = [is_heldout(doc, fraction) for doc in docs] if fraction > 0 else [False] * len(docs)
-    out: dict[bool, list[int]] = {False: [], True: []}
-    tok = _WORKER["tokenizer"]
-    if sum(map(len, docs)) < SMALL_CHUNK_CHARS:  # a small file's text: the batch call's thread fan-out costs more
+def _tokenize_chunk(pieces: list[tuple[int, float, list[str], bool]]) -> list[tuple[int, bytes, bytes, int, bool]]:
+    """Clean, split off held-out documents, tokenize (all pieces' documents in one call), append EOS: per piece
+    (job index, train bytes, held-out bytes, documents, whether its file ends here)."""
+    cfg, eos, tok, dtype = _WORKER["cfg"], _WORKER["eos"], _WORKER["tokenizer"], _WORKER["dtype"]
+    docs: list[str] = []
+    owners: list[tuple[int, bool]] = []  # (piece, held out) per document
+    for i, (_, fraction, texts, _) in enumerate(pieces):
+        for doc in (clean_text(text, cfg) for text in texts):
+            if doc.strip():
+                docs.append(doc)
+                owners.append((i, fraction > 0 and is_heldout(doc, fraction)))
+    if sum(map(len, docs)) < SMALL_CHUNK_CHARS:  # little text: the batch call's thread fan-out costs more
         encoded = [tok.encode(doc, add_special_tokens=False) for doc in docs]
     else:
         encoded = tok.encode_batch(docs, add_special_tokens=False)
-    for held, enc in zip(sides, encoded, strict=True):
-        out[held].extend(enc.ids)
-        out[held].append(eos)
-    dtype = _WORKER["dtype"]
-    return (np.asarray(out[False], dtype=dtype).tobytes(), np.asarray(out[True], dtype=dtype).tobytes(), len(docs))
+    out: list[dict[bool, list[int]]] = [{False: [], True: []} for _ in pieces]
+    counts = [0] * len(pieces)
+    for (i, held), enc in zip(owners, encoded, strict=True):
+        out[i][held].extend(enc.ids)
+        out[i][held].append(eos)
+        counts[i] += 1
+    return [(n, np.asarray(out[i][False], dtype=dtype).tobytes(), np.asarray(out[i][True], dtype=dtype).tobytes(),
+             counts[i], last) for i, (n, _, _, last) in enumerate(pieces)]

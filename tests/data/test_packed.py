@@ -43,11 +43,14 @@ def packed_cfg(tmp_path: Path, train: list[str], **data):
 
 
 def shard_tokens(cfg, part: str = "train") -> list[int]:
+    """Every prepared file's `part` tokens, read from the shard files by the manifest's (path, offset, tokens)."""
     root, manifest = packed_root(cfg), load_manifest(packed_root(cfg))
     tokens: list[int] = []
     for entry in manifest["files"].values():
         if part in entry["parts"]:
-            tokens += np.fromfile(root / entry["parts"][part]["path"], dtype=manifest["dtype"]).tolist()
+            p = entry["parts"][part]
+            tokens += np.fromfile(root / p["path"], dtype=manifest["dtype"])[p["offset"]:p["offset"] + p["tokens"]
+                                                                            ].tolist()
     return tokens
 
 
@@ -63,13 +66,18 @@ def test_prepared_tokens_are_the_streaming_documents_tokenized(tmp_path):
     assert load_manifest(packed_root(cfg))["dtype"] == "uint16"
 
 
-def test_worker_count_does_not_change_the_shards(tmp_path):
-    files = write_docs(tmp_path / "data", 2, 200)
+def test_worker_count_does_not_change_the_shards(tmp_path, monkeypatch):
+    from gpt2dist.data import prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "CHUNK_CHARS", 3000)  # many chunks, some spanning two files: a real pool
+    files = write_docs(tmp_path / "data", 3, 200)
     one, _ = packed_cfg(tmp_path / "a", files)
     two, _ = packed_cfg(tmp_path / "b", files)
     prepare(one, workers=1)
     prepare(two, workers=2)
     assert shard_tokens(one) == shard_tokens(two)
+    assert (packed_root(one) / "shards" / "pack-000000.train.bin").read_bytes() == (
+        packed_root(two) / "shards" / "pack-000000.train.bin").read_bytes()
 
 
 def test_val_fraction_splits_documents_by_content(tmp_path):
@@ -254,13 +262,26 @@ def test_mixing_weights_draw_sources_in_proportion(tmp_path):
 
 def test_token_reader_crosses_shards(tmp_path):
     root = tmp_path
-    for name, values in (("a.bin", [1, 2, 3]), ("b.bin", [4]), ("c.bin", [5, 6, 7, 8])):
-        np.asarray(values, dtype=np.uint16).tofile(root / name)
-    parts = [{"path": "a.bin", "tokens": 3}, {"path": "e.bin", "tokens": 0}, {"path": "b.bin", "tokens": 1},
-             {"path": "c.bin", "tokens": 4}]
-    shards = TokenShards(root, parts, np.dtype(np.uint16))
-    assert shards.total == 8 and shards.windows(3) == 2
-    assert shards.read(np.array([0, 2, 4]), 4).tolist() == [[1, 2, 3, 4], [3, 4, 5, 6], [5, 6, 7, 8]]
+    (root / "shards").mkdir()
+    records = {}
+    for name, values in (("a.bin", [1, 2, 3]), ("b.bin", [4]), ("c.bin", [9, 5, 6, 7, 8])):
+        np.asarray(values, dtype=np.uint16).tofile(root / "shards" / name)
+        records[f"shards/{name}"] = {"tokens": len(values), "mtime_ns": None}
+    # parts of files in file order: stretches of shared shards (c.bin holds two files, read out of order)
+    parts = [{"path": "shards/a.bin", "offset": 0, "tokens": 3}, {"path": "shards/e.bin", "offset": 0, "tokens": 0},
+             {"path": "shards/b.bin", "offset": 0, "tokens": 1}, {"path": "shards/c.bin", "offset": 1, "tokens": 2},
+             {"path": "shards/c.bin", "offset": 3, "tokens": 2}, {"path": "shards/c.bin", "offset": 0, "tokens": 1}]
+    shards = TokenShards(root, parts, np.dtype(np.uint16), records)
+    assert shards.total == 9 and shards.windows(3) == 2 and len(shards.maps) == 4  # c's adjacent parts: one stretch
+    assert shards.read(np.array([0, 2, 4, 5]), 4).tolist() == [[1, 2, 3, 4], [3, 4, 5, 6], [5, 6, 7, 8],
+                                                               [6, 7, 8, 9]]
+    outside = [{"path": "shards/c.bin", "offset": 4, "tokens": 2}]
+    with pytest.raises(UserError, match=r"names tokens \[4, 6\) of shards/c.bin \(the shard holds 5\)"):
+        TokenShards(root, outside, np.dtype(np.uint16), records)
+    np.asarray([1, 2], dtype=np.uint16).tofile(root / "x.bin")
+    with pytest.raises(UserError, match="not a plain file in shards/"):  # never a path out of shards/
+        TokenShards(root, [{"path": "shards/../x.bin", "offset": 0, "tokens": 2}], np.dtype(np.uint16),
+                    {"shards/../x.bin": {"tokens": 2}})
 
 
 @pytest.mark.slow
