@@ -52,9 +52,9 @@ class Spec:
     n_head: int = 8
     block_size: int = 64
     micro: int = 2
+    stages: list[int] = field(default_factory=lambda: [0, 2, 3])  # the ZeRO stages measured
     steps: int = 30
     warmup: int = 8  # steps left out of the median (DeepSpeed's first steps trace ZeRO-3 and warm allocators)
-    stages: list[int] = field(default_factory=lambda: [0, 2, 3])
     stories: int = 300
     comm_iters: int = 10
     seed: int = 1
