@@ -11,7 +11,9 @@ another's (module caches, environment, cwd). The parent runs no torch op and sta
 JOBS.json: {"workers": N, "timeout_s": S, "preload": [module, ...], "jobs": [{"id", "module", "args", "cwd",
 "stdout", "stderr"}, ...], "results": path, "preload_output": path}. The parent writes {"exit": {id: status},
 "seconds": {id: wall time}} to `results` (a negative status: killed by that signal; a job past timeout_s gets
-SIGALRM), and what importing the preloads printed to `preload_output`.
+SIGALRM), and what importing the preloads printed to `preload_output`. With "serve": true instead of "jobs", it
+takes one job per line of stdin and answers each when it ended (WarmCli, for tests whose commands follow one
+another).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import runpy
 import signal
 import sys
 import time
+from pathlib import Path
 
 
 def preload(modules: list[str], output: str) -> None:
@@ -86,10 +89,68 @@ def run_all(spec: dict) -> dict | None:
     return None
 
 
+def serve(spec: dict) -> dict | None:
+    """One job per line of stdin, in order (a test's commands depend on each other): fork it, wait, answer one
+    line {"exit": status, "seconds": wall time} on stdout. Returns the job in a child, None at end of input."""
+    preload(spec.get("preload", []), spec["preload_output"])
+    gc.freeze()
+    for line in sys.stdin:
+        job = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        started = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            return job
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "seconds": time.perf_counter() - started}),
+              flush=True)
+    return None
+
+
+class WarmCli:
+    """The client of `serve`: `run(*args)` is `python -m gpt2dist.cli ARGS` as helpers.run_cli runs it (the
+    environment of the moment the harness started, plus PYTHONUNBUFFERED), forked from a process that imported
+    `preload` once."""
+
+    def __init__(self, work: Path, preload: list[str], timeout_s: int = 300):
+        import subprocess
+
+        self.work, self.timeout_s, self.count = work, timeout_s, 0
+        spec = {"serve": True, "timeout_s": timeout_s, "preload": preload, "preload_output": str(work / "preload.txt")}
+        (work / "serve.json").write_text(json.dumps(spec), encoding="utf-8")
+        self.proc = subprocess.Popen([sys.executable, __file__, str(work / "serve.json")], cwd=work, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+
+    def run(self, *args: str, cwd: Path | None = None, check: bool = True):
+        import subprocess
+
+        self.count += 1
+        out, err = self.work / f"{self.count}.out", self.work / f"{self.count}.err"
+        job = {"id": str(self.count), "module": "gpt2dist.cli", "args": list(args), "cwd": str(cwd or os.getcwd()),
+               "stdout": str(out), "stderr": str(err)}
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        assert answer, f"the harness died: {(self.work / 'preload.txt').read_text(errors='replace')}"
+        code = json.loads(answer)["exit"]
+        proc = subprocess.CompletedProcess(["python", "-m", "gpt2dist.cli", *args], code,
+                                           out.read_text(errors="replace"), err.read_text(errors="replace"))
+        if check and code != 0:
+            raise AssertionError(f"gpt2dist {' '.join(args)} exited {code}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.proc.stdout.close()
+
+
 if __name__ == "__main__":
     with open(sys.argv[1], encoding="utf-8") as f:
         SPEC = json.load(f)
-    JOB = run_all(SPEC)
+    JOB = serve(SPEC) if SPEC.get("serve") else run_all(SPEC)
     if JOB is not None:  # the child, with nothing of the harness left on its stack
         become(JOB, SPEC["timeout_s"])
         del SPEC

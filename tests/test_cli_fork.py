@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_fork import WarmCli
+from helpers import run_cli
 
 # What a user's module can do at the end of a process: fail, exit with a message, leave a non-daemon thread or an
 # atexit hook behind (the interpreter waits for both), or hang. It prints how `-m` set it up.
@@ -77,3 +79,16 @@ def test_a_job_past_its_time_is_killed_and_reported(forked):
     root, results = forked
     assert results["exit"]["hang"] == -signal.SIGALRM
     assert (root / "hang.out").read_text().startswith("argv ['hang']")
+
+
+def test_the_warm_cli_answers_each_command_as_run_cli_does(tmp_path):
+    """Serve mode (commands one after another, as test_train_e2e's tokenizer kinds use it) against helpers.run_cli."""
+    (tmp_path / "warm").mkdir()
+    warm = WarmCli(tmp_path / "warm", preload=["gpt2dist.config"])
+    try:
+        for args in (["--version"], ["train", "nope.yaml"], ["config", "--keys", "train.lr"]):
+            got, real = warm.run(*args, cwd=tmp_path, check=False), run_cli(*args, cwd=tmp_path, check=False)
+            assert (got.returncode, got.stdout, got.stderr) == (real.returncode, real.stdout, real.stderr), args
+    finally:
+        warm.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["warm"]
