@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_fork import WarmCli
 from helpers import read_metrics, run_cli, tiny_config, write_yaml
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
@@ -23,18 +22,8 @@ from gpt2dist.tokenizer import encode_documents, load_tokenizer
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cli(tmp_path_factory):
-    """`gpt2dist ...` as separate processes forked from one that imported the trainer, export, eval and generate
-    once (tests/cli_fork.py; tests/test_cli_fork.py holds it to real `python -m` runs): these 20 commands paid ~5 s
-    of imports each. The demo keeps helpers.run_cli: it sets an environment variable per command."""
-    warm = WarmCli(tmp_path_factory.mktemp("warm-cli"), ["gpt2dist.train", "gpt2dist.run.export",
-                                                         "gpt2dist.generate", "gpt2dist.evaluate"])
-    yield warm.run
-    warm.close()
-
-
-def test_tiny_run_lowers_val_loss(tmp_path, story_corpus, cli):
+def test_tiny_run_lowers_val_loss(tmp_path, story_corpus, warm_cli):
+    cli = warm_cli
     cfg = tiny_config(tmp_path / "run", [str(story_corpus[0])], [str(story_corpus[1])],
                       train={"max_steps": 150, "micro_batch_size": 16, "log_every": 10, "eval_every": 75},
                       data={"block_size": 64}, checkpoint={"every": 0})
@@ -63,7 +52,8 @@ def make_gpt2_style_tokenizer(folder: Path, texts: list[str]) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["char", "bpe", "pretrained"])
-def test_tokenizer_kind_trains_resumes_exports_generates(tmp_path, story_corpus, kind, cli):
+def test_tokenizer_kind_trains_resumes_exports_generates(tmp_path, story_corpus, kind, warm_cli):
+    cli = warm_cli
     tokenizer = {"kind": kind, "vocab_size": 300}
     if kind == "pretrained":
         texts = story_corpus[0].read_text().split("\n\n")[:300]
@@ -134,7 +124,8 @@ def check_eval_and_greedy_against_transformers(cli, export: Path, val: Path, pro
     assert texts[0] != texts[1] and texts[1].startswith(texts[0]), "--max-new-tokens was not honoured"
 
 
-def test_finetune_first_loss_equals_saved_models_loss(tmp_path, story_corpus, cli):
+def test_finetune_first_loss_equals_saved_models_loss(tmp_path, story_corpus, warm_cli):
+    cli = warm_cli
     texts = story_corpus[0].read_text().split("\n\n")[:300]
     folder = make_gpt2_style_tokenizer(tmp_path / "pretrained", texts)
     tok = load_tokenizer(folder)
@@ -161,7 +152,8 @@ def test_finetune_first_loss_equals_saved_models_loss(tmp_path, story_corpus, cl
     assert first_loss == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
-def test_export_round_trip_logits_match_trainer(tmp_path, story_corpus, cli):
+def test_export_round_trip_logits_match_trainer(tmp_path, story_corpus, warm_cli):
+    cli = warm_cli
     run = tmp_path / "run"
     config = write_yaml(tmp_path / "run.yaml", tiny_config(run, [str(story_corpus[0])], train={"max_steps": 5}))
     cli("train", str(config))
