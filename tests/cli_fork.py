@@ -109,18 +109,19 @@ def serve(spec: dict) -> dict | None:
 
 
 class WarmCli:
-    """The client of `serve`: `run(*args)` is `python -m gpt2dist.cli ARGS` as helpers.run_cli runs it (the
-    environment of the moment the harness started, plus PYTHONUNBUFFERED), forked from a process that imported
-    `preload` once."""
+    """The client of `serve`: `run(*args)` is `python -m gpt2dist.cli ARGS` as helpers.run_cli runs it (in `env`,
+    default the environment of the moment the harness started, plus PYTHONUNBUFFERED), forked from a process that
+    imported `preload` once."""
 
-    def __init__(self, work: Path, preload: list[str], timeout_s: int = 300):
+    def __init__(self, work: Path, preload: list[str], timeout_s: int = 300, env: dict[str, str] | None = None):
         import subprocess
 
         self.work, self.timeout_s, self.count = work, timeout_s, 0
         spec = {"serve": True, "timeout_s": timeout_s, "preload": preload, "preload_output": str(work / "preload.txt")}
         (work / "serve.json").write_text(json.dumps(spec), encoding="utf-8")
         self.proc = subprocess.Popen([sys.executable, __file__, str(work / "serve.json")], cwd=work, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.PIPE,
+                                     env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
+                                     stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE)
 
     def run(self, *args: str, cwd: Path | None = None, check: bool = True):
