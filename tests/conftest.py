@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cli_fork import WarmCli
 
 from gpt2dist.demo_corpus import write_demo_corpus
 
@@ -18,6 +19,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def story_corpus(tmp_path_factory) -> tuple[Path, Path]:
     """(train.txt, val.txt) of the bundled story generator: ~0.7 MB train, ~36 kB val."""
     return write_demo_corpus(tmp_path_factory.mktemp("corpus"), train_stories=2000, val_stories=100, seed=7)
+
+
+@pytest.fixture(scope="module")
+def warm_cli(tmp_path_factory):
+    """Like helpers.run_cli (`python -m gpt2dist.cli ARGS`, each command its own process, its own cwd), but forked
+    from one process of the module that imported the trainer, export, eval and generate once (tests/cli_fork.py;
+    tests/test_cli_fork.py holds it to real `python -m` runs): ~5 s of imports less per command. The environment
+    is the one at the module's first use: a command that needs its own env keeps run_cli."""
+    warm = WarmCli(tmp_path_factory.mktemp("warm-cli"), ["gpt2dist.train", "gpt2dist.run.export",
+                                                         "gpt2dist.generate", "gpt2dist.evaluate"])
+    yield warm.run
+    warm.close()
 
 
 def pytest_collection_modifyitems(config, items):

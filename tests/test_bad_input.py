@@ -1,15 +1,18 @@
 """Bad input through the real command line: every case must exit 2 with ONE line `error: ...` naming the key or
 file, print no traceback, and write nothing -- in particular no run dir -- before the error.
 
-Each case runs `python -m gpt2dist.cli ...` (or `python -m gpt2dist.train ...`) in its own copy of a tiny workspace.
-Most cases fail in about a second, before torch is imported (`gpt2dist train` checks the config and the cheap
-preflight first); the few that need the trainer's own checks import torch and transformers (~5 s of CPU). A
-module fixture starts the selected cases concurrently and each parametrized test checks its own result.
+Each case is its own `python -m gpt2dist.cli ...` (or `python -m gpt2dist.train ...`) process in its own copy of a
+tiny workspace, with its own exit code, stdout and stderr. They are forked by one harness (tests/cli_fork.py) that
+imported torch, transformers and the trainer once, so the cases that reach the trainer's, eval's or export's own
+checks no longer pay ~5 s of imports each: the table runs in about a minute on 2 busy cores, and it is part of
+the fast loop (`-m "not slow"`). A module fixture sets up and runs the selected cases; each test checks its own.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow
 
 RUN_DIR = "run"
 BASE_YAML = f"""\
@@ -784,41 +785,69 @@ class Outcome:
     cwd: Path
 
 
-def run_case(case: Case, root: Path) -> Outcome:
+CASE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
+            "PYTHONUNBUFFERED": "1"}
+# What the cases import between them (the trainer, eval/generate, export, prepare, doctor, Slurm): imported once in
+# the harness instead of ~5 s in every case that reaches torch. gpt2dist.cli itself is run fresh as __main__.
+PRELOAD = ["gpt2dist.train", "gpt2dist.evaluate", "gpt2dist.generate", "gpt2dist.run.export",
+           "gpt2dist.data.prepare", "gpt2dist.planning.doctor", "gpt2dist.planning.scaling", "gpt2dist.config.docs",
+           "gpt2dist.launcher.slurm", "gpt2dist.launcher.ds_config", "gpt2dist.launcher.local",
+           "gpt2dist.observe.plot"]
+
+
+def prepare_case(case: Case, root: Path) -> Callable[[], None] | None:
     write_workspace(root)
-    cleanup = case.setup(root) if case.setup is not None else None
-    try:
-        return run_prepared(case, root)
-    finally:
-        if cleanup is not None:
-            cleanup()
+    return case.setup(root) if case.setup is not None else None
 
 
-def run_prepared(case: Case, root: Path) -> Outcome:
-    before = snapshot(root)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+def run_cases(cases: list[Case], roots: dict[str, Path], work: Path) -> dict[str, subprocess.CompletedProcess]:
+    """Each case as its own `python -m MODULE ARGS` process in its folder, forked by one harness that imported the
+    heavy modules once (tests/cli_fork.py); one running case per CPU core (each is CPU-bound)."""
+    jobs = [{"id": case.id, "module": case.module, "args": list(case.args), "cwd": str(roots[case.id]),
+             "stdout": str(work / f"{case.id}.out"), "stderr": str(work / f"{case.id}.err")} for case in cases]
+    spec = {"workers": max(1, min(8, os.cpu_count() or 1)), "timeout_s": CASE_TIMEOUT_S, "preload": PRELOAD,
+            "jobs": jobs, "results": str(work / "results.json"), "preload_output": str(work / "preload.txt")}
+    (work / "jobs.json").write_text(json.dumps(spec), encoding="utf-8")
+    env = {**os.environ, **CASE_ENV}
     env.pop("WORLD_SIZE", None)
-    argv = [sys.executable, "-m", case.module, *case.args]
-    try:
-        proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=CASE_TIMEOUT_S,
-                              check=False)
-    except subprocess.TimeoutExpired as exc:  # reported by this case's test, not as an error of every case
-        out, err = (x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr))
-        proc = subprocess.CompletedProcess(argv, -9, out, f"{err}\n[killed after {CASE_TIMEOUT_S} s]")
-    return Outcome(proc, before, snapshot(root), root)
+    harness = subprocess.run([sys.executable, str(Path(__file__).with_name("cli_fork.py")), str(work / "jobs.json")],
+                             cwd=work, env=env, capture_output=True, text=True, check=False,
+                             timeout=CASE_TIMEOUT_S * 2 + 5 * len(jobs))  # a backstop: each case has its own
+    assert harness.returncode == 0, f"the harness failed:\n{harness.stdout}\n{harness.stderr}"
+    printed = (work / "preload.txt").read_text(errors="replace")
+    assert not printed, f"importing {PRELOAD} printed (every case that imports them would show it):\n{printed}"
+    results = json.loads((work / "results.json").read_text())
+    codes = results["exit"]
+    slowest = sorted(results["seconds"].items(), key=lambda kv: -kv[1])[:10]
+    print("slowest cases: " + ", ".join(f"{case_id} {s:.1f}s" for case_id, s in slowest))
+    procs = {}
+    for job in jobs:
+        out, err = (Path(job[k]).read_text(encoding="utf-8", errors="replace") for k in ("stdout", "stderr"))
+        code = codes[job["id"]]
+        if code == -signal.SIGALRM:  # reported by this case's test, not as an error of every case
+            err += f"\n[killed after {CASE_TIMEOUT_S} s]"
+        procs[job["id"]] = subprocess.CompletedProcess(["python", "-m", job["module"], *job["args"]], code, out, err)
+    return procs
 
 
 @pytest.fixture(scope="module")
 def outcomes(request, tmp_path_factory) -> dict[str, Outcome]:
-    """Run the selected cases concurrently, one per CPU core (more only adds contention: each is CPU-bound)."""
+    """Set up the selected cases' workspaces (concurrently: most is file writing), run them all, then snapshot."""
     selected = {item.callspec.params["case"].id for item in request.session.items
                 if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params}
     cases = [case for case in CASES if case.id in selected]
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {case.id: pool.submit(run_case, case, tmp_path_factory.mktemp(case.id)) for case in cases}
-        return {case_id: future.result() for case_id, future in futures.items()}
+    roots = {case.id: tmp_path_factory.mktemp(case.id) for case in cases}
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        cleanups = list(pool.map(lambda case: prepare_case(case, roots[case.id]), cases))
+    try:
+        before = {case.id: snapshot(roots[case.id]) for case in cases}
+        procs = run_cases(cases, roots, tmp_path_factory.mktemp("harness"))
+        return {case.id: Outcome(procs[case.id], before[case.id], snapshot(roots[case.id]), roots[case.id])
+                for case in cases}
+    finally:
+        for cleanup in cleanups:
+            if cleanup is not None:
+                cleanup()
 
 
 def test_case_ids_unique():

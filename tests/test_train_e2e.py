@@ -22,11 +22,12 @@ from gpt2dist.tokenizer import encode_documents, load_tokenizer
 pytestmark = pytest.mark.slow
 
 
-def test_tiny_run_lowers_val_loss(tmp_path, story_corpus):
+def test_tiny_run_lowers_val_loss(tmp_path, story_corpus, warm_cli):
+    cli = warm_cli
     cfg = tiny_config(tmp_path / "run", [str(story_corpus[0])], [str(story_corpus[1])],
                       train={"max_steps": 150, "micro_batch_size": 16, "log_every": 10, "eval_every": 75},
                       data={"block_size": 64}, checkpoint={"every": 0})
-    run_cli("train", str(write_yaml(tmp_path / "run.yaml", cfg)))
+    cli("train", str(write_yaml(tmp_path / "run.yaml", cfg)))
     metrics = read_metrics(tmp_path / "run")
     start, end = metrics[0]["val_loss"], metrics[150]["val_loss"]
     assert end < start - 1.0, f"val loss went {start:.3f} -> {end:.3f}"
@@ -51,7 +52,8 @@ def make_gpt2_style_tokenizer(folder: Path, texts: list[str]) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["char", "bpe", "pretrained"])
-def test_tokenizer_kind_trains_resumes_exports_generates(tmp_path, story_corpus, kind):
+def test_tokenizer_kind_trains_resumes_exports_generates(tmp_path, story_corpus, kind, warm_cli):
+    cli = warm_cli
     tokenizer = {"kind": kind, "vocab_size": 300}
     if kind == "pretrained":
         texts = story_corpus[0].read_text().split("\n\n")[:300]
@@ -60,27 +62,27 @@ def test_tokenizer_kind_trains_resumes_exports_generates(tmp_path, story_corpus,
     cfg = tiny_config(run, [str(story_corpus[0])], [str(story_corpus[1])], tokenizer=tokenizer,
                       train={"max_steps": 6, "eval_every": 3}, checkpoint={"every": 3})
     config = write_yaml(tmp_path / "run.yaml", cfg)
-    run_cli("train", str(config))
+    cli("train", str(config))
     saved_vocab = (run / "tokenizer" / "tokenizer.json").read_text()
-    resumed = run_cli("train", str(config), "train.max_steps=9")
+    resumed = cli("train", str(config), "train.max_steps=9")
     assert "resuming from step-00000006" in resumed.stdout
     assert (run / "tokenizer" / "tokenizer.json").read_text() == saved_vocab, "resume must reuse the tokenizer"
     assert max(read_metrics(run)) == 9
 
-    run_cli("export", str(run), str(tmp_path / "export"))
+    cli("export", str(run), str(tmp_path / "export"))
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "export"))
     assert tok.eos_token == "<|endoftext|>"
     text = "Once upon a time"
     assert tok.decode(tok(text)["input_ids"]) == text
-    out = run_cli("generate", "--model", str(tmp_path / "export"), "--prompt", text, "--max-new-tokens", "20",
+    out = cli("generate", "--model", str(tmp_path / "export"), "--prompt", text, "--max-new-tokens", "20",
                   "--top-k", "10", "--top-p", "0.9", "--temperature", "0.8", "--num-samples", "2", "--seed", "3")
     assert out.stdout.count("--- sample") == 2 and out.stdout.count(text) == 2
     if kind != "char":  # seeding and eval do not depend on the tokenizer kind: one kind checks them (CI time)
         return
-    again = run_cli("generate", "--model", str(tmp_path / "export"), "--prompt", text, "--max-new-tokens", "20",
+    again = cli("generate", "--model", str(tmp_path / "export"), "--prompt", text, "--max-new-tokens", "20",
                     "--top-k", "10", "--top-p", "0.9", "--temperature", "0.8", "--num-samples", "2", "--seed", "3")
     assert again.stdout == out.stdout, "the same seed must give the same samples"
-    check_eval_and_greedy_against_transformers(tmp_path / "export", story_corpus[1], text)
+    check_eval_and_greedy_against_transformers(cli, tmp_path / "export", story_corpus[1], text)
 
 
 def reference_windows(tok, val: Path, block: int) -> torch.Tensor:
@@ -95,10 +97,10 @@ def reference_windows(tok, val: Path, block: int) -> torch.Tensor:
     return torch.tensor(ids[: n * (block + 1)]).view(n, block + 1)
 
 
-def check_eval_and_greedy_against_transformers(export: Path, val: Path, prompt: str) -> None:
+def check_eval_and_greedy_against_transformers(cli, export: Path, val: Path, prompt: str) -> None:
     """`gpt2dist eval` equals transformers' own loss (labels=...) on the same windows; greedy `generate` equals
     `model.generate(do_sample=False)`, and --max-new-tokens is what it generates."""
-    evaluated = run_cli("eval", "--model", str(export), "--data", str(val), "--json")
+    evaluated = cli("eval", "--model", str(export), "--data", str(val), "--json")
     result = json.loads(evaluated.stdout.strip().splitlines()[-1])
     tok = AutoTokenizer.from_pretrained(str(export))
     model = GPT2LMHeadModel.from_pretrained(str(export)).eval()
@@ -111,7 +113,7 @@ def check_eval_and_greedy_against_transformers(export: Path, val: Path, prompt: 
     ids = torch.tensor([[tok.eos_token_id, *tok(prompt, add_special_tokens=False)["input_ids"]]])
     texts = []
     for new_tokens in (5, 12):
-        greedy = run_cli("generate", "--model", str(export), "--prompt", prompt, "--max-new-tokens",
+        greedy = cli("generate", "--model", str(export), "--prompt", prompt, "--max-new-tokens",
                          str(new_tokens), "--temperature", "0").stdout.rstrip("\n")
         with torch.no_grad():
             seq = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
@@ -122,7 +124,8 @@ def check_eval_and_greedy_against_transformers(export: Path, val: Path, prompt: 
     assert texts[0] != texts[1] and texts[1].startswith(texts[0]), "--max-new-tokens was not honoured"
 
 
-def test_finetune_first_loss_equals_saved_models_loss(tmp_path, story_corpus):
+def test_finetune_first_loss_equals_saved_models_loss(tmp_path, story_corpus, warm_cli):
+    cli = warm_cli
     texts = story_corpus[0].read_text().split("\n\n")[:300]
     folder = make_gpt2_style_tokenizer(tmp_path / "pretrained", texts)
     tok = load_tokenizer(folder)
@@ -135,7 +138,7 @@ def test_finetune_first_loss_equals_saved_models_loss(tmp_path, story_corpus):
     cfg = tiny_config(run, [str(story_corpus[0])], model={"pretrained": str(folder)},
                       tokenizer={"kind": "pretrained", "path": str(folder)}, train={"max_steps": 3})
     config = write_yaml(tmp_path / "run.yaml", cfg)
-    run_cli("train", str(config))
+    cli("train", str(config))
     first_loss = read_metrics(run)[1]["loss"]
 
     # The same first batch, scored by the saved model as plain transformers loads it.
@@ -149,11 +152,12 @@ def test_finetune_first_loss_equals_saved_models_loss(tmp_path, story_corpus):
     assert first_loss == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
-def test_export_round_trip_logits_match_trainer(tmp_path, story_corpus):
+def test_export_round_trip_logits_match_trainer(tmp_path, story_corpus, warm_cli):
+    cli = warm_cli
     run = tmp_path / "run"
     config = write_yaml(tmp_path / "run.yaml", tiny_config(run, [str(story_corpus[0])], train={"max_steps": 5}))
-    run_cli("train", str(config))
-    run_cli("export", str(run), str(tmp_path / "export"))
+    cli("train", str(config))
+    cli("export", str(run), str(tmp_path / "export"))
     exported = tmp_path / "export"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in exported.iterdir()}
 

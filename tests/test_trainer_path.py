@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import run_cli, write_yaml
+from helpers import write_yaml
 from ranks import run_ranks
 
 from gpt2dist.config import load_config
@@ -187,7 +187,7 @@ def independent_steps(root: Path, block_size: int, epochs: float, global_batch: 
 
 
 @pytest.fixture(scope="module")
-def readme_run(tmp_path_factory):
+def readme_run(tmp_path_factory, warm_cli):
     """The README's example, run as written in a folder holding ./gpt2, train.txt and eval.txt."""
     root = tmp_path_factory.mktemp("readme")
     user_files(root)
@@ -196,7 +196,7 @@ def readme_run(tmp_path_factory):
     outputs = []
     for argv in commands:
         assert argv[0] == "gpt2dist"
-        outputs.append(run_cli(*argv[1:], cwd=root, timeout=300))
+        outputs.append(warm_cli(*argv[1:], cwd=root))
     return root, yaml.safe_load(text), outputs
 
 
@@ -223,20 +223,20 @@ def test_readme_example_trains_the_epoch_budget_and_leaves_an_hf_folder(readme_r
 
 
 @pytest.mark.slow
-def test_finished_run_rerun_says_complete(readme_run):
+def test_finished_run_rerun_says_complete(readme_run, warm_cli):
     root, cfg, _ = readme_run
-    rerun = run_cli("train", "finetune.yaml", cwd=root)
+    rerun = warm_cli("train", "finetune.yaml", cwd=root)
     assert "already complete" in rerun.stdout and "loss nan" not in rerun.stdout + rerun.stderr
 
 
 @pytest.mark.slow
-def test_resume_from_named_checkpoint_into_a_new_output_dir_is_exact(readme_run):
+def test_resume_from_named_checkpoint_into_a_new_output_dir_is_exact(readme_run, warm_cli):
     from safetensors.torch import load_file
 
     root, cfg, _ = readme_run
     run = root / cfg["output_dir"]
     mid = sorted((run / "checkpoints").glob("step-*"))[0]
-    out = run_cli("train", "finetune.yaml", "output_dir=runs/again", f"resume_from_checkpoint={mid}", cwd=root)
+    out = warm_cli("train", "finetune.yaml", "output_dir=runs/again", f"resume_from_checkpoint={mid}", cwd=root)
     assert f"resuming from {mid.name}" in out.stdout and "kept from the checkpoint" in out.stdout
     first, again = load_file(str(run / "model.safetensors")), load_file(str(root / "runs/again/model.safetensors"))
     assert first.keys() == again.keys()
@@ -245,7 +245,7 @@ def test_resume_from_named_checkpoint_into_a_new_output_dir_is_exact(readme_run)
 
 
 @pytest.mark.slow
-def test_epoch_budget_kept_across_a_world_size_change(tmp_path, folder):
+def test_epoch_budget_kept_across_a_world_size_change(tmp_path, folder, warm_cli):
     """2 ranks (DeepSpeed) with a 2-epoch budget; resumed mid-budget from a named checkpoint on 1 rank into a new
     output dir: the step count is the 2-rank run's, and the run ends there."""
     cfg = {"output_dir": str(tmp_path / "two"), "model_name_or_path": str(folder / "gpt2"), "num_train_epochs": 2,
@@ -259,7 +259,7 @@ def test_epoch_budget_kept_across_a_world_size_change(tmp_path, folder):
     steps = independent_steps(folder, 64, 2, 8)
     assert f"-> {steps} steps" in two.stdout
     mid = tmp_path / "two" / "checkpoints" / "step-00000008"
-    one = run_cli("train", str(config), f"output_dir={tmp_path / 'one'}", f"resume_from_checkpoint={mid}")
+    one = warm_cli("train", str(config), f"output_dir={tmp_path / 'one'}", f"resume_from_checkpoint={mid}")
     assert f"{steps} steps, kept from the checkpoint" in one.stdout
     final = json.loads((tmp_path / "one" / "checkpoints" / f"step-{steps:08d}" / "train_state.json").read_text())
     assert final["step"] == steps and final["world_size"] == 1
@@ -289,7 +289,7 @@ def test_slurm_script_written_with_o_has_its_log_dir(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_generate_in_the_trainer_users_words(readme_run, tmp_path):
+def test_generate_in_the_trainer_users_words(readme_run, tmp_path, warm_cli):
     """--max-length counts the prompt, as model.generate's max_length does: greedy output equals transformers'
     own generate on the same input; --min-length holds EOS back; a prompts file gives each prompt its samples."""
     from transformers import AutoTokenizer, GPT2LMHeadModel
@@ -313,7 +313,7 @@ def test_generate_in_the_trainer_users_words(readme_run, tmp_path):
     assert len(tok(long[0])["input_ids"]) >= n_prompt + 6  # EOS held back (a decode may merge a token or two)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the cat\n\nthe dog\n")
-    out = run_cli("generate", "--model", run, "--prompts-file", str(prompts), "--num_return_sequences", "2",
+    out = warm_cli("generate", "--model", run, "--prompts-file", str(prompts), "--num_return_sequences", "2",
                   "--max_length", "12", "--do_sample", "--seed", "3")
     assert out.stdout.count("=== prompt") == 2 and out.stdout.count("--- sample") == 4
     with pytest.raises(UserError, match="not both"):

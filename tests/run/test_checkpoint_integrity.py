@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import STORY, copy_run, run_cli, tiny_config, write_yaml
+from helpers import STORY, copy_run, tiny_config, write_yaml
 
 from gpt2dist.config import load_config
 from gpt2dist.errors import UserError
@@ -24,13 +24,13 @@ from gpt2dist.run.rundir import prepare_run_dir
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory, warm_cli) -> Path:
     """A tiny torch run with checkpoints at steps 2 and 4."""
     tmp = tmp_path_factory.mktemp("trained")
     (tmp / "train.txt").write_text(STORY, encoding="utf-8")
     cfg = tiny_config(tmp / "run", [str(tmp / "train.txt")], train={"max_steps": 4},
                       checkpoint={"every": 2, "keep_last": 3})
-    run_cli("train", str(write_yaml(tmp / "run.yaml", cfg)))
+    warm_cli("train", str(write_yaml(tmp / "run.yaml", cfg)))
     return tmp / "run"
 
 
@@ -76,12 +76,12 @@ def test_a_bad_manifest_falls_back_to_the_previous_checkpoint_for_resume_and_exp
 
 
 @pytest.mark.slow
-def test_train_and_export_commands_fall_back_past_an_empty_manifest(tmp_path, trained):
+def test_train_and_export_commands_fall_back_past_an_empty_manifest(tmp_path, trained, warm_cli):
     run_dir, config = copy_run(trained, tmp_path)
     damage_manifest(run_dir / "checkpoints" / "step-00000004", "empty")
-    out = run_cli("export", str(run_dir), str(tmp_path / "export"))
+    out = warm_cli("export", str(run_dir), str(tmp_path / "export"))
     assert "skipping checkpoint" in out.stderr and "Traceback" not in out.stderr
-    resumed = run_cli("train", str(config), "train.max_steps=5")
+    resumed = warm_cli("train", str(config), "train.max_steps=5")
     assert "resuming from step-00000002" in resumed.stdout and "skipping checkpoint" in resumed.stderr
 
 
@@ -94,13 +94,13 @@ def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
             for p in root.rglob("*") if p.name != ".lock"}
 
 
-def test_resume_with_a_changed_key_is_refused_and_writes_nothing(tmp_path, trained):
+def test_resume_with_a_changed_key_is_refused_and_writes_nothing(tmp_path, trained, warm_cli):
     """On a run WITH checkpoints (the case that matters: the refusal protects their weights and data cursor);
     test_rundir checks the comparison itself on a run without one."""
     run_dir, config = copy_run(trained, tmp_path)
     before = tree_state(run_dir)
     key = "data.block_size"
-    out = run_cli("train", str(config), f"{key}=16", check=False)
+    out = warm_cli("train", str(config), f"{key}=16", check=False)
     lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert f"config key {key} changed since this run started" in lines[0]
@@ -157,10 +157,10 @@ def test_export_refuses_weights_that_do_not_cover_the_model(tmp_path, trained, c
     assert not (tmp_path / "export").exists()
 
 
-def test_export_refuses_an_existing_file_as_target(tmp_path, trained):
+def test_export_refuses_an_existing_file_as_target(tmp_path, trained, warm_cli):
     target = tmp_path / "model.bin"
     target.write_bytes(b"not a folder")
-    out = run_cli("export", str(trained), str(target), check=False)
+    out = warm_cli("export", str(trained), str(target), check=False)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert out.stderr.count("error:") == 1 and f"export target {target} is a file" in out.stderr
     assert target.read_bytes() == b"not a folder"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, tiny_config, write_yaml
 from ranks import assert_none_survive, process_tree
 
 from gpt2dist.run.checkpoint import CheckpointManager
@@ -32,9 +32,9 @@ def fault_config(tmp_path: Path, corpus, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, story_corpus) -> dict[int, dict]:
+def reference(tmp_path_factory, story_corpus, warm_cli) -> dict[int, dict]:
     tmp = tmp_path_factory.mktemp("reference")
-    run_cli("train", str(fault_config(tmp, story_corpus, "run")))
+    warm_cli("train", str(fault_config(tmp, story_corpus, "run")))
     return read_metrics(tmp / "run")
 
 
@@ -79,14 +79,14 @@ def kill_at_random(config: Path, run_dir: Path, rng: random.Random, inside_save:
     return int(seen_latest.removeprefix("step-")) if seen_latest else 0
 
 
-def trial(tmp_path: Path, corpus, reference: dict[int, dict], seed: int) -> None:
+def trial(tmp_path: Path, corpus, reference: dict[int, dict], seed: int, cli) -> None:
     rng = random.Random(seed)
     config = fault_config(tmp_path, corpus, "run")
     run_dir = tmp_path / "run"
     saved = kill_at_random(config, run_dir, rng, inside_save=seed % 2 == 1)
     metrics_file = run_dir / "metrics.jsonl"
     logged_before = metrics_file.stat().st_size if metrics_file.is_file() else 0
-    resumed = run_cli("train", str(config))
+    resumed = cli("train", str(config))
     if saved:
         assert f"resuming from step-{saved:08d}" in resumed.stdout, resumed.stdout[-2000:]
     elif (run_dir / "config.yaml").is_file():
@@ -104,8 +104,8 @@ def trial(tmp_path: Path, corpus, reference: dict[int, dict], seed: int) -> None
 
 @pytest.mark.parametrize("seed", [pytest.param(s, marks=[] if s < FAST_TRIALS else [pytest.mark.slow])
                                   for s in range(TRIALS)])
-def test_sigkill_anywhere_then_resume(tmp_path, story_corpus, reference, seed):
-    trial(tmp_path, story_corpus, reference, seed)
+def test_sigkill_anywhere_then_resume(tmp_path, story_corpus, reference, seed, warm_cli):
+    trial(tmp_path, story_corpus, reference, seed, warm_cli)
 
 
 @pytest.mark.slow
@@ -206,7 +206,7 @@ def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, story_corpus)
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_a_second_sigterm_exits_at_once(tmp_path, story_corpus, reference):
+def test_sigterm_checkpoints_and_a_second_sigterm_exits_at_once(tmp_path, story_corpus, reference, warm_cli):
     config = fault_config(tmp_path, story_corpus, "run")
     run_dir = tmp_path / "run"
     for second in (False, True):
@@ -230,7 +230,7 @@ def test_sigterm_checkpoints_and_a_second_sigterm_exits_at_once(tmp_path, story_
     # the run is dead: what `latest` names now is what a resume must pick (the test's record, not the code's)
     start = int((run_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step-"))
     logged_before = (run_dir / "metrics.jsonl").stat().st_size
-    resumed = run_cli("train", str(config))
+    resumed = warm_cli("train", str(config))
     assert f"resuming from step-{start:08d}" in resumed.stdout
     first = json.loads((run_dir / "metrics.jsonl").read_bytes()[logged_before:].splitlines()[0])
     assert first["step"] == start + 1
@@ -249,14 +249,14 @@ class _Payload:
 
 
 @pytest.mark.slow
-def test_crafted_deepspeed_shard_is_refused_not_unpickled(tmp_path, story_corpus):
+def test_crafted_deepspeed_shard_is_refused_not_unpickled(tmp_path, story_corpus, warm_cli):
     import hashlib
     import json
 
     import torch
 
     config = fault_config(tmp_path, story_corpus, "run")
-    run_cli("train", str(config), "train.max_steps=3", "distributed.backend=deepspeed", "distributed.zero_stage=1")
+    warm_cli("train", str(config), "train.max_steps=3", "distributed.backend=deepspeed", "distributed.zero_stage=1")
     step = tmp_path / "run" / "checkpoints" / "step-00000003"
     shard = next((step / "deepspeed").glob("*optim_states.pt"))
     marker = tmp_path / "PWNED"
@@ -266,21 +266,21 @@ def test_crafted_deepspeed_shard_is_refused_not_unpickled(tmp_path, story_corpus
     manifest["files"][name] = {"bytes": shard.stat().st_size, "sha256": hashlib.sha256(shard.read_bytes()).hexdigest()}
     (step / "manifest.json").write_text(json.dumps(manifest))
 
-    out = run_cli("train", str(config), "train.max_steps=6", "distributed.backend=deepspeed",
-                  "distributed.zero_stage=1", check=False)
+    out = warm_cli("train", str(config), "train.max_steps=6", "distributed.backend=deepspeed",
+                   "distributed.zero_stage=1", check=False)
     assert out.returncode == 2 and "refusing to load" in out.stderr and "Traceback" not in out.stderr
     assert not marker.exists(), "the crafted pickle ran"
 
 
 @pytest.mark.slow
-def test_read_only_run_dir_is_a_one_line_error(tmp_path, story_corpus):
+def test_read_only_run_dir_is_a_one_line_error(tmp_path, story_corpus, warm_cli):
     mount = mount_tmpfs(tmp_path / "ro", "20m")
     try:
         cfg = tiny_config(mount / "run", [str(story_corpus[0])], train={"max_steps": 3}, checkpoint={"every": 3})
         config = write_yaml(tmp_path / "run.yaml", cfg)
-        run_cli("train", str(config))
+        warm_cli("train", str(config))
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
-        out = run_cli("train", str(config), "train.max_steps=6", check=False)
+        out = warm_cli("train", str(config), "train.max_steps=6", check=False)
         lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
         assert out.returncode == 2 and len(lines) == 1 and "Read-only file system" in lines[0], out.stderr[-2000:]
         assert "Traceback" not in out.stderr
