@@ -14,6 +14,7 @@ import contextlib
 import copy
 import ctypes
 import functools
+import multiprocessing
 import os
 import signal
 import sys
@@ -62,13 +63,19 @@ def die_with_parent(parent: int, worker_id: int = 0) -> None:
         os._exit(1)
 
 
-def pass_stop_signals_to(parent: int) -> None:
+def pass_stop_signals_to(parent: int, closing) -> None:
     """A stop signal (SIGTERM/SIGUSR1) sent to the worker -- `pkill -f gpt2dist`, a TERM to the process group --
     would kill it and crash its trainer with a traceback before any checkpoint. Instead the worker asks its
     trainer to stop (SIGUSR1: a stop request that, unlike a second SIGTERM, never means "exit at once") and
-    keeps serving batches until the trainer has checkpointed and ends it."""
+    keeps serving batches until the trainer has checkpointed and ends it. Once the trainer is closing the
+    stream (`closing`, shared memory), a TERM is the DataLoader's own shutdown (it terminates a worker that does
+    not leave in time): the worker then dies as asked, and the trainer, past its loop, is not disturbed."""
 
     def ask_trainer(signum: int, _frame) -> None:
+        if closing.value:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         os.write(2, f"data worker got {signal.Signals(signum).name}: asking its trainer (pid {parent}) to "
                     "stop\n".encode())
         with contextlib.suppress(ProcessLookupError):
@@ -78,12 +85,12 @@ def pass_stop_signals_to(parent: int) -> None:
         signal.signal(sig, ask_trainer)
 
 
-def init_worker(parent: int, worker_id: int = 0) -> None:
+def init_worker(parent: int, closing, worker_id: int = 0) -> None:
     """worker_init_fn: die with the trainer, stop it (not crash it) on a stop signal, and leave the trainer's
     W&B run alone (its import hooks, inherited through fork, would report this process's first
     `import datasets` to a run they may not touch from here)."""
     die_with_parent(parent, worker_id)
-    pass_stop_signals_to(parent)
+    pass_stop_signals_to(parent, closing)
     if "wandb" in sys.modules:
         from wandb.sdk.lib import import_hooks
 
@@ -95,6 +102,7 @@ class PrefetchedStream:
 
     def __init__(self, make_stream: Callable[[], ResumableStream], *, prefetch_factor: int = 2,
                  pin_memory: bool = False):
+        self._closing = multiprocessing.RawValue("b", 0)  # shared with the worker: set while shutting it down
         self._make, self.prefetch_factor, self.pin_memory = make_stream, prefetch_factor, pin_memory
         self._state = make_stream().state_dict()  # opens no file
         self.epoch = self._state["epoch"]
@@ -130,11 +138,12 @@ class PrefetchedStream:
 
     def _start(self, batch_size: int) -> None:
         self.close()
+        self._closing = multiprocessing.RawValue("b", 0)  # this worker's own: the closed one's flag stays set
         # Rust tokenizers warn (and may deadlock) when forked after using their thread pool.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         loader = DataLoader(_Batches(self._make, self._state, batch_size), batch_size=None, num_workers=1,
                             prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory, collate_fn=_as_is,
-                            worker_init_fn=functools.partial(init_worker, os.getpid()),
+                            worker_init_fn=functools.partial(init_worker, os.getpid(), self._closing),
                             # its own generator: the DataLoader draws a worker seed, which must not move the
                             # global torch RNG (dropout) -- else a resumed run would diverge from an unbroken one
                             generator=torch.Generator().manual_seed(0))
@@ -142,6 +151,7 @@ class PrefetchedStream:
 
     def close(self) -> None:
         """Stop the worker (its prefetched batches are dropped; the cursor does not include them)."""
+        self._closing.value = 1  # from here a TERM to the worker is the DataLoader's shutdown, not a stop request
         self._batches = None  # the DataLoader iterator shuts its worker down when collected
 
     def __del__(self) -> None:
