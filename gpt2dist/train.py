@@ -1,8 +1,8 @@
-"""The training loop and the per-rank entry point every launcher starts: `python -m gpt2dist.train run.yaml`.
+"""The per-rank entry point every launcher starts: `python -m gpt2dist.train run.yaml`.
 
 Read top to bottom: check the config and files -> join the process group -> rank 0 decides resume vs
-fresh and writes the tokenizer -> model -> engine -> data stream -> (resume) -> steps of (accumulate
-micro batches, optimizer step, log, eval, checkpoint).
+fresh and writes the tokenizer -> model -> engine -> data stream -> (resume) -> `loop.Trainer` runs the steps
+(accumulate micro batches, optimizer step, log, eval, checkpoint).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import gc
 import logging
 import random
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -25,25 +24,24 @@ from gpt2dist import dist, hub
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
 from gpt2dist.config.overrides import normalize_argv
 from gpt2dist.data import stamps
-from gpt2dist.data.build import build_train_stream, build_val, eval_batches
-from gpt2dist.data.epochs import BUDGET_KEY, budget_kept, describe_budget, finished_step, resolve_budget, with_budget
+from gpt2dist.data.build import build_train_stream, build_val
+from gpt2dist.data.epochs import budget_kept, describe_budget, finished_step, resolve_budget, with_budget
 from gpt2dist.data.pieces import DocumentEncoder
 from gpt2dist.data.text import resolve_files
-from gpt2dist.data.trace import open_trace, write_trace
-from gpt2dist.engines.base import Engine
 from gpt2dist.engines.build import build_engine
 from gpt2dist.engines.device import check_precision, resolve_device
 from gpt2dist.engines.resume import resume_mode
 from gpt2dist.engines.trust import check_train_state
 from gpt2dist.errors import UserError, run_or_exit
+from gpt2dist.loop import Preempted, Trainer
 from gpt2dist.model import build_model, count_parameters, flops_per_token
 from gpt2dist.observe.curves import CurveWriter
-from gpt2dist.observe.metrics import MetricsLogger, Throughput, mfu, peak_flops
+from gpt2dist.observe.metrics import MetricsLogger, peak_flops
 from gpt2dist.observe.tracking import open_wandb
 from gpt2dist.planning.preflight import cheap_checks, raise_for_problems
 from gpt2dist.run.checkpoint import CheckpointManager
-from gpt2dist.run.divergence import EXIT_DIVERGED, Diverged, NonFiniteGuard, diverged_message
-from gpt2dist.run.layout import CONFIG_FILE, STOP_FILE
+from gpt2dist.run.divergence import EXIT_DIVERGED, Diverged
+from gpt2dist.run.layout import CONFIG_FILE
 from gpt2dist.run.lock import RunLock
 from gpt2dist.run.rundir import (
     TOKENIZER_DIR,
@@ -54,7 +52,7 @@ from gpt2dist.run.rundir import (
     save_tokenizer,
     tokenizer_source,
 )
-from gpt2dist.run.signals import EXIT_PREEMPTED, StopRequest, write_status
+from gpt2dist.run.signals import EXIT_PREEMPTED
 from gpt2dist.tokenizer import load_tokenizer
 
 log = logging.getLogger("gpt2dist")
@@ -146,145 +144,32 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                                 encode=encode, train_files=train_files, pin_memory=engine.device.type == "cuda")
     val_stream = build_val(cfg, encode=encode, train_files=train_files, val_files=val_files)
 
-    step, tokens = 0, 0
+    start = None
     if resume_from is not None:
-        train_state, cursors = ckpt.load(resume_from, engine, world_size=rank.world_size)
+        start, cursors = ckpt.load(resume_from, engine, world_size=rank.world_size)
         stream.load_cursors(cursors)
-        step, tokens = train_state["step"], train_state["tokens"]
 
-    tcfg = cfg.train
-    tokens_per_step = plan.global_batch * cfg.data.block_size
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None
-    peak = peak_flops(device_name, tcfg.precision)
+    peak = peak_flops(device_name, cfg.train.precision)
     sinks: list = []  # logging.wandb: rank 0 opens the W&B run; every rank learns of a failure in one line
     if cfg.logging.wandb:
         dist.on_writer(rank, lambda: sinks.append(open_wandb(cfg, run_dir)))
-    logger = MetricsLogger(run_dir, enabled=rank.is_writer, total_steps=tcfg.max_steps, start_step=step,
-                           tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress, sinks=sinks)
+    logger = MetricsLogger(run_dir, enabled=rank.is_writer, total_steps=cfg.train.max_steps,
+                           start_step=start.step if start else 0, tensorboard=cfg.logging.tensorboard,
+                           progress=cfg.logging.progress, sinks=sinks)
     curves = CurveWriter(run_dir, enabled=rank.is_writer and cfg.logging.curves)
     logger.print(f"gpt2dist: {n_params / 1e6:.2f}M parameters | vocab {len(tokenizer)} | "
                  f"{'deepspeed ZeRO-' + str(cfg.distributed.zero_stage) if use_deepspeed else 'torch'} on "
-                 f"{engine.device} {tcfg.precision} | {plan.describe(cfg.data.block_size)} | "
-                 f"{'resuming from ' + resume_from.name if resume_from else 'fresh run'} -> step {tcfg.max_steps}")
+                 f"{engine.device} {cfg.train.precision} | {plan.describe(cfg.data.block_size)} | "
+                 f"{'resuming from ' + resume_from.name if resume_from else 'fresh run'} -> step {cfg.train.max_steps}")
     if budget is not None:
         logger.print(describe_budget(budget, plan, kept=budget_kept(resume_from, budget)))
-    trace = open_trace(run_dir, rank.rank, step) if cfg.logging.trace_windows else None
-
-    stop = StopRequest(run_dir / STOP_FILE if rank.is_writer else None)
-    guard = NonFiniteGuard(tcfg.max_bad_steps)  # a non-finite step is skipped; too many in a row stop the run
-
-    def settle_nonfinite(logged_step: int | None = None) -> list[int]:
-        """Read the engines' non-finite flags; log each skipped step (but `logged_step`, logged with its record)."""
-        bad = guard.settle()
-        for s in bad:
-            if s != logged_step:
-                logger.log({"step": s, "skipped": True, "nonfinite": True})
-        return bad
-
-    def stop_diverged(message: str) -> None:
-        last_good = ckpt.latest()
-        if rank.is_writer:
-            write_status(run_dir, "diverged", step=guard.diverged_at or step,
-                         last_good=last_good.name if last_good else None)
-        logger.close()
-        raise Diverged(message)
-
-    data_record = {stamps.KEY: stamps.stamps(train_files)} if rank.is_writer else {}
-
-    def save_checkpoint(engine: Engine) -> None:
-        """A checkpoint is never written in a run of skipped non-finite steps (the weights that just gave NaN/inf
-        must not displace a good checkpoint), nor from NaN/inf weights (`ckpt.save` refuses them)."""
-        settle_nonfinite()
-        if guard.diverged_at is not None:
-            stop_diverged(guard.message(_name(ckpt.latest())))
-        if guard.streak and step >= tcfg.max_steps:  # the run ends on skipped steps: no final checkpoint exists
-            stop_diverged(diverged_message(step, f"the last {guard.streak} step(s) of the run had a NaN/inf loss or "
-                                           "gradient norm and were skipped, so its final checkpoint was not written",
-                                           _name(ckpt.latest())))
-        if guard.streak:
-            logger.print(f"no checkpoint at step {step}: the last {guard.streak} step(s) were non-finite and "
-                         "skipped; the next one is written after a finite step", step=step)
-            return
-        try:
-            state = {"step": step, "tokens": tokens, "epoch": stream.epoch, "world_size": rank.world_size,
-                     **data_record}
-            if budget is not None:
-                state[BUDGET_KEY] = budget
-            saved = ckpt.save(step, engine, train_state=state,
-                              cursor=stream.state_dict())
-        except Diverged as exc:
-            stop_diverged(str(exc))
-        logger.print(f"checkpoint {saved}", step=step)
-
-    if rank.is_writer:
-        write_status(run_dir, "running", step=step)
-    last_loss, last_val = float("nan"), None
-    if step == 0 and tcfg.eval_every and val_stream is not None:
-        last_val = evaluate(engine, val_stream, plan.micro, tcfg.eval_batches)
-        logger.log({"step": 0, "val_loss": last_val, "val_ppl": float(np.exp(last_val))})
-    speed, first_step, started = Throughput(), step, time.perf_counter()
-    while step < tcfg.max_steps:
-        loss_sum = torch.zeros((), device=engine.device)
-        for _ in range(plan.accum):
-            batch, windows = stream.next_batch(plan.micro)
-            if trace is not None:
-                write_trace(trace, step + 1, windows, stream)
-            loss = engine.forward_loss(batch)
-            engine.backward(loss)
-            loss_sum += loss.detach()
-        result = engine.step(step)
-        step += 1
-        tokens += tokens_per_step
-        speed.add(tokens_per_step)
-        guard.record(step, result.nonfinite)
-
-        if step % tcfg.log_every == 0 or step == tcfg.max_steps:
-            bad = settle_nonfinite(logged_step=step)
-            last_loss = dist.mean_over_ranks(loss_sum / plan.accum)  # the only host sync of a step
-            rate = speed.report()
-            elapsed = time.perf_counter() - started
-            logger.log({"step": step, "loss": last_loss, "lr": result.lr, "grad_norm": result.grad_norm,
-                        "tokens": tokens, "tokens_per_s": rate, "mfu": mfu(rate, fpt, peak, rank.world_size),
-                        "epoch": stream.epoch, "skipped": result.skipped or None, "nonfinite": step in bad or None,
-                        "eta_s": elapsed / (step - first_step) * (tcfg.max_steps - step)})
-        if guard.diverged_at is not None:
-            stop_diverged(guard.message(_name(ckpt.latest())))
-        if tcfg.eval_every and val_stream is not None and (step % tcfg.eval_every == 0 or step == tcfg.max_steps):
-            last_val = evaluate(engine, val_stream, plan.micro, tcfg.eval_batches)
-            logger.log({"step": step, "val_loss": last_val, "val_ppl": float(np.exp(last_val))})
-            if step < tcfg.max_steps:
-                curves.at_eval()  # within its time budget (curves.py); the end always draws
-        stopping = stop.should_stop()  # a collective: every rank stops at this same step
-        if stopping or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == tcfg.max_steps:
-            save_checkpoint(engine)
-        if stopping and step < tcfg.max_steps:
-            logger.print(f"stopped by {stop.signal_name or 'another rank'} at step {step}: resume with the same "
-                         "command", step=step)
-            if rank.is_writer:
-                write_status(run_dir, "preempted", step=step, signal=stop.signal_name)
-                stop.acknowledge()
-            logger.close()
-            raise Preempted(step)
-    if rank.is_writer:
-        write_status(run_dir, "finished", step=step)
-    stop.restore()
-    drawn = curves.final()
-    logger.print(f"done: step {step} | loss {last_loss:.4f}"
-                 + (f" | val_loss {last_val:.4f}" if last_val is not None else "") + f" | {tokens:,} tokens"
-                 + (f" | curves {drawn}" if drawn else ""))
-    logger.close()
-    if trace is not None:
-        trace.close()
-    del engine
-    return {"step": step, "loss": last_loss, "val_loss": last_val, "tokens": tokens}
-
-
-def _name(path: Path | None) -> str | None:
-    return path.name if path is not None else None
-
-
-class Preempted(Exception):
-    """Raised after the stop checkpoint; `main` turns it into exit code EXIT_PREEMPTED (requeue me)."""
+    trainer = Trainer(cfg, rank, plan, engine=engine, stream=stream, val_stream=val_stream, ckpt=ckpt,
+                      logger=logger, curves=curves, start=start, budget=budget,
+                      data_files=stamps.stamps(train_files) if rank.is_writer else None,
+                      flops_per_token=fpt, peak_flops=peak)
+    del engine  # the trainer holds the only reference: the engine goes when it does
+    return trainer.run()
 
 
 def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Path],
@@ -299,7 +184,7 @@ def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Pat
     if resume_from is not None and check_resume is not None:
         check_resume(resume_from)
     if resume_from is not None:
-        stamps.check_unchanged(check_train_state(resume_from), resume_from)
+        stamps.check_unchanged(check_train_state(resume_from).data_files, resume_from)
     check_utf8(cfg, resume_from, train_files, val_files)
     tokenizer = build_run_tokenizer(cfg, train_files, resume_from)
     source = tokenizer_source(cfg, train_files) if resume_from is None and cfg.data.format != "packed" else None
@@ -319,15 +204,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def evaluate(engine: Engine, factory, batch_size: int, n_batches: int) -> float:
-    """Mean loss over the first n_batches of the validation stream (the same windows every time, every rank)."""
-    losses = [engine.eval_loss(batch) for batch in eval_batches(factory, batch_size, n_batches)]
-    if not losses:
-        raise UserError("the validation data gives no full window of data.block_size + 1 tokens: add "
-                        "validation text or lower data.block_size")
-    return float(np.mean(losses))
 
 
 def setup_logging() -> None:
