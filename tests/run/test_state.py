@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 from gpt2dist import atomic
@@ -18,11 +19,22 @@ from gpt2dist.data.stream import TextStream
 from gpt2dist.run.state import TrainState
 
 SAMPLES = Path(__file__).parent / "fixtures" / "state-62b57c6"
-V1_STATE = Path(__file__).parent / "fixtures" / "v1-run" / "torch" / "checkpoints" / "step-00000004"
+FIXTURES = Path(__file__).parent / "fixtures"
+OLD_STATES = [f"{name}/{engine}/checkpoints/step-00000004/train_state.json"  # in test_compat's tarballs
+              for name in ("v1-run", "v2-run") for engine in ("torch", "ds")]
+
+
+def old_train_states(tmp_path: Path) -> list[Path]:
+    """train_state.json of the run dirs written by 5d985cb and fb34bc0 (test_compat's fixtures)."""
+    for name in ("v1-run", "v2-run"):
+        with tarfile.open(FIXTURES / f"{name}.tar.gz") as tar:
+            tar.extractall(tmp_path / "old", members=[tar.getmember(m) for m in OLD_STATES if m.startswith(name)],
+                           filter="data")
+    return [tmp_path / "old" / m for m in OLD_STATES]
 
 
 def test_train_state_json_round_trips_byte_for_byte(tmp_path):
-    for sample in (SAMPLES / "train_state.json", V1_STATE / "train_state.json"):
+    for sample in (SAMPLES / "train_state.json", *old_train_states(tmp_path)):
         state = TrainState.from_json(json.loads(sample.read_bytes()))
         written = atomic.write_json(tmp_path / "train_state.json", state.to_json())  # what CheckpointManager writes
         assert written.read_bytes() == sample.read_bytes(), sample
