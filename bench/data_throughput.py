@@ -90,8 +90,8 @@ def streaming_resume_seconds(cfg: RunConfig, encode, positions: list[float], tot
         started = time.perf_counter()
         fresh = TextStream(resolve_files(cfg.data.train, "data.train"), cfg.data, encode)
         fresh.load_cursors([cursor])
-        fresh.pulled.clear()
-        while not fresh.pulled:  # the saved leftover tokens come first: time until a new document is read
+        fresh.drain_pulled()
+        while not fresh.drain_pulled():  # the saved leftover tokens come first: time until a new document is read
             fresh.next_batch(8)
         out[fraction] = time.perf_counter() - started
     return out

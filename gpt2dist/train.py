@@ -26,7 +26,7 @@ from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_
 from gpt2dist.config.overrides import normalize_argv
 from gpt2dist.data import stamps
 from gpt2dist.data.build import build_train_stream, build_val, eval_batches
-from gpt2dist.data.epochs import BUDGET_KEY, budget_kept, describe_budget, finished_step, resolve_budget, with_budget
+from gpt2dist.data.epochs import budget_kept, describe_budget, finished_step, resolve_budget, with_budget
 from gpt2dist.data.pieces import DocumentEncoder
 from gpt2dist.data.text import resolve_files
 from gpt2dist.data.trace import open_trace, write_trace
@@ -55,6 +55,7 @@ from gpt2dist.run.rundir import (
     tokenizer_source,
 )
 from gpt2dist.run.signals import EXIT_PREEMPTED, StopRequest, write_status
+from gpt2dist.run.state import TrainState
 from gpt2dist.tokenizer import load_tokenizer
 
 log = logging.getLogger("gpt2dist")
@@ -150,7 +151,7 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
     if resume_from is not None:
         train_state, cursors = ckpt.load(resume_from, engine, world_size=rank.world_size)
         stream.load_cursors(cursors)
-        step, tokens = train_state["step"], train_state["tokens"]
+        step, tokens = train_state.step, train_state.tokens
 
     tcfg = cfg.train
     tokens_per_step = plan.global_batch * cfg.data.block_size
@@ -189,7 +190,7 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
         logger.close()
         raise Diverged(message)
 
-    data_record = {stamps.KEY: stamps.stamps(train_files)} if rank.is_writer else {}
+    data_files = stamps.stamps(train_files) if rank.is_writer else None
 
     def save_checkpoint(engine: Engine) -> None:
         """A checkpoint is never written in a run of skipped non-finite steps (the weights that just gave NaN/inf
@@ -206,12 +207,8 @@ def run_training(cfg: RunConfig, rank: dist.DistInfo, plan: BatchPlan, use_deeps
                          "skipped; the next one is written after a finite step", step=step)
             return
         try:
-            state = {"step": step, "tokens": tokens, "epoch": stream.epoch, "world_size": rank.world_size,
-                     **data_record}
-            if budget is not None:
-                state[BUDGET_KEY] = budget
-            saved = ckpt.save(step, engine, train_state=state,
-                              cursor=stream.state_dict())
+            state = TrainState(step, tokens, stream.epoch, rank.world_size, data_files, budget)
+            saved = ckpt.save(step, engine, train_state=state, cursor=stream.state_dict())
         except Diverged as exc:
             stop_diverged(str(exc))
         logger.print(f"checkpoint {saved}", step=step)
@@ -299,7 +296,7 @@ def setup_run_dir(cfg: RunConfig, ckpt: CheckpointManager, train_files: list[Pat
     if resume_from is not None and check_resume is not None:
         check_resume(resume_from)
     if resume_from is not None:
-        stamps.check_unchanged(check_train_state(resume_from), resume_from)
+        stamps.check_unchanged(check_train_state(resume_from).data_files, resume_from)
     check_utf8(cfg, resume_from, train_files, val_files)
     tokenizer = build_run_tokenizer(cfg, train_files, resume_from)
     source = tokenizer_source(cfg, train_files) if resume_from is None and cfg.data.format != "packed" else None

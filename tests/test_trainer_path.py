@@ -18,7 +18,7 @@ from helpers import run_cli, write_yaml
 from ranks import run_ranks
 
 from gpt2dist.config import load_config
-from gpt2dist.engines.schedule import lr_at, min_lr, warmup_steps
+from gpt2dist.engines.lr_schedule import lr_at, min_lr, warmup_steps
 from gpt2dist.errors import UserError
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")

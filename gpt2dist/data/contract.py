@@ -38,7 +38,8 @@ class TrainStream(Protocol):
     def epoch(self) -> int:
         """Passes completed over the training data (0 during the first)."""
 
-    pulled: list[tuple[int, str]]  # (epoch, "file:row") of documents read since the tracer last drained it
+    def drain_pulled(self) -> list[tuple[int, str]]:
+        """(epoch, "file:row") of the documents read since the last call (the window trace's `d` lines)."""
 
     def next_batch(self, batch_size: int) -> tuple[torch.Tensor, list[Window]]:
         """The next [batch_size, block_size + 1] token batch (int64, host memory) and its windows."""
@@ -56,6 +57,16 @@ class ResumableStream(TrainStream, Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore this rank's own cursor (same world size)."""
+
+
+class PulledLog:
+    """What a stream read since the trace last asked, handed over by `drain_pulled` (not a shared mutable list)."""
+
+    _pulled: list[tuple[int, str]]
+
+    def drain_pulled(self) -> list[tuple[int, str]]:
+        pulled, self._pulled = self._pulled, []
+        return pulled
 
 
 # A callable giving a fresh, finite, in-order pass over the validation windows (the same at every evaluation).

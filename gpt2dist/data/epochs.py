@@ -10,16 +10,13 @@ another world size (its global batch may differ; the step budget, hence the sche
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from gpt2dist.config import BatchPlan, RunConfig
 from gpt2dist.errors import UserError
-from gpt2dist.run.layout import TRAIN_STATE_FILE
-
-BUDGET_KEY = "budget"  # in train_state.json: {"num_epochs", "windows_per_epoch", "max_steps"}
+from gpt2dist.run.state import TrainState
 
 
 def windows_per_epoch(cfg: RunConfig, encode, train_files: list) -> int:
@@ -39,8 +36,7 @@ def saved_budget(resume_from: Path | None) -> dict[str, Any] | None:
     """The epoch budget a checkpoint recorded, or None (a fresh run, or a run budgeted in max_steps)."""
     if resume_from is None:
         return None
-    state = json.loads((resume_from / TRAIN_STATE_FILE).read_text(encoding="utf-8"))
-    return state.get(BUDGET_KEY)
+    return TrainState.read(resume_from).budget
 
 
 def resolve_budget(cfg: RunConfig, plan: BatchPlan, encode, train_files: list,
@@ -88,5 +84,5 @@ def finished_step(resume_from: Path | None, max_steps: int) -> int | None:
     """The checkpoint's step when it is already at (or past) max_steps: the run has nothing left to train."""
     if resume_from is None:
         return None
-    step = int(json.loads((resume_from / TRAIN_STATE_FILE).read_text(encoding="utf-8"))["step"])
+    step = int(TrainState.read(resume_from).step)
     return step if step >= max_steps else None

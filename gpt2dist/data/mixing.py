@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from gpt2dist.config import DataConfig
-from gpt2dist.data.contract import Window
+from gpt2dist.data.contract import PulledLog, Window
 from gpt2dist.data.schedule import mixing_pattern
 from gpt2dist.data.sharding import CURSOR_VERSION
 from gpt2dist.data.sources import DataFile
@@ -23,8 +23,8 @@ from gpt2dist.data.stream import TextStream
 from gpt2dist.errors import UserError
 
 
-class MixedStream:
-    """TextStream's interface (next, next_batch, state_dict, load_cursors, epoch, pulled) over weighted sources."""
+class MixedStream(PulledLog):
+    """TextStream's interface (next, next_batch, state_dict, load_cursors, epoch, drain_pulled), weighted sources."""
 
     def __init__(self, sources: list[list[DataFile]], weights: list[float], cfg: DataConfig, encode, *,
                  heldout: bool | None = None, rank: int = 0, world_size: int = 1, seed: int = 0):
@@ -34,7 +34,7 @@ class MixedStream:
         self.weights, self.rank, self.world_size = list(weights), rank, world_size
         self.pattern = mixing_pattern(weights).tolist()
         self.drawn = 0  # windows this rank has taken, all sources together
-        self.pulled: list[tuple[int, str]] = []  # (epoch, "source/file:row"); drained by tracers
+        self._pulled: list[tuple[int, str]] = []  # (epoch, "source/file:row"); see drain_pulled
 
     @property
     def epoch(self) -> int:
@@ -49,8 +49,7 @@ class MixedStream:
         stream = self.streams[source]
         window = next(stream)
         self.drawn += 1
-        self.pulled.extend((epoch, f"{source}/{row}") for epoch, row in stream.pulled)
-        stream.pulled.clear()
+        self._pulled.extend((epoch, f"{source}/{row}") for epoch, row in stream.drain_pulled())
         return window
 
     def next_batch(self, batch_size: int) -> tuple[torch.Tensor, list[Window]]:

@@ -102,11 +102,14 @@ class PackedBatches:
         self.rank, self.world_size, self.micro, self.accum = rank, world_size, micro, accum
         self.samples = 0  # global samples consumed by completed optimizer steps
         self.micro_in_step = 0
-        self.pulled: list[tuple[int, int]] = []  # the trace's document list: packed data has no document reads
 
     @property
     def epoch(self) -> int:
         return self.schedule.epoch_of(self.samples)
+
+    def drain_pulled(self) -> list[tuple[int, str]]:
+        """Nothing: packed data has no document reads to trace, only windows."""
+        return []
 
     def sample_ids(self, batch_size: int) -> np.ndarray:
         """Global indices of this rank's next micro batch: slice (micro_step x W + rank) of the step's samples."""

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from gpt2dist.data.contract import ResumableStream, Window
+from gpt2dist.data.contract import PulledLog, ResumableStream, Window
 from gpt2dist.errors import UserError
 
 
@@ -39,8 +39,7 @@ class _Batches(IterableDataset):
             stream.load_state_dict(self.state)
             while True:
                 batch, windows = stream.next_batch(self.batch_size)
-                pulled, stream.pulled = stream.pulled, []
-                yield batch, windows, pulled, stream.state_dict()
+                yield batch, windows, stream.drain_pulled(), stream.state_dict()
         except UserError as exc:  # the DataLoader would wrap it in a traceback: pass the one line on
             yield UserError, str(exc), None, None
 
@@ -90,7 +89,7 @@ def init_worker(parent: int, worker_id: int = 0) -> None:
         import_hooks.unregister_all_post_import_hooks()
 
 
-class PrefetchedStream:
+class PrefetchedStream(PulledLog):
     """A streaming-path stream run in a prefetching DataLoader worker (the contract, from another process)."""
 
     def __init__(self, make_stream: Callable[[], ResumableStream], *, prefetch_factor: int = 2,
@@ -98,7 +97,7 @@ class PrefetchedStream:
         self._make, self.prefetch_factor, self.pin_memory = make_stream, prefetch_factor, pin_memory
         self._state = make_stream().state_dict()  # opens no file
         self.epoch = self._state["epoch"]
-        self.pulled: list[tuple[int, str]] = []  # documents of the batches the loop took; drained by tracers
+        self._pulled: list[tuple[int, str]] = []  # documents of the batches the loop took; see drain_pulled
         self._batches: Iterator | None = None
         self._batch_size = 0
 
@@ -125,7 +124,7 @@ class PrefetchedStream:
             self.close()
             raise UserError(windows)
         self._state, self.epoch = state, state["epoch"]
-        self.pulled.extend(pulled)
+        self._pulled.extend(pulled)
         return batch, windows
 
     def _start(self, batch_size: int) -> None:

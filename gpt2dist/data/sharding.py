@@ -128,6 +128,29 @@ class Consumed:
                           [(w, tuple((r, k) for r, k in reach)) for w, reach in details["frontiers"]])
 
 
+@dataclass(frozen=True)
+class BufferedUnit:
+    """A unit whose tokens were in the buffer when the cursor was taken, named instead of stored: a resume
+    re-tokenizes piece `piece` of row `row` of file `file` and drops its first `skip` tokens (already cut).
+    `deal`: its document's pieces were dealt over several ranks, so each piece ends with EOS."""
+
+    epoch: int
+    file: int
+    row: int
+    piece: int
+    skip: int
+    deal: bool
+
+    @classmethod
+    def from_json(cls, entry: list[Any]) -> BufferedUnit:
+        """A cursor's `partial` entry: [epoch, file, row, piece, skip, deal]."""
+        epoch, file, row, piece, skip, deal = entry
+        return cls(epoch, file, row, piece, skip, deal)
+
+    def to_json(self) -> list[Any]:
+        return [self.epoch, self.file, self.row, self.piece, self.skip, self.deal]
+
+
 FILES_LISTED = 64  # a cursor lists the training files by name up to this many, then by count and digest
 
 

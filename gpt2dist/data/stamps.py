@@ -17,7 +17,6 @@ from gpt2dist.errors import UserError
 
 log = logging.getLogger(__name__)
 
-KEY = "data_files"  # in train_state.json
 
 
 def stamps(files: list[Any]) -> list[list[Any]]:
@@ -30,9 +29,8 @@ def stamps(files: list[Any]) -> list[list[Any]]:
     return out
 
 
-def check_unchanged(train_state: dict[str, Any], checkpoint: Path) -> None:
-    """UserError when a training file recorded in `train_state` is gone or has another size now."""
-    recorded = train_state.get(KEY)
+def check_unchanged(recorded: Any, checkpoint: Path) -> None:
+    """UserError when a training file `recorded` (TrainState.data_files) is gone or has another size now."""
     if not isinstance(recorded, list):
         return
     for entry in recorded:

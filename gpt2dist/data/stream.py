@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from gpt2dist.config import DataConfig
-from gpt2dist.data.contract import Window
+from gpt2dist.data.contract import PulledLog, Window
 from gpt2dist.data.pieces import piece_starts, piece_text
 from gpt2dist.data.sharding import (
     CURSOR_VERSION,
+    BufferedUnit,
     Consumed,
     deals_pieces,
     files_record,
@@ -42,7 +43,7 @@ DOCS_PER_TOKENIZE_CALL = 64  # batching the tokenizer call amortizes its per-cal
 log = logging.getLogger(__name__)
 
 
-class TextStream:
+class TextStream(PulledLog):
     """Endless stream of block_size + 1 token windows for one rank, tokenized as it reads, with an exact cursor.
 
     The rank reads its files (sharding.py: whole files when there are at least as many files as ranks, a
@@ -68,8 +69,8 @@ class TextStream:
         self.consumed: dict[tuple[int, int], Consumed] = {}  # (epoch, file) -> units taken by other ranks
         self.windows_in_epoch = 0
         self.tokens = TokenBuffer()
-        self.pulled: list[tuple[int, str]] = []  # (epoch, "file:row") of units read; drained by tracers
-        self._pending: list[list[Any]] = []  # units a cursor names as buffered: re-tokenized before reading on
+        self._pulled: list[tuple[int, str]] = []  # (epoch, "file:row") of units read; see drain_pulled
+        self._pending: list[BufferedUnit] = []  # units a cursor names as buffered: re-tokenized before reading on
         self._texts: Iterator[str] | None = None
         self._entry: Consumed | None = None  # consumed units of the open file
         self._doc: tuple[int, str, list[int]] | None = None  # (row, text, piece starts) of a long document
@@ -144,7 +145,7 @@ class TextStream:
 
     def _segment(self, file: int, row: int, piece: int, multi: bool) -> Segment:
         seg = Segment(0, 0, OWN, self.epoch, self.index, file, row, piece, eos_each_piece=self.deal)
-        self.pulled.append((self.epoch, f"{file}:{row}#{piece}" if multi else f"{file}:{row}"))
+        self._pulled.append((self.epoch, f"{file}:{row}#{piece}" if multi else f"{file}:{row}"))
         return seg
 
     def _pull(self) -> bool:
@@ -182,13 +183,14 @@ class TextStream:
         self.tokens.append(np.fromiter(itertools.chain.from_iterable(parts), dtype=np.int64,
                                        count=at - self.tokens.end), segments)
 
-    def _rebuild(self, entries: list[list[Any]]) -> None:
+    def _rebuild(self, entries: list[BufferedUnit]) -> None:
         """Re-tokenize the units a cursor names as buffered (minus their tokens already cut), in order: one pass
         over each run of entries in the same file, one tokenizer call."""
         items = []
-        for file, group in itertools.groupby(entries, key=lambda entry: entry[1]):
+        for file, group in itertools.groupby(entries, key=lambda unit: unit.file):
             texts, at, doc = None, 0, (-1, None, [])
-            for epoch, _, row, piece, skip, deal in group:
+            for unit in group:
+                row, piece, deal = unit.row, unit.piece, unit.deal
                 if doc[0] != row:
                     if texts is None or at > row:
                         texts, at = iter_file_texts(self.files[file], self.cfg, row), row
@@ -203,7 +205,8 @@ class TextStream:
                                     "the data changed since; resume with the same data or start a new run_dir")
                 last = piece == len(starts) - 1 or (len(starts) > 1 and deal)
                 items.append((piece_text(text, starts, piece), last,
-                              Segment(0, 0, PARTIAL, epoch, 0, file, row, piece, skip=skip, eos_each_piece=deal)))
+                              Segment(0, 0, PARTIAL, unit.epoch, 0, file, row, piece, skip=unit.skip,
+                                      eos_each_piece=deal)))
         self._append(items)
 
     # ------------------------------------------------------------------------------------------------ windows
@@ -251,18 +254,18 @@ class TextStream:
         ids but a version-2 cursor's leftovers: the units in the buffer are named, and re-tokenized on resume."""
         read_at = self.tokens.read_at
         literal: list[int] = []
-        partial: list[list[Any]] = []
+        partial: list[BufferedUnit] = []
         for seg in self.tokens.segments:
             if seg.kind == LITERAL:
                 literal += self.tokens.tokens(max(seg.start, read_at), seg.end).tolist()
             else:
-                partial.append([seg.epoch, seg.file, seg.row, seg.piece, seg.skip + max(0, read_at - seg.start),
-                                seg.eos_each_piece])
+                partial.append(BufferedUnit(seg.epoch, seg.file, seg.row, seg.piece,
+                                            seg.skip + max(0, read_at - seg.start), seg.eos_each_piece))
         return {"version": CURSOR_VERSION, "files": files_record(self.files), "rank": self.rank,
                 "world_size": self.world_size, "mode": shard_mode(len(self.files), self.world_size),
                 "seed": self.seed, "epoch": self.epoch, "index": self.index, "row": self.row, "piece": self.piece,
                 "windows_in_epoch": self.windows_in_epoch, "piece_chars": self.piece_chars,
-                "buffer": literal, "partial": partial + [list(p) for p in self._pending],
+                "buffer": literal, "partial": [p.to_json() for p in partial + self._pending],
                 "rows": {str(i): n for i, n in sorted(self.rows.items())},
                 "consumed": [c.to_json(e) for (e, _), c in sorted(self.consumed.items(), key=lambda kv: kv[0])]}
 
@@ -288,7 +291,7 @@ class TextStream:
         if state["buffer"]:
             literal = np.asarray(state["buffer"], dtype=np.int64)
             self.tokens.append(literal, [Segment(0, len(literal), LITERAL)])
-        self._pending = [list(p) for p in state["partial"]]  # re-tokenized lazily: loading opens no file
+        self._pending = [BufferedUnit.from_json(p) for p in state["partial"]]  # re-tokenized lazily: no file opened
         self._texts = self._entry = self._doc = None
 
     def load_cursors(self, cursors: list[dict[str, Any]]) -> None:

@@ -24,7 +24,6 @@ def open_trace(run_dir: Path, rank: int, start_step: int) -> TextIO:
 
 
 def write_trace(trace: TextIO, step: int, windows: list[Window], stream: TrainStream) -> None:
-    trace.writelines(f"d {step} {epoch} {row}\n" for epoch, row in stream.pulled)
-    stream.pulled.clear()
+    trace.writelines(f"d {step} {epoch} {row}\n" for epoch, row in stream.drain_pulled())
     trace.writelines(f"w {step} {w.epoch} {w.index} {w.digest()}\n" for w in windows)
     trace.flush()

@@ -8,5 +8,5 @@
   pickle_gate.py       no DeepSpeed file is unpickled before it passes weights_only loading
   chunked_loss.py      the LM loss in chunks of tokens: full fp32 logits never exist (train.chunked_loss)
   loss_plan.py         which loss a run computes, without torch (the doctor plans with it)
-  schedule.py, optim.py, loss.py, device.py, compile.py   what both engines share
+  lr_schedule.py, optim.py, loss.py, device.py, compile.py   what both engines share
 """

@@ -10,7 +10,7 @@ from torch import nn
 from gpt2dist import dist
 from gpt2dist.config import BatchPlan, RunConfig
 from gpt2dist.engines.base import Engine
-from gpt2dist.engines.resume import ensure_universal, resume_mode, saved_world_size
+from gpt2dist.engines.resume import ResumeMode, ensure_universal, resume_mode, saved_world_size
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def build_engine(cfg: RunConfig, model: nn.Module, plan: BatchPlan, rank: dist.D
                  resume_from: Path | None = None) -> Engine:
     """TorchEngine or DeepSpeedEngine for this rank; a checkpoint to resume decides whether DeepSpeed must read
     the universal format (converted first, once, by rank 0)."""
-    mode = "same"
+    mode = ResumeMode.SAME
     if resume_from is not None:
         mode = resume_mode(resume_from, use_deepspeed=use_deepspeed, zero_stage=cfg.distributed.zero_stage,
                            world_size=rank.world_size)
@@ -29,8 +29,8 @@ def build_engine(cfg: RunConfig, model: nn.Module, plan: BatchPlan, rank: dist.D
         return TorchEngine(model, cfg, plan, rank.local_rank)
     from gpt2dist.engines.deepspeed_engine import DeepSpeedEngine
 
-    if mode == "universal":
+    if mode is ResumeMode.UNIVERSAL:
         log.info("resuming %s saved on %d ranks on %d ranks via a universal checkpoint", resume_from.name,
                  saved_world_size(resume_from), rank.world_size)
         dist.on_writer(rank, lambda: ensure_universal(resume_from))
-    return DeepSpeedEngine(model, cfg, plan, rank.local_rank, load_universal=mode == "universal")
+    return DeepSpeedEngine(model, cfg, plan, rank.local_rank, load_universal=mode is ResumeMode.UNIVERSAL)

@@ -25,10 +25,10 @@ from gpt2dist.engines.chunked_loss import head_for
 from gpt2dist.engines.compile import FirstCallFallback, compiled_or_eager, wants_compile
 from gpt2dist.engines.device import enable_tf32, to_device
 from gpt2dist.engines.loss import lm_loss
+from gpt2dist.engines.lr_schedule import lr_at, reapply_schedule
 from gpt2dist.engines.optim import param_groups
 from gpt2dist.engines.pickle_gate import check_pickles
 from gpt2dist.engines.resume import TAG
-from gpt2dist.engines.schedule import lr_at, reapply_schedule
 from gpt2dist.errors import UserError
 from gpt2dist.run.layout import UNIVERSAL_DIR as UNIVERSAL
 

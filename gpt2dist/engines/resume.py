@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+from enum import Enum
 from pathlib import Path
 
 from gpt2dist import atomic
@@ -21,14 +22,21 @@ log = logging.getLogger(__name__)
 TAG = "deepspeed"  # DeepSpeed's own sub-directory inside our step directory
 
 
+class ResumeMode(Enum):
+    """How this run loads a checkpoint: as saved, or through DeepSpeed's universal format (another world size)."""
+
+    SAME = "same"
+    UNIVERSAL = "universal"
+
+
 def saved_engine(directory: Path) -> str:
     """'deepspeed' when the step directory holds DeepSpeed's shards, else 'torch'."""
     return "deepspeed" if (directory / TAG).is_dir() else "torch"
 
 
-def saved_world_size(directory: Path) -> int | None:
+def saved_world_size(directory: Path) -> int:
     """World size a step directory was saved with (train_state.json, checked against the cursors saved)."""
-    return check_train_state(directory).get("world_size", 1)
+    return check_train_state(directory).world_size
 
 
 def ensure_universal(directory: Path) -> Path:
@@ -69,10 +77,10 @@ def ensure_universal(directory: Path) -> Path:
     return atomic.publish_dir(tmp, target)
 
 
-def resume_mode(directory: Path, *, use_deepspeed: bool, zero_stage: int, world_size: int) -> str:
-    """How this run loads `directory`: 'same' (as saved), or 'universal' (DeepSpeed ZeRO 1-3 saved on another
+def resume_mode(directory: Path, *, use_deepspeed: bool, zero_stage: int, world_size: int) -> ResumeMode:
+    """How this run loads `directory`: SAME (as saved), or UNIVERSAL (DeepSpeed ZeRO 1-3 saved on another
     world size: converted once to DeepSpeed's universal format). ZeRO-0 keeps the whole optimizer state in one
-    file that loads on any world size, so it stays 'same'. A checkpoint of the other engine is refused in one
+    file that loads on any world size, so it stays SAME. A checkpoint of the other engine is refused in one
     line before anything is built, and so is a step dir holding a link or a train_state.json that makes no sense
     (`trust.py`): its world size picks the load path."""
     refuse_odd_entries(directory)
@@ -85,6 +93,6 @@ def resume_mode(directory: Path, *, use_deepspeed: bool, zero_stage: int, world_
         raise UserError(f"checkpoint {directory} was written by the DeepSpeed engine: resume it with "
                         "distributed.backend=deepspeed, or start a new run_dir")
     if not use_deepspeed:
-        return "same"
+        return ResumeMode.SAME
     saved = saved_world_size(directory)
-    return "universal" if saved is not None and saved != world_size and zero_stage > 0 else "same"
+    return ResumeMode.UNIVERSAL if saved != world_size and zero_stage > 0 else ResumeMode.SAME

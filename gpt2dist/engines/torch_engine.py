@@ -17,8 +17,8 @@ from gpt2dist.engines.chunked_loss import head_for
 from gpt2dist.engines.compile import FirstCallFallback, compiled_or_eager, wants_compile
 from gpt2dist.engines.device import check_precision, enable_tf32, resolve_device, to_device
 from gpt2dist.engines.loss import lm_loss
+from gpt2dist.engines.lr_schedule import lr_at, reapply_schedule
 from gpt2dist.engines.optim import build_adamw
-from gpt2dist.engines.schedule import lr_at, reapply_schedule
 from gpt2dist.errors import UserError
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from gpt2dist import atomic
 from gpt2dist.errors import UserError
 from gpt2dist.run.layout import TRAIN_STATE_FILE
+from gpt2dist.run.state import TrainState
 
 UNIVERSAL_MANIFEST = "gpt2dist-universal.json"  # inside STEP/universal/, written before it is published
 
@@ -56,7 +57,7 @@ def refuse_odd_entries(root: Path) -> None:
                         "trust")
 
 
-def check_train_state(directory: Path) -> dict[str, Any]:
+def check_train_state(directory: Path) -> TrainState:
     """train_state.json of a step dir, checked for sense: its step is the one the directory is named for, its
     token count is a count, and its world size equals the number of data cursors and RNG files saved."""
     path = directory / TRAIN_STATE_FILE
@@ -77,7 +78,7 @@ def check_train_state(directory: Path) -> dict[str, Any]:
     if not _count(world) or world < 1 or world != cursors or world != rngs:
         raise _insane(directory, f"train_state.json says world_size {world!r} but {cursors} data cursors and "
                                  f"{rngs} RNG files were saved")
-    return state
+    return TrainState.from_json(state)
 
 
 def _count(value: Any) -> bool:

@@ -34,6 +34,7 @@ from gpt2dist.run.layout import (
     rng_file,
     step_dir_name,
 )
+from gpt2dist.run.state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class CheckpointManager:
         return None
 
     # ---- saving ----
-    def save(self, step: int, engine: Engine, *, train_state: dict[str, Any], cursor: dict[str, Any]) -> Path:
+    def save(self, step: int, engine: Engine, *, train_state: TrainState, cursor: dict[str, Any]) -> Path:
         """Write a complete step directory atomically; collective: every rank calls it with its own cursor.
         Weights holding NaN/inf are never saved (Diverged): the good checkpoints stay, none is pruned.
 
@@ -142,7 +143,7 @@ class CheckpointManager:
         set_rng_state(rng)
         return final
 
-    def _save(self, final: Path, tmp: Path, step: int, engine: Engine, train_state: dict[str, Any],
+    def _save(self, final: Path, tmp: Path, step: int, engine: Engine, train_state: TrainState,
               cursor: dict[str, Any], rng: dict[str, Any]) -> None:
         if self.is_writer:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -157,7 +158,7 @@ class CheckpointManager:
         dist.barrier()
         if self.is_writer:
             engine.model.config.to_json_file(str(tmp / "config.json"))
-            atomic.write_json(tmp / TRAIN_STATE_FILE, train_state)
+            atomic.write_json(tmp / TRAIN_STATE_FILE, train_state.to_json())
             self._write_manifest(tmp, step)
             # every file fsynced, then renamed; re-saving a step (a resumed run passing it again) keeps the
             # old directory until the new one is in place
@@ -193,15 +194,15 @@ class CheckpointManager:
                 raise corrupt(directory, f"{name} does not match its manifest")
 
     def load(self, directory: Path, engine: Engine, *, world_size: int = 1,
-             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+             ) -> tuple[TrainState, list[dict[str, Any]]]:
         """Restore engine + RNG (collective) from a checkpoint rank 0 verified (`latest_verified`); return
         (train_state, the data cursors of every saved rank)."""
         engine.load(directory)
-        train_state = json.loads((directory / TRAIN_STATE_FILE).read_text(encoding="utf-8"))
+        train_state = TrainState.read(directory)
         cursors = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(directory.glob(CURSOR_GLOB))]
-        if len(cursors) != train_state.get("world_size", len(cursors)):
+        if len(cursors) != train_state.world_size:
             raise UserError(f"checkpoint {directory} has {len(cursors)} data cursors for "
-                            f"{train_state.get('world_size')} ranks: it is incomplete; remove it to resume from "
+                            f"{train_state.world_size} ranks: it is incomplete; remove it to resume from "
                             "the previous one")
         rng_files = sorted(directory.glob(RNG_GLOB))
         same = directory / rng_file(self.rank)

@@ -14,8 +14,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from gpt2dist import atomic
 from gpt2dist.errors import UserError
 from gpt2dist.run.checkpoint import CheckpointManager
-from gpt2dist.run.layout import CHECKPOINTS_DIR, CONFIG_FILE, MANIFEST, TRAIN_STATE_FILE
+from gpt2dist.run.layout import CHECKPOINTS_DIR, CONFIG_FILE, MANIFEST
 from gpt2dist.run.layout import EXPORT_PROVENANCE as PROVENANCE
+from gpt2dist.run.state import TrainState
 from gpt2dist.tokenizer import load_tokenizer
 
 
@@ -75,7 +76,7 @@ def export(source: str | Path, out: str | Path) -> Path:
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        train_state = json.loads((step_dir / TRAIN_STATE_FILE).read_text(encoding="utf-8"))
+        train_state = TrainState.read(step_dir).to_json()
         block_size = _run_block_size(run_dir)
         (tmp / PROVENANCE).write_text(json.dumps({"checkpoint": str(step_dir), "block_size": block_size,
                                                   **train_state}, indent=1), encoding="utf-8")

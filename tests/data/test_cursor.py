@@ -42,8 +42,7 @@ def drain(stream: TextStream, n: int | None = None) -> list[tuple[int, str]]:
     for count, _ in enumerate(stream, 1):
         if n is not None and count >= n:
             break
-    pulled, stream.pulled = stream.pulled, []
-    return pulled
+    return stream.drain_pulled()
 
 
 def reshard(corpus, cfg, cursors, new: int, repeat: bool) -> list[TextStream]:

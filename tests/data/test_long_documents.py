@@ -142,7 +142,7 @@ def test_one_long_document_feeds_every_rank(tmp_path, world_size):
         assert len(windows) * 32 >= 0.7 * len(doc) / world_size, "a rank got too little of the document"
         assert [t for w in windows for t in w] + stream.buffer.tolist() == expected_stream([doc], 2000, world_size,
                                                                                              rank)
-        taken.update(doc_id for _, doc_id in stream.pulled)
+        taken.update(doc_id for _, doc_id in stream.drain_pulled())
     assert taken == Counter(f"0:0#{k}" for k in range(n_pieces)), "each piece on exactly one rank"
 
 
@@ -155,7 +155,7 @@ def drain(stream: TextStream, n: int | None = None) -> tuple[list[int], list[str
             break
     if n is None:
         tokens += stream.buffer.tolist()
-    pulled, stream.pulled = [d for _, d in stream.pulled], []
+    pulled = [d for _, d in stream.drain_pulled()]
     return tokens, pulled
 
 

@@ -72,7 +72,7 @@ def test_each_source_is_split_disjointly_and_completely_over_ranks(tmp_path):
         s = stream(cfg, rank, 2)
         for _ in range(400):
             next(s)
-        for epoch, where in s.pulled:
+        for epoch, where in s.drain_pulled():
             if epoch == 0:
                 pulled["ab"[int(where.split("/")[0])]].append(where)
     for letter, docs in pulled.items():
@@ -88,8 +88,7 @@ def test_a_zero_weight_source_is_never_read(tmp_path):
 def mixed_docs(s: MixedStream, n: int) -> list[tuple[int, str]]:
     for _ in range(n):
         next(s)
-    docs, s.pulled = s.pulled, []
-    return docs
+    return s.drain_pulled()
 
 
 def test_resume_on_the_same_and_another_world_size_repeats_and_skips_nothing(tmp_path):

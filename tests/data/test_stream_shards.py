@@ -46,7 +46,7 @@ def files_of(root: Path) -> list[Path]:
 def run_out(stream: TextStream) -> tuple[list[str], int]:
     """Drain a non-repeating stream: (documents it pulled, tokens it emitted + still holds)."""
     windows = list(stream)
-    return [doc for _, doc in stream.pulled], sum(len(w.tokens) for w in windows) + len(stream.buffer)
+    return [doc for _, doc in stream.drain_pulled()], sum(len(w.tokens) for w in windows) + len(stream.buffer)
 
 
 @pytest.mark.parametrize("n_files", [1, 3, 16])
@@ -99,7 +99,7 @@ def test_each_epoch_visits_the_ranks_files_once_in_a_new_order(tmp_path):
     while stream.epoch < 4:
         next(stream)
     per_epoch: dict[int, list[str]] = {}
-    for epoch, doc in stream.pulled:
+    for epoch, doc in stream.drain_pulled():
         per_epoch.setdefault(epoch, []).append(doc)
     orders = []
     for epoch in range(4):
@@ -138,8 +138,7 @@ def test_a_rank_never_reads_other_ranks_files_nor_finished_ones_on_resume(tmp_pa
 
 def collect(stream, n: int, batch: int) -> tuple[list[list[list[int]]], list[tuple[int, str]]]:
     out = [stream.next_batch(batch)[0].tolist() for _ in range(n)]
-    pulled = list(stream.pulled)
-    stream.pulled.clear()
+    pulled = stream.drain_pulled()
     return out, pulled
 
 

@@ -12,8 +12,8 @@ import torch
 from gpt2dist.config import TrainConfig, load_config
 from gpt2dist.engines.base import StepResult
 from gpt2dist.engines.compile import wants_compile
+from gpt2dist.engines.lr_schedule import lr_at
 from gpt2dist.engines.optim import build_adamw
-from gpt2dist.engines.schedule import lr_at
 from gpt2dist.engines.torch_engine import TorchEngine
 from gpt2dist.errors import UserError
 from gpt2dist.model import FAST_GELU, build_model
@@ -122,14 +122,14 @@ def fake_step_dir(tmp_path, *, deepspeed: bool, world_size: int):
 
 
 def test_resume_policy_by_engine_and_world_size(tmp_path):
-    from gpt2dist.engines.resume import resume_mode
+    from gpt2dist.engines.resume import ResumeMode, resume_mode
 
     ds2 = fake_step_dir(tmp_path / "a", deepspeed=True, world_size=2)
-    assert resume_mode(ds2, use_deepspeed=True, zero_stage=2, world_size=2) == "same"
-    assert resume_mode(ds2, use_deepspeed=True, zero_stage=2, world_size=1) == "universal"
-    assert resume_mode(ds2, use_deepspeed=True, zero_stage=0, world_size=1) == "same"  # ZeRO-0: one full state
+    assert resume_mode(ds2, use_deepspeed=True, zero_stage=2, world_size=2) is ResumeMode.SAME
+    assert resume_mode(ds2, use_deepspeed=True, zero_stage=2, world_size=1) is ResumeMode.UNIVERSAL
+    assert resume_mode(ds2, use_deepspeed=True, zero_stage=0, world_size=1) is ResumeMode.SAME  # ZeRO-0: one full state
     plain = fake_step_dir(tmp_path / "b", deepspeed=False, world_size=1)
-    assert resume_mode(plain, use_deepspeed=False, zero_stage=0, world_size=1) == "same"
+    assert resume_mode(plain, use_deepspeed=False, zero_stage=0, world_size=1) is ResumeMode.SAME
     with pytest.raises(UserError, match="written by the torch engine: resume it with distributed.backend=torch"):
         resume_mode(plain, use_deepspeed=True, zero_stage=0, world_size=2)
     with pytest.raises(UserError, match="written by the DeepSpeed engine: resume it with distributed.backend=deep"):

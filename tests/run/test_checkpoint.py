@@ -10,10 +10,11 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpt2dist.config import RunConfig, TrainConfig
-from gpt2dist.engines.schedule import lr_at
+from gpt2dist.engines.lr_schedule import lr_at
 from gpt2dist.engines.torch_engine import TorchEngine
 from gpt2dist.run.checkpoint import CheckpointManager
 from gpt2dist.run.layout import MANIFEST
+from gpt2dist.run.state import TrainState
 
 
 def tiny_engine(seed: int = 0) -> TorchEngine:
@@ -42,7 +43,7 @@ def reseed(seed: int) -> None:
 
 
 def save(manager: CheckpointManager, engine: TorchEngine, step: int):
-    return manager.save(step, engine, train_state={"step": step, "tokens": step * 10, "world_size": 1},
+    return manager.save(step, engine, train_state=TrainState(step, step * 10),
                         cursor={"step": step})
 
 
@@ -112,6 +113,6 @@ def test_round_trip_restores_model_optimizer_schedule_and_rng(tmp_path):
 
     restored = tiny_engine(seed=99)  # a different init: everything must come from the checkpoint
     train_state, cursors = manager.load(step_dir, restored)
-    assert train_state["step"] == 3 and cursors == [{"step": 3}]
+    assert train_state == TrainState(3, 30) and cursors == [{"step": 3}]
     assert restored.optimizer.param_groups[0]["lr"] == pytest.approx(lr_at(3, restored.cfg))
     assert train_steps(restored, 3, 6) == expected

@@ -197,7 +197,7 @@ def test_a_changed_lr_holds_after_a_resume_not_only_for_the_first_step(tmp_path)
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from gpt2dist.config import RunConfig, TrainConfig
-    from gpt2dist.engines.schedule import lr_at
+    from gpt2dist.engines.lr_schedule import lr_at
     from gpt2dist.engines.torch_engine import TorchEngine
 
     engine = tiny_engine()

@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from gpt2dist.data.stamps import KEY, check_unchanged, stamps
+from gpt2dist.data.stamps import check_unchanged, stamps
 from gpt2dist.errors import UserError
+from gpt2dist.run.state import TrainState
 
 
 @pytest.fixture
@@ -17,12 +18,12 @@ def recorded(tmp_path):
     data = tmp_path / "train.txt"
     data.write_text("one document\n\nanother one\n")
     step = tmp_path / "step-00000004"
-    return data, step, {"step": 4, KEY: stamps([data, "https://example.org/remote.txt"])}
+    return data, step, TrainState(4, 512, data_files=stamps([data, "https://example.org/remote.txt"])).data_files
 
 
 def test_an_unchanged_file_resumes(recorded):
     data, step, state = recorded
-    assert [entry[0] for entry in state[KEY]] == [str(data.resolve())]  # URLs are not stamped
+    assert [entry[0] for entry in state] == [str(data.resolve())]  # URLs are not stamped
     check_unchanged(state, step)
 
 
@@ -51,4 +52,4 @@ def test_a_touched_file_warns_and_resumes(recorded, caplog):
 
 
 def test_an_old_checkpoint_without_the_record_is_not_checked(tmp_path):
-    check_unchanged({"step": 4, "tokens": 512}, tmp_path / "step-00000004")
+    check_unchanged(TrainState.from_json({"step": 4, "tokens": 512}).data_files, tmp_path / "step-00000004")

@@ -107,7 +107,7 @@ def test_train_state_must_make_sense(tmp_path, state, ranks, match):
 
 def test_a_sane_train_state_passes(tmp_path):
     """The v1 fixture's shape (no world size written is one rank)."""
-    assert check_train_state(step_tree(tmp_path, {"step": 4, "tokens": 512, "epoch": 0}))["step"] == 4
+    assert check_train_state(step_tree(tmp_path, {"step": 4, "tokens": 512, "epoch": 0})).step == 4
 
 
 # ---- end to end: a real DeepSpeed checkpoint, resumed with the hostile tree planted ----
