@@ -10,16 +10,21 @@ robin as before, and a long document's pieces are dealt round robin too, so one 
 documents than ranks) still feeds every rank. Epoch 0 visits the files in `data.train` order, every later
 epoch in a permutation drawn from (seed, epoch); rows inside a file stay in order.
 
-A cursor (TextStream.state_dict, version 3) says: epoch, how far into this rank's visit order (`index`,
-`row`, `piece`: the next unit to read), the row counts of files read to their end, the units other ranks
-consumed before a world-size change (`consumed`), and the units read but not yet wholly cut into windows
-(`partial`: [epoch, file, row, piece, tokens already cut, pieces-end-with-EOS], re-tokenized on resume). It
-holds no token ids (but for the leftover `buffer` a version-2 cursor carried, kept until trained on): its size
-is bounded by the units one refill reads, whatever the documents' length. `reshard_cursor` merges N old
-cursors into the consumed set of every (epoch, file) and hands each of the M new ranks the part of it in its
-share, and old rank r's buffered units to new rank r % M: across the change no unit is read twice and none is
-left out, in either mode and when the mode switches (the tests cover N->M over 1, 3 and 16 files).
-Version-2 cursors (token lists, whole documents) are upgraded on load and resume exactly.
+A cursor (TextStream.state_dict, version 4) says: epoch, how far into this rank's visit order (`index`,
+`row`, `piece`: the next unit to read), the units other ranks consumed before a world-size change
+(`consumed`), and the units read but not yet wholly cut into windows (`partial`: [epoch, file, row, piece,
+tokens already cut, pieces-end-with-EOS], re-tokenized on resume). It holds no token ids (but for the leftover
+`buffer` a version-2 cursor carried, kept until trained on): its size is bounded by the units one refill
+reads, whatever the documents' length or the number of files. `reshard_cursor` merges N old cursors into the
+consumed set of every (epoch, file) and hands each of the M new ranks the part of it in its share, and old rank
+r's buffered units to new rank r % M: across the change no unit is read twice and none is left out, in either
+mode and when the mode switches (the tests cover N->M over 1, 3, 16 and hundreds of files).
+
+Which files an old rank read to their end follows from its (epoch, index) alone -- the visit order is a pure
+function of (file count, seed, epoch, rank, world size) in both modes, and each data.weights source has its own
+cursor and seed -- so such a file's position is FILE_END, past every unit, and no row count is stored
+(version 3 stored one per finished file: 12 B a file, the bulk of a many-file cursor).
+Version-2 and -3 cursors are upgraded on load and resume exactly.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ import numpy as np
 
 from gpt2dist.errors import UserError
 
-CURSOR_VERSION = 3
+CURSOR_VERSION = 4
 Unit = tuple[int, int]  # (row, piece)
+FILE_END: Unit = (1 << 62, 0)  # past every unit of any file: "read to its end", whatever its row count
 
 
 def shard_mode(n_files: int, world_size: int) -> str:
@@ -171,21 +177,29 @@ def cursor_files(cursor: dict[str, Any]) -> int:
 
 
 def upgrade_cursor(cursor: dict[str, Any]) -> dict[str, Any]:
-    """A TextStream cursor in the current layout: version 3 as is; version 2 (a list of leftover tokens, no pieces:
-    its run read documents whole, `piece_chars` None keeps it so) upgraded; anything older refused."""
+    """A TextStream cursor in the current layout: version 4 as is; version 2 (a list of leftover tokens, no pieces:
+    its run read documents whole, `piece_chars` None keeps it so) and version 3 (row counts of finished files)
+    upgraded; anything older refused."""
     version = cursor.get("version")
     if version == CURSOR_VERSION:
         return cursor
-    if version != 2:
+    if version not in (2, 3):
         raise UserError("the checkpoint's data cursor was written by an older gpt2dist (global row positions): "
                         "resume with that version or start a new run_dir")
-    return {**cursor, "version": CURSOR_VERSION, "piece": 0, "partial": [], "piece_chars": None,
-            "consumed": [[e, i, p, {"piece": 0, "units": [[r, 0] for r in rows], "frontiers": []}]
-                         for e, i, p, rows in cursor["consumed"]]}
+    if version == 2:
+        cursor = {**cursor, "piece": 0, "partial": [], "piece_chars": None,
+                  "consumed": [[e, i, p, {"piece": 0, "units": [[r, 0] for r in rows], "frontiers": []}]
+                               for e, i, p, rows in cursor["consumed"]]}
+    # A consumed prefix that reaches its file's row count is the whole file: FILE_END says so without the count.
+    rows = {int(i): n for i, n in cursor["rows"].items()}
+    consumed = [[e, i, FILE_END[0], {**d, "piece": 0}] if i in rows and (p, d["piece"]) >= (rows[i], 0)
+                else [e, i, p, d] for e, i, p, d in cursor["consumed"]]
+    return {k: v for k, v in cursor.items() if k != "rows"} | {"version": CURSOR_VERSION, "consumed": consumed}
 
 
-def _position(cursor: dict[str, Any], epoch: int, file: int, counts: dict[int, int]) -> Unit:
-    """How far this old rank had read `file` in `epoch`: every unit of it before this one is taken."""
+def _position(cursor: dict[str, Any], epoch: int, file: int) -> Unit:
+    """How far this old rank had read `file` in `epoch`: every unit of it before this one is taken. A file before
+    its `index` (or in an earlier epoch) it read to the end, skipping only units that earlier ranks took."""
     n_files = cursor_files(cursor)
     if not owns_file(file, cursor["rank"], cursor["world_size"], n_files) or epoch > cursor["epoch"]:
         return (0, 0)
@@ -193,17 +207,14 @@ def _position(cursor: dict[str, Any], epoch: int, file: int, counts: dict[int, i
     k = order.index(file)
     if epoch == cursor["epoch"] and k >= cursor["index"]:
         return (cursor["row"], cursor["piece"]) if k == cursor["index"] else (0, 0)
-    if file not in counts:  # every finished file's count is recorded; a missing one means a damaged cursor
-        raise UserError(f"checkpoint cursor of rank {cursor['rank']} lacks the row count of file {file}: "
-                        "resume on the world size the checkpoint was written with")
-    return (counts[file], 0)
+    return FILE_END
 
 
-def _consumed(cursors: list[dict[str, Any]], epoch: int, file: int, counts: dict[int, int]) -> Consumed:
+def _consumed(cursors: list[dict[str, Any]], epoch: int, file: int) -> Consumed:
     """Units of `file` consumed in `epoch` by any old rank (and by the ranks before earlier world-size changes)."""
     n_files = cursor_files(cursors[0])
     old_world = cursors[0]["world_size"]
-    reach = {c["rank"]: _position(c, epoch, file, counts) for c in cursors
+    reach = {c["rank"]: _position(c, epoch, file) for c in cursors
              if owns_file(file, c["rank"], old_world, n_files)}
     # Every unit below the slowest reader's position was read through by its owner, hence consumed; above it,
     # a unit is consumed when its owner had passed it (the frontier).
@@ -226,7 +237,6 @@ def reshard_cursor(cursors: list[dict[str, Any]], rank: int, world_size: int) ->
         raise UserError(f"checkpoint has cursors for ranks {[c['rank'] for c in cursors]} of {old_world}: "
                         "it is incomplete; resume from an earlier checkpoint")
     n_files = cursor_files(cursors[0])
-    counts = {int(i): n for c in cursors for i, n in c["rows"].items()}
     first = min(c["epoch"] for c in cursors)
     last = max([c["epoch"] for c in cursors] + [e for c in cursors for e, *_ in c["consumed"]])
     consumed = []
@@ -234,7 +244,7 @@ def reshard_cursor(cursors: list[dict[str, Any]], rank: int, world_size: int) ->
         for file in range(n_files):
             if not owns_file(file, rank, world_size, n_files):
                 continue
-            merged = _consumed(cursors, epoch, file, counts)
+            merged = _consumed(cursors, epoch, file)
             if not merged.empty():
                 consumed.append(merged.to_json(epoch))
     mine = [c for c in cursors if c["rank"] % world_size == rank]  # old rank r's unfinished tokens go to r % M
@@ -242,5 +252,4 @@ def reshard_cursor(cursors: list[dict[str, Any]], rank: int, world_size: int) ->
             "mode": shard_mode(n_files, world_size), "seed": cursors[0]["seed"], "epoch": first, "index": 0,
             "row": 0, "piece": 0, "windows_in_epoch": 0, "piece_chars": cursors[0]["piece_chars"],
             "buffer": [t for c in mine for t in c["buffer"]], "partial": [p for c in mine for p in c["partial"]],
-            "consumed": consumed,
-            "rows": {str(i): n for i, n in sorted(counts.items()) if owns_file(i, rank, world_size, n_files)}}
+            "consumed": consumed}

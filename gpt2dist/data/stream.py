@@ -23,6 +23,7 @@ from gpt2dist.data.contract import PulledLog, Window
 from gpt2dist.data.pieces import piece_starts, piece_text
 from gpt2dist.data.sharding import (
     CURSOR_VERSION,
+    FILE_END,
     BufferedUnit,
     Consumed,
     deals_pieces,
@@ -65,7 +66,6 @@ class TextStream(PulledLog):
         self.piece_chars: int | None = getattr(encode, "piece_chars", None)
         self.deal = deals_pieces(len(files), world_size)  # pieces of a long document go to several ranks
         self.epoch, self.index, self.row, self.piece = 0, 0, 0, 0  # the next unit to read
-        self.rows: dict[int, int] = {}  # row counts of files read to their end
         self.consumed: dict[tuple[int, int], Consumed] = {}  # (epoch, file) -> units taken by other ranks
         self.windows_in_epoch = 0
         self.tokens = TokenBuffer()
@@ -94,7 +94,7 @@ class TextStream(PulledLog):
         while self.index < len(order):
             file = order[self.index]
             entry = self.consumed.get((self.epoch, file))
-            if entry is not None and file in self.rows and entry.prefix >= (self.rows[file], 0):
+            if entry is not None and entry.prefix >= FILE_END:
                 self.index, self.row, self.piece = self.index + 1, 0, 0  # consumed whole before a world-size change
                 continue
             if entry is not None and entry.prefix > (self.row, self.piece):
@@ -127,8 +127,7 @@ class TextStream(PulledLog):
                 return None
             file = self.visit()[self.index]
             text = next(self._texts, None)
-            if text is None:  # the file is done
-                self.rows[file] = self.row
+            if text is None:  # the file is done: `index` past it says so (no row count kept)
                 self.index, self.row, self.piece, self._texts, self._entry = self.index + 1, 0, 0, None, None
                 continue
             if self.piece_chars is None or len(text) <= self.piece_chars:  # one unit: unowned rows stay uncleaned
@@ -266,7 +265,6 @@ class TextStream(PulledLog):
                 "seed": self.seed, "epoch": self.epoch, "index": self.index, "row": self.row, "piece": self.piece,
                 "windows_in_epoch": self.windows_in_epoch, "piece_chars": self.piece_chars,
                 "buffer": literal, "partial": [p.to_json() for p in partial + self._pending],
-                "rows": {str(i): n for i, n in sorted(self.rows.items())},
                 "consumed": [c.to_json(e) for (e, _), c in sorted(self.consumed.items(), key=lambda kv: kv[0])]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -282,7 +280,6 @@ class TextStream(PulledLog):
         self.seed, self.epoch, self.index = state["seed"], state["epoch"], state["index"]
         self.row, self.piece = state["row"], state["piece"]
         self.windows_in_epoch, self.piece_chars = state["windows_in_epoch"], state["piece_chars"]
-        self.rows = {int(i): n for i, n in state["rows"].items()}
         self.consumed = {}
         for entry in state["consumed"]:
             epoch, consumed = Consumed.from_json(entry, len(self.files))

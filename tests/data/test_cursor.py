@@ -155,3 +155,56 @@ def test_reshard_across_an_epoch_boundary(tmp_path):
     docs = [d for d in before + after if d[0] < 2]
     assert len(docs) == len(set(docs))
     assert sorted(docs) == sorted((e, i) for e in (0, 1) for i in ids)
+
+
+def test_the_cursor_does_not_grow_with_the_files_read_to_their_end(tmp_path):
+    """500 one-window files: the cursor after 450 finished files is the cursor after 50 but for its position
+    (version 3 stored a row count per finished file)."""
+    block = 16
+    files = []
+    for f in range(500):  # one document of `block` characters + EOS = exactly one window
+        files.append(tmp_path / f"f{f:03d}.txt")
+        files[-1].write_text(f"{f:03d}" + "y" * (block - 3))
+    stream = TextStream(files, DataConfig(block_size=block), encode, repeat=False)
+    cursors = {}
+    for count, _ in enumerate(stream, 1):
+        state = stream.state_dict()
+        for mark in (50, 450):
+            if count >= mark and mark not in cursors and not state["partial"]:  # no buffered unit: position only
+                cursors[mark] = json.loads(json.dumps(state))
+    early, late = cursors[50], cursors[450]
+    assert late["index"] - early["index"] >= 400, "the later cursor is 400 more finished files in"
+    changed = {key for key in early if early[key] != late[key]}
+    assert changed <= {"index", "row", "piece", "windows_in_epoch"}, "only the position may differ"
+    assert "rows" not in late
+
+
+def _drain_to_end(streams: list[TextStream]) -> list[tuple[int, str]]:
+    return [doc for s in streams for doc in drain(s)]
+
+
+@pytest.mark.parametrize(("old", "middle", "new"), [(3, 2, 5), (4, 7, 1)])
+def test_world_size_changes_over_hundreds_of_small_files(tmp_path, old, middle, new):
+    """N -> M -> K over 300 small files: no document twice, none left out; the files the old ranks read to their
+    end are not opened again (they are made unreadable before the resume), and no cursor lists them."""
+    corpus, ids = write_corpus(tmp_path, 300, lambda f: 1 + f % 3)
+    cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
+    streams = [TextStream(corpus, cfg, encode, rank=r, world_size=old, repeat=False) for r in range(old)]
+    before = [doc for r, s in enumerate(streams) for doc in drain(s, 40 + 30 * r)]
+    cursors = [json.loads(json.dumps(s.state_dict())) for s in streams]
+    buffered = {unit[1] for c in cursors for unit in c["partial"]}
+    finished = {f for c in cursors for f in range(len(corpus))
+                if f % old == c["rank"] and f // old < c["index"] and f not in buffered}  # epoch 0: order = files
+    assert 100 < len(finished) < 250, "the test wants many finished files and some left"
+    for f in finished:
+        corpus[f].write_bytes(b"\xff\xfe" * 50)  # opening it now would fail the test (not valid UTF-8)
+
+    resumed = reshard(corpus, cfg, cursors, middle, repeat=False)
+    during = [doc for s in resumed for doc in drain(s, 7)]
+    cursors = [json.loads(json.dumps(s.state_dict())) for s in resumed]
+    assert all("rows" not in c for c in cursors)
+    after = _drain_to_end(reshard(corpus, cfg, cursors, new, repeat=False))
+
+    everything = sorted(before + during + after)
+    assert len(everything) == len(set(everything)), "a document was read twice across the changes"
+    assert everything == sorted((0, i) for i in ids), "a document was skipped across the changes"

@@ -209,7 +209,8 @@ def as_version2(state: dict, stream: TextStream) -> dict:
     assert state["piece_chars"] is None and state["piece"] == 0
     consumed = [[e, i, p, [r for r, _ in d["units"]]] for e, i, p, d in state["consumed"]]
     old = {k: v for k, v in state.items() if k not in ("piece", "partial", "piece_chars")}
-    return {**old, "version": 2, "buffer": stream.buffer.tolist(), "consumed": consumed}
+    rows = {str(f): 1 for f in stream.visit()[:state["index"]]}  # finished files' row counts: one document each
+    return {**old, "version": 2, "buffer": stream.buffer.tolist(), "consumed": consumed, "rows": rows}
 
 
 def test_version2_cursors_resume_exactly_and_reshard(tmp_path):
