@@ -4,6 +4,7 @@ mode, in example mode, when the change switches between them, and when ranks are
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,35 @@ def test_world_size_changes_over_hundreds_of_small_files(tmp_path, old, middle, 
     everything = sorted(before + during + after)
     assert len(everything) == len(set(everything)), "a document was read twice across the changes"
     assert everything == sorted((0, i) for i in ids), "a document was skipped across the changes"
+
+
+V3 = Path(__file__).parent / "fixtures" / "cursor-v3"  # fixtures/make_v3_cursors.py, by gpt2dist at 6c0d904
+
+
+@pytest.fixture
+def v3_corpus(tmp_path, monkeypatch) -> tuple[list[Path], list[dict]]:
+    """A copy of the fixture's files (its cursors name them relative) and the 3 ranks' version-3 cursors."""
+    shutil.copytree(V3 / "data", tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    return [Path("data") / f"part{f}.txt" for f in range(8)], json.loads((V3 / "cursors.json").read_text())
+
+
+def test_version3_cursors_with_row_counts_resume_as_the_old_code_went_on(v3_corpus):
+    files, cursors = v3_corpus
+    assert all(c["version"] == 3 and c["rows"] for c in cursors)
+    for f in (0, 1):  # consumed whole before the change, no unit buffered: the upgraded cursor never opens them
+        files[f].write_bytes(b"\xff\xfe" * 50)
+    expected = json.loads((V3 / "next-windows.json").read_text())
+    for rank in range(3):
+        stream = TextStream(files, DataConfig(block_size=16), encode, rank=rank, world_size=3, repeat=False)
+        stream.load_cursors(cursors)
+        assert [w.tokens for w in stream] == expected[rank]
+
+
+@pytest.mark.parametrize("new", [1, 2])
+def test_version3_cursors_with_row_counts_reshard_exactly(v3_corpus, new):
+    files, cursors = v3_corpus
+    before = [tuple(doc) for doc in json.loads((V3 / "before.json").read_text())]
+    after = _drain_to_end(reshard(files, DataConfig(block_size=16), cursors, new, repeat=False))
+    everything = sorted(before + after)
+    assert everything == sorted((0, f"{f}:{d}") for f in range(8) for d in range(40))
