@@ -26,6 +26,7 @@ from gpt2dist.data.sharding import (
     FILE_END,
     BufferedUnit,
     Consumed,
+    Generation,
     deals_pieces,
     files_record,
     owns_unit,
@@ -49,8 +50,8 @@ class TextStream(PulledLog):
 
     The rank reads its files (sharding.py: whole files when there are at least as many files as ranks, a
     unit interleave otherwise) one at a time in the epoch's visit order. Read position = (epoch, index in the
-    visit order, row in that file, piece in that row); `consumed` holds units other ranks took before a
-    world-size change, skipped here. The cursor (state_dict) names the units whose tokens are still in the
+    visit order, row in that file, piece in that row); units other ranks took before a world-size change
+    (`history`: their positions; `consumed`: per-file entries of version-3 cursors) are skipped here. The cursor (state_dict) names the units whose tokens are still in the
     buffer instead of storing the tokens; a resume re-tokenizes them. At the end of a pass the next epoch
     starts in a new file order; leftover tokens carry over, so no token is dropped.
 
@@ -66,7 +67,8 @@ class TextStream(PulledLog):
         self.piece_chars: int | None = getattr(encode, "piece_chars", None)
         self.deal = deals_pieces(len(files), world_size)  # pieces of a long document go to several ranks
         self.epoch, self.index, self.row, self.piece = 0, 0, 0, 0  # the next unit to read
-        self.consumed: dict[tuple[int, int], Consumed] = {}  # (epoch, file) -> units taken by other ranks
+        self.consumed: dict[tuple[int, int], Consumed] = {}  # (epoch, file) -> taken, as version-3 cursors said
+        self.history: list[Generation] = []  # the ranks before each world-size change: what they read is taken
         self.windows_in_epoch = 0
         self.tokens = TokenBuffer()
         self._pulled: list[tuple[int, str]] = []  # (epoch, "file:row") of units read; see drain_pulled
@@ -93,7 +95,7 @@ class TextStream(PulledLog):
         order = self.visit()
         while self.index < len(order):
             file = order[self.index]
-            entry = self.consumed.get((self.epoch, file))
+            entry = self._taken(file)
             if entry is not None and entry.prefix >= FILE_END:
                 self.index, self.row, self.piece = self.index + 1, 0, 0  # consumed whole before a world-size change
                 continue
@@ -103,6 +105,18 @@ class TextStream(PulledLog):
             self._texts = iter_file_texts(self.files[file], self.cfg, self.row)
             return True
         return False
+
+    def _taken(self, file: int) -> Consumed | None:
+        """The units of `file` in this epoch that ranks took before a world-size change; None: none."""
+        parts = [self.consumed.get((self.epoch, file))] + \
+            [g.consumed(len(self.files), self.seed, self.epoch, file) for g in self.history]
+        parts = [p for p in parts if p is not None and not p.empty()]
+        if len(parts) < 2:
+            return parts[0] if parts else None
+        taken = Consumed(file, len(self.files))  # a new one: the cursor's own entries stay as they were
+        for part in parts:
+            taken.merge(part)
+        return taken
 
     def _owns(self, file: int, row: int, piece: int) -> bool:
         return owns_unit(file, row, piece, self.rank, self.world_size, len(self.files)) and \
@@ -219,7 +233,8 @@ class TextStream(PulledLog):
                 continue
             if not self.repeat:
                 raise StopIteration
-            if self.windows_in_epoch == 0 and not any(e == self.epoch for e, _ in self.consumed):
+            if self.windows_in_epoch == 0 and not any(e == self.epoch for e, _ in self.consumed) and \
+                    not any(g.took_from(self.epoch) for g in self.history):
                 packed = ", or use data.format=packed (ranks share windows, not documents)" \
                     if self.world_size > 1 else ""
                 raise UserError(f"the data in {self.files[0]}{' ...' if len(self.files) > 1 else ''} "
@@ -227,6 +242,7 @@ class TextStream(PulledLog):
                                 f"or lower data.block_size{packed}")
             self.epoch, self.index, self.row, self.piece, self.windows_in_epoch = self.epoch + 1, 0, 0, 0, 0
             self.consumed = {k: v for k, v in self.consumed.items() if k[0] >= self.epoch}
+            self.history = [g for g in self.history if g.took_from(self.epoch)]
             log.info("data: rank %d starting epoch %d", self.rank, self.epoch)
         ids = self.tokens.take(self.window)
         self.tokens.drop_cut()
@@ -265,7 +281,8 @@ class TextStream(PulledLog):
                 "seed": self.seed, "epoch": self.epoch, "index": self.index, "row": self.row, "piece": self.piece,
                 "windows_in_epoch": self.windows_in_epoch, "piece_chars": self.piece_chars,
                 "buffer": literal, "partial": [p.to_json() for p in partial + self._pending],
-                "consumed": [c.to_json(e) for (e, _), c in sorted(self.consumed.items(), key=lambda kv: kv[0])]}
+                "consumed": [c.to_json(e) for (e, _), c in sorted(self.consumed.items(), key=lambda kv: kv[0])],
+                "history": [g.to_json() for g in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore this rank's own cursor (same world size); a version-2 cursor resumes as its run read."""
@@ -284,6 +301,7 @@ class TextStream(PulledLog):
         for entry in state["consumed"]:
             epoch, consumed = Consumed.from_json(entry, len(self.files))
             self.consumed[(epoch, consumed.file)] = consumed
+        self.history = [Generation.from_json(g) for g in state["history"]]
         self.tokens = TokenBuffer()
         if state["buffer"]:
             literal = np.asarray(state["buffer"], dtype=np.int64)

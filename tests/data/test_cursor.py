@@ -187,7 +187,8 @@ def _drain_to_end(streams: list[TextStream]) -> list[tuple[int, str]]:
 @pytest.mark.parametrize(("old", "middle", "new"), [(3, 2, 5), (4, 7, 1)])
 def test_world_size_changes_over_hundreds_of_small_files(tmp_path, old, middle, new):
     """N -> M -> K over 300 small files: no document twice, none left out; the files the old ranks read to their
-    end are not opened again (they are made unreadable before the resume), and no cursor lists them."""
+    end are not opened again (they are made unreadable before the resume), and no cursor lists them: the resumed
+    ranks' cursors hold the old ranks' positions, not an entry per file."""
     corpus, ids = write_corpus(tmp_path, 300, lambda f: 1 + f % 3)
     cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
     streams = [TextStream(corpus, cfg, encode, rank=r, world_size=old, repeat=False) for r in range(old)]
@@ -203,7 +204,8 @@ def test_world_size_changes_over_hundreds_of_small_files(tmp_path, old, middle, 
     resumed = reshard(corpus, cfg, cursors, middle, repeat=False)
     during = [doc for s in resumed for doc in drain(s, 7)]
     cursors = [json.loads(json.dumps(s.state_dict())) for s in resumed]
-    assert all("rows" not in c for c in cursors)
+    for c in cursors:  # no entry per file: the old ranks' positions say which files they had taken
+        assert "rows" not in c and c["consumed"] == [] and [len(g[1]) for g in c["history"]] == [old]
     after = _drain_to_end(reshard(corpus, cfg, cursors, new, repeat=False))
 
     everything = sorted(before + during + after)
