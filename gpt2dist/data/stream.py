@@ -51,8 +51,9 @@ class TextStream(PulledLog):
     The rank reads its files (sharding.py: whole files when there are at least as many files as ranks, a
     unit interleave otherwise) one at a time in the epoch's visit order. Read position = (epoch, index in the
     visit order, row in that file, piece in that row); units other ranks took before a world-size change
-    (`history`: their positions; `consumed`: per-file entries of version-3 cursors) are skipped here. The cursor (state_dict) names the units whose tokens are still in the
-    buffer instead of storing the tokens; a resume re-tokenizes them. At the end of a pass the next epoch
+    (`history`: their positions; `consumed`: per-file entries of version-3 cursors) are skipped here. The
+    cursor (state_dict) names the units whose tokens are still in the buffer instead of storing the tokens; a
+    resume re-tokenizes them. At the end of a pass the next epoch
     starts in a new file order; leftover tokens carry over, so no token is dropped.
 
     `encode(texts)` gives each text's ids followed by EOS; its `piece_chars` attribute (pieces.DocumentEncoder)
