@@ -85,6 +85,21 @@ def visit_order(n_files: int, seed: int, epoch: int, rank: int, world_size: int)
     return [i for i in epoch_order(n_files, seed, epoch) if owns_file(i, rank, world_size, n_files)]
 
 
+def visit_places(n_files: int, seed: int, epoch: int, world_size: int) -> np.ndarray:
+    """Each file's place in its reader's visit order, for all ranks at once: visit_order(..., r, W).index(f) for
+    the rank r that reads f (any rank in example mode, where every rank's order is the epoch's). O(files)."""
+    order = np.asarray(epoch_order(n_files, seed, epoch), dtype=np.int64)
+    places = np.empty(n_files, dtype=np.int64)
+    if shard_mode(n_files, world_size) == "example":
+        places[order] = np.arange(n_files)
+        return places
+    readers = order % world_size  # file mode: file f is rank f % W's
+    by_reader = np.argsort(readers, kind="stable")  # each rank's files together, in epoch order
+    counts = np.bincount(readers, minlength=world_size)
+    places[order[by_reader]] = np.arange(n_files) - np.repeat(np.cumsum(counts) - counts, counts)
+    return places
+
+
 @dataclass
 class Consumed:
     """The units of one file in one epoch that ranks took before a world-size change: every unit below `prefix`,
@@ -212,19 +227,16 @@ class Generation:
 
     world: int
     positions: tuple[Position, ...]
-    _orders: dict[int, dict[int, int]] = field(default_factory=dict, compare=False, repr=False)
-    _epoch: int = field(default=-1, compare=False, repr=False)
+    _places: tuple[int, np.ndarray | None] = field(default=(-1, None), compare=False, repr=False)
 
     def reach(self, n_files: int, seed: int, epoch: int, file: int, rank: int) -> Unit:
         """How far old rank `rank` had read `file` in `epoch` (it owns the file): every unit before this is taken."""
         at, index, row, piece = self.positions[rank]
         if epoch != at:
             return FILE_END if epoch < at else (0, 0)
-        if self._epoch != epoch:  # one epoch's orders cached at a time: O(files) memory
-            self._orders, self._epoch = {}, epoch
-        if rank not in self._orders:
-            self._orders[rank] = {f: k for k, f in enumerate(visit_order(n_files, seed, epoch, rank, self.world))}
-        k = self._orders[rank][file]
+        if self._places[0] != epoch:  # one epoch's places at a time: 8 B a file
+            self._places = (epoch, visit_places(n_files, seed, epoch, self.world))
+        k = int(self._places[1][file])
         return FILE_END if k < index else (row, piece) if k == index else (0, 0)
 
     def consumed(self, n_files: int, seed: int, epoch: int, file: int) -> Consumed:

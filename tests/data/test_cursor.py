@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpt2dist.config import DataConfig
-from gpt2dist.data.sharding import reshard_cursor, shard_mode
+from gpt2dist.data.sharding import reshard_cursor, shard_mode, visit_order, visit_places
 from gpt2dist.data.stream import TextStream
 from gpt2dist.errors import UserError
 
@@ -243,3 +243,14 @@ def test_version3_cursors_with_row_counts_reshard_exactly(v3_corpus, new):
     after = _drain_to_end(reshard(files, DataConfig(block_size=16), cursors, new, repeat=False))
     everything = sorted(before + after)
     assert everything == sorted((0, f"{f}:{d}") for f in range(8) for d in range(40))
+
+
+def test_visit_places_invert_every_ranks_visit_order():
+    """The resumed rank's O(files) lookup of where each file lies in its old reader's order (Generation.reach)."""
+    for n_files in (1, 3, 16, 37):
+        for world in (1, 2, 3, 4, 7):
+            for epoch in (0, 1, 2):
+                places = visit_places(n_files, 5, epoch, world)
+                for rank in range(world):
+                    order = visit_order(n_files, 5, epoch, rank, world)
+                    assert [int(places[f]) for f in order] == list(range(len(order)))
