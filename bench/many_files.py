@@ -8,6 +8,7 @@ before issue 25, offline) on N of the files and extrapolates it to all of them.
 
     python bench/many_files.py                      # 5,000 files of 1 kB vs one 5 MB file
     python bench/many_files.py --files 1000 --datasets 100
+    python bench/many_files.py --files 500 --cursor-only   # streaming and the cursor, no prepare
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--datasets", type=int, default=0, help="also time datasets.load_dataset on N files")
+    parser.add_argument("--cursor-only", action="store_true", help="skip prepare (stream and cursor only)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -87,7 +89,9 @@ def main() -> None:
         one = stream_all(str(tmp / "one" / "all.txt"), encode, args.block_size)
         print(f"stream:  many {many[0]:.2f} s ({many[1]:,} windows) | one {one[0]:.2f} s ({one[1]:,} windows) | "
               f"ratio {many[0] / one[0]:.2f}")
-        print(f"cursor half-way: many {many[2]:,} B | one {one[2]:,} B")
+        print(f"cursor half-way: many {many[2]:,} B | one {one[2]:,} B | ratio {many[2] / one[2]:.2f}")
+        if args.cursor_only:
+            return
         p_many = prepare_time(tmp, str(tmp / "many"), "pm", args.block_size)
         p_one = prepare_time(tmp, str(tmp / "one" / "all.txt"), "po", args.block_size)
         print(f"prepare: many {p_many:.2f} s | one {p_one:.2f} s | ratio {p_many / p_one:.2f}")

@@ -166,10 +166,13 @@ def test_world_size_change_continues_training(tmp_path, story_corpus, runs, kill
     docs = read_trace_docs(run_dir, world_size=after)
     assert len(docs) == len(set(docs)), "a document was consumed twice across the world-size change"
     cursors = [json.loads(p.read_text()) for p in (run_dir / "checkpoints" / "step-00000008").glob("cursor-*.json")]
-    # One file, still in epoch 0: a rank has taken every row below max(its row, the prefix other ranks
-    # consumed before the change) -- a resumed rank living on inherited leftover tokens has not read yet.
+    # One file, still in epoch 0: a rank has taken every row below max(its row, the row of the slowest rank
+    # before the change, from the cursor's `history` of old positions [epoch, index, row, piece]) -- a resumed
+    # rank living on inherited leftover tokens has not read yet.
     assert all((c["epoch"], c["index"]) == (0, 0) for c in cursors)
-    slowest = min(max([c["row"]] + [p for e, i, p, _ in c["consumed"] if (e, i) == (0, 0)]) for c in cursors)
+    assert all(p[:2] == [0, 0] for c in cursors for _, positions in c["history"] for p in positions)
+    slowest = min(max([c["row"]] + [min(p[2] for p in positions) for _, positions in c["history"]])
+                  for c in cursors)
     assert slowest > 0
     missing = {(0, f"0:{r}") for r in range(slowest)} - set(docs)
     assert not missing, f"documents skipped across the change: {sorted(missing)[:10]}"

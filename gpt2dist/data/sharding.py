@@ -10,16 +10,23 @@ robin as before, and a long document's pieces are dealt round robin too, so one 
 documents than ranks) still feeds every rank. Epoch 0 visits the files in `data.train` order, every later
 epoch in a permutation drawn from (seed, epoch); rows inside a file stay in order.
 
-A cursor (TextStream.state_dict, version 3) says: epoch, how far into this rank's visit order (`index`,
-`row`, `piece`: the next unit to read), the row counts of files read to their end, the units other ranks
-consumed before a world-size change (`consumed`), and the units read but not yet wholly cut into windows
-(`partial`: [epoch, file, row, piece, tokens already cut, pieces-end-with-EOS], re-tokenized on resume). It
-holds no token ids (but for the leftover `buffer` a version-2 cursor carried, kept until trained on): its size
-is bounded by the units one refill reads, whatever the documents' length. `reshard_cursor` merges N old
-cursors into the consumed set of every (epoch, file) and hands each of the M new ranks the part of it in its
-share, and old rank r's buffered units to new rank r % M: across the change no unit is read twice and none is
-left out, in either mode and when the mode switches (the tests cover N->M over 1, 3 and 16 files).
-Version-2 cursors (token lists, whole documents) are upgraded on load and resume exactly.
+A cursor (TextStream.state_dict, version 4) says: epoch, how far into this rank's visit order (`index`,
+`row`, `piece`: the next unit to read), the units read but not yet wholly cut into windows (`partial`: [epoch,
+file, row, piece, tokens already cut, pieces-end-with-EOS], re-tokenized on resume), and after a world-size
+change the old ranks' positions (`history`: one Generation per change). It holds no token ids (but for the
+leftover `buffer` a version-2 cursor carried, kept until trained on) and nothing per file: its size is bounded
+by the units one refill reads and the ranks, whatever the documents' length or the number of files.
+
+Which units an old rank had taken follows from its position alone: the visit order is a pure function of
+(file count, seed, epoch, rank, world size) in both modes (each data.weights source has its own cursor and
+seed; sample_by changes what a row is, not the order), so a file before its `index` was read to its end
+(FILE_END, past every unit: no row count is needed), the file at `index` up to (row, piece), later ones not at
+all. `reshard_cursor` turns the N old cursors into one more Generation and hands old rank r's buffered units
+to new rank r % M; each new rank derives, per file it opens, the units taken before (Generation.consumed):
+across the change no unit is read twice and none is left out, in either mode, when the mode switches, and over
+several changes (tests: N->M over 1, 3, 16 and 300 files, N->M->K). A file taken whole is not opened.
+Version-3 cursors (a row count per finished file, a `consumed` entry per (epoch, file) after a change) and
+version-2 ones are upgraded on load and resume exactly.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ import numpy as np
 
 from gpt2dist.errors import UserError
 
-CURSOR_VERSION = 3
+CURSOR_VERSION = 4
 Unit = tuple[int, int]  # (row, piece)
+FILE_END: Unit = (1 << 62, 0)  # past every unit of any file: "read to its end", whatever its row count
 
 
 def shard_mode(n_files: int, world_size: int) -> str:
@@ -75,6 +83,21 @@ def epoch_order(n_files: int, seed: int, epoch: int) -> list[int]:
 def visit_order(n_files: int, seed: int, epoch: int, rank: int, world_size: int) -> list[int]:
     """The files this rank reads in this epoch, in reading order."""
     return [i for i in epoch_order(n_files, seed, epoch) if owns_file(i, rank, world_size, n_files)]
+
+
+def visit_places(n_files: int, seed: int, epoch: int, world_size: int) -> np.ndarray:
+    """Each file's place in its reader's visit order, for all ranks at once: visit_order(..., r, W).index(f) for
+    the rank r that reads f (any rank in example mode, where every rank's order is the epoch's). O(files)."""
+    order = np.asarray(epoch_order(n_files, seed, epoch), dtype=np.int64)
+    places = np.empty(n_files, dtype=np.int64)
+    if shard_mode(n_files, world_size) == "example":
+        places[order] = np.arange(n_files)
+        return places
+    readers = order % world_size  # file mode: file f is rank f % W's
+    by_reader = np.argsort(readers, kind="stable")  # each rank's files together, in epoch order
+    counts = np.bincount(readers, minlength=world_size)
+    places[order[by_reader]] = np.arange(n_files) - np.repeat(np.cumsum(counts) - counts, counts)
+    return places
 
 
 @dataclass
@@ -171,76 +194,105 @@ def cursor_files(cursor: dict[str, Any]) -> int:
 
 
 def upgrade_cursor(cursor: dict[str, Any]) -> dict[str, Any]:
-    """A TextStream cursor in the current layout: version 3 as is; version 2 (a list of leftover tokens, no pieces:
-    its run read documents whole, `piece_chars` None keeps it so) upgraded; anything older refused."""
+    """A TextStream cursor in the current layout: version 4 as is; version 2 (a list of leftover tokens, no pieces:
+    its run read documents whole, `piece_chars` None keeps it so) and version 3 (row counts of finished files)
+    upgraded; anything older refused."""
     version = cursor.get("version")
     if version == CURSOR_VERSION:
         return cursor
-    if version != 2:
+    if version not in (2, 3):
         raise UserError("the checkpoint's data cursor was written by an older gpt2dist (global row positions): "
                         "resume with that version or start a new run_dir")
-    return {**cursor, "version": CURSOR_VERSION, "piece": 0, "partial": [], "piece_chars": None,
-            "consumed": [[e, i, p, {"piece": 0, "units": [[r, 0] for r in rows], "frontiers": []}]
-                         for e, i, p, rows in cursor["consumed"]]}
+    if version == 2:
+        cursor = {**cursor, "piece": 0, "partial": [], "piece_chars": None,
+                  "consumed": [[e, i, p, {"piece": 0, "units": [[r, 0] for r in rows], "frontiers": []}]
+                               for e, i, p, rows in cursor["consumed"]]}
+    # A consumed prefix that reaches its file's row count is the whole file: FILE_END says so without the count.
+    rows = {int(i): n for i, n in cursor["rows"].items()}
+    consumed = [[e, i, FILE_END[0], {**d, "piece": 0}] if i in rows and (p, d["piece"]) >= (rows[i], 0)
+                else [e, i, p, d] for e, i, p, d in cursor["consumed"]]
+    return {k: v for k, v in cursor.items() if k != "rows"} | {"version": CURSOR_VERSION, "consumed": consumed,
+                                                                "history": []}
 
 
-def _position(cursor: dict[str, Any], epoch: int, file: int, counts: dict[int, int]) -> Unit:
-    """How far this old rank had read `file` in `epoch`: every unit of it before this one is taken."""
-    n_files = cursor_files(cursor)
-    if not owns_file(file, cursor["rank"], cursor["world_size"], n_files) or epoch > cursor["epoch"]:
-        return (0, 0)
-    order = visit_order(n_files, cursor["seed"], epoch, cursor["rank"], cursor["world_size"])
-    k = order.index(file)
-    if epoch == cursor["epoch"] and k >= cursor["index"]:
-        return (cursor["row"], cursor["piece"]) if k == cursor["index"] else (0, 0)
-    if file not in counts:  # every finished file's count is recorded; a missing one means a damaged cursor
-        raise UserError(f"checkpoint cursor of rank {cursor['rank']} lacks the row count of file {file}: "
-                        "resume on the world size the checkpoint was written with")
-    return (counts[file], 0)
+Position = tuple[int, int, int, int]  # (epoch, index, row, piece): the next unit a rank would read
 
 
-def _consumed(cursors: list[dict[str, Any]], epoch: int, file: int, counts: dict[int, int]) -> Consumed:
-    """Units of `file` consumed in `epoch` by any old rank (and by the ranks before earlier world-size changes)."""
-    n_files = cursor_files(cursors[0])
-    old_world = cursors[0]["world_size"]
-    reach = {c["rank"]: _position(c, epoch, file, counts) for c in cursors
-             if owns_file(file, c["rank"], old_world, n_files)}
-    # Every unit below the slowest reader's position was read through by its owner, hence consumed; above it,
-    # a unit is consumed when its owner had passed it (the frontier).
-    merged = Consumed(file, n_files, min(reach.values()),
-                      frontiers=[(old_world, tuple(reach.get(r, (0, 0)) for r in range(old_world)))])
-    for c in cursors:  # units other ranks consumed before an earlier world-size change
-        for entry in c["consumed"]:
-            e, earlier = Consumed.from_json(entry, n_files)
-            if (e, earlier.file) == (epoch, file):
-                merged.merge(earlier)
-    merged.prune()
-    return merged
+@dataclass
+class Generation:
+    """The `world` ranks' positions when the run changed world size: what they had read stays taken. A unit is
+    taken when its owner among them had passed it; which files an owner had passed follows from its (epoch,
+    index), its visit order being a pure function of (file count, seed, epoch, rank, world). A cursor carries one
+    per world-size change still reaching its epoch -- O(ranks) -- instead of a consumed entry per file."""
+
+    world: int
+    positions: tuple[Position, ...]
+    _places: tuple[int, np.ndarray | None] = field(default=(-1, None), compare=False, repr=False)
+
+    def reach(self, n_files: int, seed: int, epoch: int, file: int, rank: int) -> Unit:
+        """How far old rank `rank` had read `file` in `epoch` (it owns the file): every unit before this is taken."""
+        at, index, row, piece = self.positions[rank]
+        if epoch != at:
+            return FILE_END if epoch < at else (0, 0)
+        if self._places[0] != epoch:  # one epoch's places at a time: 8 B a file
+            self._places = (epoch, visit_places(n_files, seed, epoch, self.world))
+        k = int(self._places[1][file])
+        return FILE_END if k < index else (row, piece) if k == index else (0, 0)
+
+    def consumed(self, n_files: int, seed: int, epoch: int, file: int) -> Consumed:
+        """The units of `file` in `epoch` these ranks took."""
+        reach = {r: self.reach(n_files, seed, epoch, file, r) for r in range(self.world)
+                 if owns_file(file, r, self.world, n_files)}
+        # Every unit below the slowest reader's position was read through by its owner, hence consumed; above it,
+        # a unit is consumed when its owner had passed it (the frontier).
+        taken = Consumed(file, n_files, min(reach.values()),
+                         frontiers=[(self.world, tuple(reach.get(r, (0, 0)) for r in range(self.world)))])
+        taken.prune()
+        return taken
+
+    def took_from(self, epoch: int) -> bool:
+        """Did these ranks take anything in `epoch` or later?"""
+        return any(p > (epoch, 0, 0, 0) for p in self.positions)
+
+    def to_json(self) -> list[Any]:
+        return [self.world, [list(p) for p in self.positions]]
+
+    @classmethod
+    def from_json(cls, entry: list[Any]) -> Generation:
+        world, positions = entry
+        return cls(world, tuple(tuple(p) for p in positions))
 
 
 def reshard_cursor(cursors: list[dict[str, Any]], rank: int, world_size: int) -> dict[str, Any]:
-    """This new rank's cursor, merged from all old ranks' cursors (one per old rank, any order)."""
+    """This new rank's cursor, merged from all old ranks' cursors (one per old rank, any order): their positions
+    become one more Generation; the consumed entries of older cursors (version 3 and before) in this rank's files
+    are merged per (epoch, file)."""
     cursors = sorted((upgrade_cursor(c) for c in cursors), key=lambda c: c["rank"])
     old_world = cursors[0]["world_size"]
     if [c["rank"] for c in cursors] != list(range(old_world)):
         raise UserError(f"checkpoint has cursors for ranks {[c['rank'] for c in cursors]} of {old_world}: "
                         "it is incomplete; resume from an earlier checkpoint")
     n_files = cursor_files(cursors[0])
-    counts = {int(i): n for c in cursors for i, n in c["rows"].items()}
     first = min(c["epoch"] for c in cursors)
-    last = max([c["epoch"] for c in cursors] + [e for c in cursors for e, *_ in c["consumed"]])
+    history = [[old_world, [[c["epoch"], c["index"], c["row"], c["piece"]] for c in cursors]]]
+    for entry in (g for c in cursors for g in c["history"]):  # every old rank carries the same earlier ones
+        if entry not in history:
+            history.append(entry)
+    history = [g for g in history if Generation.from_json(g).took_from(first)]
+    merged: dict[tuple[int, int], Consumed] = {}
+    for c in cursors:
+        for entry in c["consumed"]:
+            epoch, earlier = Consumed.from_json(entry, n_files)
+            if epoch >= first and owns_file(earlier.file, rank, world_size, n_files):
+                merged.setdefault((epoch, earlier.file), Consumed(earlier.file, n_files)).merge(earlier)
     consumed = []
-    for epoch in range(first, last + 1):
-        for file in range(n_files):
-            if not owns_file(file, rank, world_size, n_files):
-                continue
-            merged = _consumed(cursors, epoch, file, counts)
-            if not merged.empty():
-                consumed.append(merged.to_json(epoch))
+    for (epoch, _), entry in sorted(merged.items(), key=lambda kv: kv[0]):
+        entry.prune()
+        if not entry.empty():
+            consumed.append(entry.to_json(epoch))
     mine = [c for c in cursors if c["rank"] % world_size == rank]  # old rank r's unfinished tokens go to r % M
     return {"version": CURSOR_VERSION, "files": cursors[0]["files"], "rank": rank, "world_size": world_size,
             "mode": shard_mode(n_files, world_size), "seed": cursors[0]["seed"], "epoch": first, "index": 0,
             "row": 0, "piece": 0, "windows_in_epoch": 0, "piece_chars": cursors[0]["piece_chars"],
             "buffer": [t for c in mine for t in c["buffer"]], "partial": [p for c in mine for p in c["partial"]],
-            "consumed": consumed,
-            "rows": {str(i): n for i, n in sorted(counts.items()) if owns_file(i, rank, world_size, n_files)}}
+            "consumed": consumed, "history": history}

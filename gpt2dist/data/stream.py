@@ -23,8 +23,10 @@ from gpt2dist.data.contract import PulledLog, Window
 from gpt2dist.data.pieces import piece_starts, piece_text
 from gpt2dist.data.sharding import (
     CURSOR_VERSION,
+    FILE_END,
     BufferedUnit,
     Consumed,
+    Generation,
     deals_pieces,
     files_record,
     owns_unit,
@@ -48,9 +50,10 @@ class TextStream(PulledLog):
 
     The rank reads its files (sharding.py: whole files when there are at least as many files as ranks, a
     unit interleave otherwise) one at a time in the epoch's visit order. Read position = (epoch, index in the
-    visit order, row in that file, piece in that row); `consumed` holds units other ranks took before a
-    world-size change, skipped here. The cursor (state_dict) names the units whose tokens are still in the
-    buffer instead of storing the tokens; a resume re-tokenizes them. At the end of a pass the next epoch
+    visit order, row in that file, piece in that row); units other ranks took before a world-size change
+    (`history`: their positions; `consumed`: per-file entries of version-3 cursors) are skipped here. The
+    cursor (state_dict) names the units whose tokens are still in the buffer instead of storing the tokens; a
+    resume re-tokenizes them. At the end of a pass the next epoch
     starts in a new file order; leftover tokens carry over, so no token is dropped.
 
     `encode(texts)` gives each text's ids followed by EOS; its `piece_chars` attribute (pieces.DocumentEncoder)
@@ -65,8 +68,8 @@ class TextStream(PulledLog):
         self.piece_chars: int | None = getattr(encode, "piece_chars", None)
         self.deal = deals_pieces(len(files), world_size)  # pieces of a long document go to several ranks
         self.epoch, self.index, self.row, self.piece = 0, 0, 0, 0  # the next unit to read
-        self.rows: dict[int, int] = {}  # row counts of files read to their end
-        self.consumed: dict[tuple[int, int], Consumed] = {}  # (epoch, file) -> units taken by other ranks
+        self.consumed: dict[tuple[int, int], Consumed] = {}  # (epoch, file) -> taken, as version-3 cursors said
+        self.history: list[Generation] = []  # the ranks before each world-size change: what they read is taken
         self.windows_in_epoch = 0
         self.tokens = TokenBuffer()
         self._pulled: list[tuple[int, str]] = []  # (epoch, "file:row") of units read; see drain_pulled
@@ -93,8 +96,8 @@ class TextStream(PulledLog):
         order = self.visit()
         while self.index < len(order):
             file = order[self.index]
-            entry = self.consumed.get((self.epoch, file))
-            if entry is not None and file in self.rows and entry.prefix >= (self.rows[file], 0):
+            entry = self._taken(file)
+            if entry is not None and entry.prefix >= FILE_END:
                 self.index, self.row, self.piece = self.index + 1, 0, 0  # consumed whole before a world-size change
                 continue
             if entry is not None and entry.prefix > (self.row, self.piece):
@@ -103,6 +106,18 @@ class TextStream(PulledLog):
             self._texts = iter_file_texts(self.files[file], self.cfg, self.row)
             return True
         return False
+
+    def _taken(self, file: int) -> Consumed | None:
+        """The units of `file` in this epoch that ranks took before a world-size change; None: none."""
+        parts = [self.consumed.get((self.epoch, file))] + \
+            [g.consumed(len(self.files), self.seed, self.epoch, file) for g in self.history]
+        parts = [p for p in parts if p is not None and not p.empty()]
+        if len(parts) < 2:
+            return parts[0] if parts else None
+        taken = Consumed(file, len(self.files))  # a new one: the cursor's own entries stay as they were
+        for part in parts:
+            taken.merge(part)
+        return taken
 
     def _owns(self, file: int, row: int, piece: int) -> bool:
         return owns_unit(file, row, piece, self.rank, self.world_size, len(self.files)) and \
@@ -127,8 +142,7 @@ class TextStream(PulledLog):
                 return None
             file = self.visit()[self.index]
             text = next(self._texts, None)
-            if text is None:  # the file is done
-                self.rows[file] = self.row
+            if text is None:  # the file is done: `index` past it says so (no row count kept)
                 self.index, self.row, self.piece, self._texts, self._entry = self.index + 1, 0, 0, None, None
                 continue
             if self.piece_chars is None or len(text) <= self.piece_chars:  # one unit: unowned rows stay uncleaned
@@ -220,7 +234,8 @@ class TextStream(PulledLog):
                 continue
             if not self.repeat:
                 raise StopIteration
-            if self.windows_in_epoch == 0 and not any(e == self.epoch for e, _ in self.consumed):
+            if self.windows_in_epoch == 0 and not any(e == self.epoch for e, _ in self.consumed) and \
+                    not any(g.took_from(self.epoch) for g in self.history):
                 packed = ", or use data.format=packed (ranks share windows, not documents)" \
                     if self.world_size > 1 else ""
                 raise UserError(f"the data in {self.files[0]}{' ...' if len(self.files) > 1 else ''} "
@@ -228,6 +243,7 @@ class TextStream(PulledLog):
                                 f"or lower data.block_size{packed}")
             self.epoch, self.index, self.row, self.piece, self.windows_in_epoch = self.epoch + 1, 0, 0, 0, 0
             self.consumed = {k: v for k, v in self.consumed.items() if k[0] >= self.epoch}
+            self.history = [g for g in self.history if g.took_from(self.epoch)]
             log.info("data: rank %d starting epoch %d", self.rank, self.epoch)
         ids = self.tokens.take(self.window)
         self.tokens.drop_cut()
@@ -266,8 +282,8 @@ class TextStream(PulledLog):
                 "seed": self.seed, "epoch": self.epoch, "index": self.index, "row": self.row, "piece": self.piece,
                 "windows_in_epoch": self.windows_in_epoch, "piece_chars": self.piece_chars,
                 "buffer": literal, "partial": [p.to_json() for p in partial + self._pending],
-                "rows": {str(i): n for i, n in sorted(self.rows.items())},
-                "consumed": [c.to_json(e) for (e, _), c in sorted(self.consumed.items(), key=lambda kv: kv[0])]}
+                "consumed": [c.to_json(e) for (e, _), c in sorted(self.consumed.items(), key=lambda kv: kv[0])],
+                "history": [g.to_json() for g in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore this rank's own cursor (same world size); a version-2 cursor resumes as its run read."""
@@ -282,11 +298,11 @@ class TextStream(PulledLog):
         self.seed, self.epoch, self.index = state["seed"], state["epoch"], state["index"]
         self.row, self.piece = state["row"], state["piece"]
         self.windows_in_epoch, self.piece_chars = state["windows_in_epoch"], state["piece_chars"]
-        self.rows = {int(i): n for i, n in state["rows"].items()}
         self.consumed = {}
         for entry in state["consumed"]:
             epoch, consumed = Consumed.from_json(entry, len(self.files))
             self.consumed[(epoch, consumed.file)] = consumed
+        self.history = [Generation.from_json(g) for g in state["history"]]
         self.tokens = TokenBuffer()
         if state["buffer"]:
             literal = np.asarray(state["buffer"], dtype=np.int64)
