@@ -10,6 +10,7 @@ part, runs there off the training process. `data.num_workers=0` keeps everything
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import ctypes
@@ -96,6 +97,11 @@ def init_worker(parent: int, closing, worker_id: int = 0) -> None:
         import_hooks.unregister_all_post_import_hooks()
 
 
+def _mark(flag) -> None:
+    """Set a worker's shutdown flag (close() does it; at interpreter exit, atexit does)."""
+    flag.value = 1
+
+
 class PrefetchedStream(PulledLog):
     """A streaming-path stream run in a prefetching DataLoader worker (the contract, from another process)."""
 
@@ -138,6 +144,10 @@ class PrefetchedStream(PulledLog):
     def _start(self, batch_size: int) -> None:
         self.close()
         self._closing = multiprocessing.RawValue("b", 0)  # this worker's own: the closed one's flag stays set
+        # An exit without close() (an exception left the stream in a traceback): multiprocessing's own exit hook
+        # terminates the worker and then joins it; this hook, registered later, runs first, so that TERM is a
+        # shutdown too -- a worker that forwarded it instead would be joined forever.
+        atexit.register(_mark, self._closing)
         # Rust tokenizers warn (and may deadlock) when forked after using their thread pool.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         loader = DataLoader(_Batches(self._make, self._state, batch_size), batch_size=None, num_workers=1,

@@ -9,6 +9,7 @@ finding is one line: ok, warn or error; `raise_for_problems` turns the first err
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
 from collections.abc import Callable
@@ -199,8 +200,8 @@ def _disk_finding(cfg: RunConfig, world_size: int, facts: ModelFacts, run_dir: P
     if not probe.is_dir():
         return Finding("error", f"run_dir {run_dir}: cannot create files in {probe} (Not a directory)")
     if not os.access(probe, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-        return Finding("error", f"run_dir {run_dir}: cannot create files in {probe} (not writable, or a read-only "
-                                "file system)")
+        why = os.strerror(errno.EROFS if os.statvfs(probe).f_flag & os.ST_RDONLY else errno.EACCES)
+        return Finding("error", f"run_dir {run_dir}: cannot create files in {probe} ({why})")
     deepspeed = cfg.distributed.backend != "torch" and uses_deepspeed(cfg, world_size)
     one = memory.checkpoint_bytes(facts.n_params, cfg.train.precision, deepspeed=deepspeed,
                                   zero_stage=cfg.distributed.zero_stage)
