@@ -11,16 +11,16 @@ import argparse
 import json
 import sys
 
+from gpt2dist.arguments import add_train_arguments, parse_with_overrides, train_overrides
 from gpt2dist.errors import run_or_exit
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     if not args.print_config:  # printing the resolved config needs no data yet
-        check_before_torch(args.config, [*args.overrides] + (["train.resume=false"] if args.no_resume else []))
-    from gpt2dist.train import main as train_main
+        check_before_torch(args.config, train_overrides(args))
+    from gpt2dist.train import run_train
 
-    train_main([args.config, *args.overrides] + (["--no-resume"] if args.no_resume else [])
-               + (["--print-config"] if args.print_config else []))
+    run_train(args)
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -184,11 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train (or resume) from a YAML run config")
-    p.add_argument("config", help="YAML run config (see examples/)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
-    p.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must hold no checkpoint")
-    p.add_argument("--print-config", action="store_true",
-                   help="print the resolved config (overrides, batch triple, backend) and exit without training")
+    add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("config", help="every config key: type, default, allowed values, doc; or a config resolved")
@@ -309,21 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The subcommand's arguments, overrides collected wherever they stand (`--a.b v` included)."""
-    parser = build_parser()
-    from gpt2dist.config.overrides import normalize_argv
-    from gpt2dist.errors import UserError
-
-    try:  # `--train.lr=3e-4` / `--train.lr 3e-4` -> `train.lr=3e-4`
-        argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
-    except UserError as exc:
-        parser.error(str(exc))
-    # Overrides may follow options (`--world-size 8 a.b=1`); argparse leaves those over, so collect them.
-    args, extra = parser.parse_known_args(argv)  # argparse itself exits 2 with a usage line on bad arguments
-    if extra:
-        if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = [*args.overrides, *extra]
-    return args
+    return parse_with_overrides(build_parser(), argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from gpt2dist import dist, hub
+from gpt2dist.arguments import add_train_arguments, parse_with_overrides, train_overrides
 from gpt2dist.config import BatchPlan, RunConfig, batch_plan, load_config, save_config, uses_deepspeed
-from gpt2dist.config.overrides import normalize_argv
 from gpt2dist.data import stamps
 from gpt2dist.data.build import build_train_stream, build_val
 from gpt2dist.data.epochs import budget_kept, describe_budget, finished_step, resolve_budget, with_budget
@@ -218,26 +218,18 @@ def setup_logging() -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="gpt2dist train", description="Train GPT-2 from a YAML run config.")
-    parser.add_argument("config", help="YAML run config (see examples/)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=400")
-    parser.add_argument("--no-resume", action="store_true", help="start fresh; the run dir must hold no checkpoint")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config (overrides, batch triple, backend) and exit")
+    add_train_arguments(parser)
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    try:  # `--train.lr=3e-4` / `--train.lr 3e-4` -> `train.lr=3e-4`
-        argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
-    except UserError as exc:
-        parser.error(str(exc))
-    args, extra = parser.parse_known_args(argv)  # the deepspeed launcher appends --local_rank=N
-    if any(item.startswith("-") or "=" not in item for item in extra):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.overrides = [*args.overrides, *extra]
-    return args
+    return parse_with_overrides(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    overrides = list(args.overrides) + (["train.resume=false"] if args.no_resume else [])
+    return run_train(parse_args(argv))
+
+
+def run_train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or print the resolved config) as parsed `train` arguments say; exit codes as the docs list them."""
+    overrides = train_overrides(args)
     if args.print_config:  # nothing runs: the config as this launch (its world size) resolves it
         from gpt2dist.config.docs import resolved_text
 
