@@ -21,14 +21,16 @@ def story_corpus(tmp_path_factory) -> tuple[Path, Path]:
     return write_demo_corpus(tmp_path_factory.mktemp("corpus"), train_stories=2000, val_stories=100, seed=7)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def warm_cli(tmp_path_factory):
     """Like helpers.run_cli (`python -m gpt2dist.cli ARGS`, each command its own process, its own cwd), but forked
-    from one process of the module that imported the trainer, export, eval and generate once (tests/cli_fork.py;
+    from one process of the session that imported the trainer, export, eval and generate once (tests/cli_fork.py;
     tests/test_cli_fork.py holds it to real `python -m` runs): ~5 s of imports less per command. The environment
-    is the one at the module's first use: a command that needs its own env keeps run_cli."""
-    warm = WarmCli(tmp_path_factory.mktemp("warm-cli"), ["gpt2dist.train", "gpt2dist.run.export",
-                                                         "gpt2dist.generate", "gpt2dist.evaluate"])
+    is the session's (restore_environ gives every test that one): a command that needs its own env keeps run_cli.
+    DeepSpeed is imported too (~2 s of each single-rank DeepSpeed run): its import starts no thread."""
+    warm = WarmCli(tmp_path_factory.mktemp("warm-cli"), ["gpt2dist.cli", "gpt2dist.train", "gpt2dist.run.export",
+                                                         "gpt2dist.generate", "gpt2dist.evaluate",
+                                                         "gpt2dist.planning.doctor", "deepspeed"])
     yield warm.run
     warm.close()
 

@@ -14,7 +14,8 @@ from gpt2dist.config import load_config
 
 
 def tiny_config(run_dir: Path, train_files: list[str], val_files: list[str] | None = None, **sections) -> dict:
-    """A tiny fp32 CPU run; keyword sections (model=..., train=...) update the defaults."""
+    """A tiny fp32 CPU run; keyword sections (model=..., train=...) update the defaults. No curves.png (1-2 s of
+    matplotlib per run, most of a tiny run's training): the tests that draw it ask for it (tests/observe)."""
     cfg = {
         "run_dir": str(run_dir),
         "seed": 1,
@@ -24,7 +25,7 @@ def tiny_config(run_dir: Path, train_files: list[str], val_files: list[str] | No
         "train": {"max_steps": 10, "micro_batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
                   "log_every": 1, "eval_every": 0, "eval_batches": 4},
         "checkpoint": {"every": 5, "keep_last": 2},
-        "logging": {"tensorboard": False, "progress": "lines"},
+        "logging": {"tensorboard": False, "progress": "lines", "curves": False},
     }
     for section, values in sections.items():
         if isinstance(values, dict):

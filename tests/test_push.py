@@ -12,10 +12,10 @@ from transformers import AutoTokenizer, GPT2LMHeadModel
 
 
 @pytest.mark.slow
-def test_push_uploads_the_export_folder_or_says_why_not(tmp_path, story_corpus):
+def test_push_uploads_the_export_folder_or_says_why_not(tmp_path, story_corpus, warm_cli):
     run = tmp_path / "run"
     config = write_yaml(tmp_path / "run.yaml", tiny_config(run, [str(story_corpus[0])], train={"max_steps": 2}))
-    run_cli("train", str(config))
+    warm_cli("train", str(config))
     out = tmp_path / "export"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -237,7 +237,7 @@ def test_version2_cursors_resume_exactly_and_reshard(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- real ranks
 @pytest.mark.slow
-def test_real_two_rank_run_on_one_long_document_resumes_on_one_rank(tmp_path):
+def test_real_two_rank_run_on_one_long_document_resumes_on_one_rank(tmp_path, warm_cli):
     """torchrun on 2 real ranks trains on a corpus that is one document (refused before: "rank 1 would get
     none"), then resumes on 1 rank: every piece is read at most once across the change."""
     from helpers import read_metrics, tiny_config, write_yaml
@@ -254,7 +254,7 @@ def test_real_two_rank_run_on_one_long_document_resumes_on_one_rank(tmp_path):
         "cursor-rank*.json"))]
     assert [c["rank"] for c in cursors] == [0, 1] and all(c["partial"] for c in cursors)
     assert all(len(json.dumps(c)) < 2000 for c in cursors), "the cursor holds no token ids"
-    resumed = run_ranks("torchrun", config, [*overrides, "train.max_steps=8"], nproc=1)
+    resumed = warm_cli("train", str(config), *overrides, "train.max_steps=8")  # one rank: `gpt2dist train`
     assert "resuming from step-00000004" in resumed.stdout
     units = [doc for _, doc in read_trace_docs(tmp_path / "run")]
     assert len(units) == len(set(units)), "a piece was read twice across the 2 -> 1 change"

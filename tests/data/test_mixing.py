@@ -120,7 +120,7 @@ def test_an_unmixed_cursor_is_refused_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_mixed_run_resumes_with_identical_losses(tmp_path):
+def test_a_killed_mixed_run_resumes_with_identical_losses(tmp_path, warm_cli):
     """A real run (DataLoader worker on) killed after checkpoint 4, resumed: steps 5-12 equal an unbroken run."""
     _, _, _ = mixed_config(tmp_path, [0.7, 0.3])
     raw = tiny_config(tmp_path / "a-run", [str(tmp_path / "a" / "*.txt"), str(tmp_path / "b" / "*.txt")],
@@ -128,9 +128,9 @@ def test_a_killed_mixed_run_resumes_with_identical_losses(tmp_path):
                       train={"max_steps": 12}, checkpoint={"every": 4, "keep_last": 2})
     unbroken = write_yaml(tmp_path / "unbroken.yaml", raw)
     killed = write_yaml(tmp_path / "killed.yaml", {**raw, "run_dir": str(tmp_path / "b-run")})
-    run_ranks("single", unbroken)
+    warm_cli("train", str(unbroken))
     kill_after_checkpoint("single", killed, tmp_path / "b-run", step=4)
-    resumed = run_ranks("single", killed)
+    resumed = warm_cli("train", str(killed))
     assert "resuming from step-00000004" in resumed.stdout
     losses = {run: read_metrics(tmp_path / run) for run in ("a-run", "b-run")}
     assert [losses["b-run"][s]["loss"] for s in range(5, 13)] == [losses["a-run"][s]["loss"] for s in range(5, 13)]
@@ -148,7 +148,7 @@ def test_doctor_checks_each_source_on_its_own(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_two_rank_mixed_run_resumes_on_one_rank_without_repeats(tmp_path):
+def test_real_two_rank_mixed_run_resumes_on_one_rank_without_repeats(tmp_path, warm_cli):
     """torchrun + DeepSpeed on 2 real ranks to step 4, then 1 rank to step 10: each document at most once."""
     mixed_config(tmp_path, [0.7, 0.3])
     raw = tiny_config(tmp_path / "run", [str(tmp_path / "a" / "*.txt"), str(tmp_path / "b" / "*.txt")],
@@ -160,7 +160,7 @@ def test_real_two_rank_mixed_run_resumes_on_one_rank_without_repeats(tmp_path):
     run_ranks("torchrun", config, overrides, nproc=2)
     cursor = json.loads((tmp_path / "run" / "checkpoints" / "step-00000004" / "cursor-rank00001.json").read_text())
     assert cursor["format"] == "mixed" and cursor["world_size"] == 2 and cursor["drawn"] == 4 * 8 // 2
-    resumed = run_ranks("torchrun", config, [*overrides, "train.max_steps=10"], nproc=1)
+    resumed = warm_cli("train", str(config), *overrides, "train.max_steps=10")  # one rank: `gpt2dist train`
     assert "resuming from step-00000004" in resumed.stdout
     docs = [where for epoch, where in read_trace_docs(tmp_path / "run") if epoch == 0]
     assert len(docs) == len(set(docs)), "a document was read twice across the 2 -> 1 change"

@@ -285,23 +285,23 @@ def test_token_reader_crosses_shards(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_prepare_then_train_packed(tmp_path):
+def test_cli_prepare_then_train_packed(tmp_path, warm_cli):
     files = write_docs(tmp_path / "data", 2, 100)
     raw = tiny_config(tmp_path / "run", files, data={"block_size": 16, "format": "packed", "val_fraction": 0.1},
                       train={"max_steps": 6, "eval_every": 3, "micro_batch_size": 4})
     config = write_yaml(tmp_path / "run.yaml", raw)
     out = run_cli("prepare", str(config), "--workers", "2")
     assert "2 files (2 tokenized, 0 up to date)" in out.stdout and "tokens/s" in out.stdout
-    out = run_cli("train", str(config))
+    out = warm_cli("train", str(config))
     assert "fresh run" in out.stdout and "val_loss" in out.stdout
     assert (tmp_path / "run" / "checkpoints" / "step-00000006").is_dir()
 
 
 @pytest.mark.slow
-def test_train_packed_without_prepare_is_one_line(tmp_path):
+def test_train_packed_without_prepare_is_one_line(tmp_path, warm_cli):
     files = write_docs(tmp_path / "data", 1, 10)
     config = write_yaml(tmp_path / "run.yaml", tiny_config(tmp_path / "run", files, data={"format": "packed"}))
-    out = run_cli("train", str(config), check=False)
+    out = warm_cli("train", str(config), check=False)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "run `gpt2dist prepare` with this config first" in out.stderr
     assert not (tmp_path / "run").exists()

@@ -53,7 +53,7 @@ def trained_windows(run_dir: Path) -> dict[int, list[tuple[int, int]]]:
     return steps
 
 
-def test_kill_two_ranks_resume_on_one_trains_every_window_once_across_epochs(tmp_path):
+def test_kill_two_ranks_resume_on_one_trains_every_window_once_across_epochs(tmp_path, warm_cli):
     files = write_docs(tmp_path / "data", 3, 20)
     config, run_dir = packed_run(tmp_path, "run", files)
     cfg = load_config(config)
@@ -63,7 +63,7 @@ def test_kill_two_ranks_resume_on_one_trains_every_window_once_across_epochs(tmp
     overrides = [f"train.max_steps={max_steps}", "model.n_embd=128", "model.n_layer=4", "model.n_head=4"]
     kill_after_checkpoint("launch", config, run_dir, step=8, overrides=overrides)
     assert max(read_metrics(run_dir)) < max_steps, "the kill came too late to test a resume"
-    out = run_ranks("single", config, overrides)
+    out = warm_cli("train", str(config), *overrides)
     assert "resuming from step-00000008" in out.stdout and "data-parallel 1 =" in out.stdout, out.stdout[-2000:]
 
     steps = trained_windows(run_dir)
@@ -78,12 +78,15 @@ def test_kill_two_ranks_resume_on_one_trains_every_window_once_across_epochs(tmp
         assert sorted(steps[step]) == expected, f"step {step} trained other windows"
 
 
-def test_per_step_losses_agree_at_one_two_and_four_ranks(tmp_path):
+def test_per_step_losses_agree_at_one_two_and_four_ranks(tmp_path, warm_cli):
     files = write_docs(tmp_path / "data", 3, 40)
     curves = {}
     for world in (1, 2, 4):
         config, run_dir = packed_run(tmp_path, f"w{world}", files, max_steps=6, global_batch_size=8)
-        run_ranks("single" if world == 1 else "launch", config, nproc=world)
+        if world == 1:
+            warm_cli("train", str(config))
+        else:
+            run_ranks("launch", config, nproc=world)
         metrics = read_metrics(run_dir)
         curves[world] = [metrics[s]["loss"] for s in range(1, 7)]
     assert curves[2] == pytest.approx(curves[1], rel=1e-4)

@@ -102,14 +102,14 @@ def test_doctor_checks_url_shards_and_prepare_refuses_urls(tmp_path):
     assert "config key data.train: file://" in out.stderr and "is a URL but prepare reads local files" in out.stderr
 
 
-def test_training_from_urls_equals_training_from_the_local_files(tmp_path):
+def test_training_from_urls_equals_training_from_the_local_files(tmp_path, warm_cli):
     paths = write_jsonl(tmp_path / "data", 2, 200)
     steps = {"max_steps": 6}
     local = write_yaml(tmp_path / "local.yaml", tiny_config(tmp_path / "local", [str(p) for p in paths], train=steps))
     glob_url = url(tmp_path / "data") + "/*.jsonl"
     remote = write_yaml(tmp_path / "remote.yaml", tiny_config(tmp_path / "remote", [glob_url], train=steps))
-    run_cli("train", str(local))
-    run_cli("train", str(remote))
+    warm_cli("train", str(local))
+    warm_cli("train", str(remote))
     local_losses = [r["loss"] for _, r in sorted(read_metrics(tmp_path / "local").items())]
     assert len(local_losses) == 6
     assert [r["loss"] for _, r in sorted(read_metrics(tmp_path / "remote").items())] == local_losses

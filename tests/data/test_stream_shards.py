@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, tiny_config, write_yaml
 
 from gpt2dist.config import DataConfig, load_config
 from gpt2dist.data.build import make_train_stream
@@ -189,11 +189,11 @@ def test_num_workers_is_validated(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_longer_than_one_pass_logs_epochs_and_tokens(tmp_path):
+def test_a_run_longer_than_one_pass_logs_epochs_and_tokens(tmp_path, warm_cli):
     write_files(tmp_path / "data", 4, lambda f: 6)  # ~10 windows per pass: 48 windows are 4+ epochs
     cfg = tiny_config(tmp_path / "run", [str(tmp_path / "data" / "*.txt")], data={"block_size": 32},
                       train={"max_steps": 12, "micro_batch_size": 4}, checkpoint={"every": 6, "keep_last": 2})
-    run_cli("train", str(write_yaml(tmp_path / "run.yaml", cfg)))
+    warm_cli("train", str(write_yaml(tmp_path / "run.yaml", cfg)))
     metrics = read_metrics(tmp_path / "run")
     assert [metrics[s]["tokens"] for s in (1, 12)] == [4 * 32, 12 * 4 * 32]
     epochs = [metrics[s]["epoch"] for s in range(1, 13)]

@@ -121,10 +121,10 @@ def test_ds_config_command_prints_the_merge(tmp_path, capsys):
     assert json.loads(out)["flops_profiler"] == {"enabled": True}
 
 
-def test_a_bad_file_fails_train_before_any_work(tmp_path, story_corpus):
+def test_a_bad_file_fails_train_before_any_work(tmp_path, story_corpus, warm_cli):
     config = write_yaml(tmp_path / "run.yaml", tiny_config(tmp_path / "run", [str(story_corpus[0])], distributed={
         "zero_stage": 1, "deepspeed": {"train_batch_size": 3}}))
-    proc = run_cli("train", str(config), check=False)
+    proc = warm_cli("train", str(config), check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: config key distributed.deepspeed conflicts with keys gpt2dist owns: train_batch_size=3 (gpt2dist has "

@@ -117,7 +117,7 @@ def wait_for(cluster, job_id: str, states: set[str], timeout: float = 400) -> st
         state = job_field(cluster, job_id, "JobState")
         if state in states:
             return state
-        time.sleep(1)
+        time.sleep(0.25)
     subprocess.run(["scancel", job_id], env=cluster, check=False)
     raise AssertionError(f"job {job_id} did not reach {states} in {timeout} s (last {state})")
 
@@ -139,9 +139,20 @@ def job_script(tmp_path: Path, story_corpus, name: str, opts: SlurmOptions, **tr
 @pytest.mark.parametrize(("nodes", "nproc", "launcher"),
                          [(1, 2, "srun"), (2, 1, "srun"), (2, 1, "torchrun"), (1, 2, "deepspeed")])
 def test_rendered_script_trains_on_slurm(cluster, tmp_path, story_corpus, nodes, nproc, launcher):
+    """Each case sbatches the script `render` wrote, but the first: `gpt2dist slurm --submit` submits it and prints
+    the job id, as a user does."""
     opts = SlurmOptions(nodes=nodes, gpus_per_node=0, nproc_per_node=nproc, launcher=launcher, time="00:10:00")
     script, run_dir, log_dir = job_script(tmp_path, story_corpus, "job", opts)
-    job_id = submit(cluster, script)
+    if (nodes, nproc, launcher) == (1, 2, "srun"):
+        from helpers import run_cli
+
+        out = run_cli("slurm", str(tmp_path / "job.yaml"), "--nodes", "1", "--gpus-per-node", "0",
+                      "--nproc-per-node", "2", "--time", "00:10:00", "--log", str(log_dir / "slurm-%j.out"),
+                      "--submit", cwd=tmp_path, env=cluster)
+        job_id = out.stdout.strip().splitlines()[-1]
+        assert job_id.isdigit(), out.stdout
+    else:
+        job_id = submit(cluster, script)
     state = wait_for(cluster, job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"})
     log = (log_dir / f"slurm-{job_id}.out").read_text()
     assert state == "COMPLETED", log[-5000:]
@@ -154,7 +165,7 @@ def test_rendered_script_trains_on_slurm(cluster, tmp_path, story_corpus, nodes,
 @pytest.mark.slow
 def test_preempted_job_checkpoints_requeues_and_resumes(cluster, tmp_path, story_corpus):
     widen = ["model.n_embd=128", "model.n_layer=4", "model.n_head=4", "model.dropout=0.1"]
-    steps = {"max_steps": 60, "log_every": 1}
+    steps = {"max_steps": 36, "log_every": 1}
     opts = SlurmOptions(nodes=1, gpus_per_node=0, nproc_per_node=2, time="00:10:00", overrides=widen)
     script, run_dir, log_dir = job_script(tmp_path, story_corpus, "job", opts, **steps)
     job_id = submit(cluster, script)
@@ -182,7 +193,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes(cluster, tmp_path, story
                           checkpoint={"every": 4, "keep_last": 3})
     run_ranks("torchrun", write_yaml(tmp_path / "ref.yaml", ref_cfg), widen)
     got, ref = read_metrics(run_dir), read_metrics(ref_dir)
-    assert [got[s]["loss"] for s in range(1, 61)] == [ref[s]["loss"] for s in range(1, 61)]
+    assert [got[s]["loss"] for s in range(1, 37)] == [ref[s]["loss"] for s in range(1, 37)]
 
 
 def test_submit_without_slurm_is_one_line_error(tmp_path, golden_config):
@@ -194,23 +205,6 @@ def test_submit_without_slurm_is_one_line_error(tmp_path, golden_config):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: sbatch not found"), proc.stderr
-
-
-@pytest.mark.slow
-def test_cli_submit_prints_the_job_id_and_the_job_runs(cluster, tmp_path, story_corpus):
-    from helpers import run_cli
-
-    run_dir = tmp_path / "run"
-    cfg = tiny_config(run_dir, [str(story_corpus[0])], data={"block_size": 32},
-                      train={"max_steps": 4, "global_batch_size": 8, "micro_batch_size": 4})
-    config = write_yaml(tmp_path / "run.yaml", cfg)
-    out = run_cli("slurm", str(config), "--nodes", "1", "--gpus-per-node", "0", "--nproc-per-node", "2",
-                  "--time", "00:05:00", "--log", str(tmp_path / "logs" / "%j.out"), "--submit", cwd=tmp_path,
-                  env=cluster)
-    job_id = out.stdout.strip().splitlines()[-1]
-    assert job_id.isdigit(), out.stdout
-    assert wait_for(cluster, job_id, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}) == "COMPLETED"
-    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-00000004"
 
 
 # ---------------------------------------------------------------- what goes into the script (issue 12, item 2)

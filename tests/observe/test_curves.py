@@ -7,7 +7,7 @@ import logging
 import sys
 
 import pytest
-from helpers import read_metrics, run_cli, tiny_config, write_yaml
+from helpers import read_metrics, tiny_config, write_yaml
 
 from gpt2dist.observe.curves import CurveWriter
 
@@ -47,7 +47,8 @@ def test_a_failing_plot_is_a_warning_not_an_error(tmp_path, caplog):
 def test_training_without_matplotlib_still_finishes(tmp_path, story_corpus):
     """matplotlib unimportable (a headless node without it): the run finishes, warns once, names no curves."""
     run = tmp_path / "run"
-    cfg = tiny_config(run, [str(story_corpus[0])], [str(story_corpus[1])], train={"max_steps": 4, "eval_every": 2})
+    cfg = tiny_config(run, [str(story_corpus[0])], [str(story_corpus[1])], train={"max_steps": 4, "eval_every": 2},
+                      logging={"curves": True})
     config = write_yaml(tmp_path / "run.yaml", cfg)
     code = ("import sys; sys.modules['matplotlib'] = None; sys.modules['matplotlib.figure'] = None; "
             f"from gpt2dist.cli import main; main(['train', {str(config)!r}])")
@@ -61,8 +62,8 @@ def test_training_without_matplotlib_still_finishes(tmp_path, story_corpus):
     assert not (run / "curves.png").exists() and max(read_metrics(run)) == 4
 
 
-def test_logging_curves_false_draws_nothing(tmp_path, story_corpus):
+def test_logging_curves_false_draws_nothing(tmp_path, story_corpus, warm_cli):
     run = tmp_path / "run"
     cfg = tiny_config(run, [str(story_corpus[0])], train={"max_steps": 2}, logging={"curves": False})
-    run_cli("train", str(write_yaml(tmp_path / "run.yaml", cfg)))
+    warm_cli("train", str(write_yaml(tmp_path / "run.yaml", cfg)))
     assert not (run / "curves.png").exists()

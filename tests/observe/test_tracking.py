@@ -51,7 +51,8 @@ def test_wandb_offline_run_holds_the_metrics_and_resumes_the_same_run(tmp_path, 
     run = tmp_path / "run"
     cfg = tiny_config(run, [str(story_corpus[0])], [str(story_corpus[1])],
                       train={"max_steps": 6, "log_every": 2, "eval_every": 3, "eval_batches": 2},
-                      checkpoint={"every": 3}, logging={"tensorboard": True, "progress": "lines", "wandb": True})
+                      checkpoint={"every": 3},
+                      logging={"tensorboard": True, "progress": "lines", "wandb": True, "curves": True})
     config = write_yaml(tmp_path / "run.yaml", cfg)
     out = run_cli("train", str(config), env=wandb_env(tmp_path)).stdout
     run_id = (run / "wandb_id").read_text().strip()

@@ -41,11 +41,6 @@ def zero1_run(tmp_path_factory, story_corpus) -> Path:
     return trained_run(tmp_path_factory.mktemp("zero1"), story_corpus, stage=1)
 
 
-@pytest.fixture(scope="module")
-def zero0_run(tmp_path_factory, story_corpus) -> Path:
-    return trained_run(tmp_path_factory.mktemp("zero0"), story_corpus, stage=0)
-
-
 def step_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / f"step-{STEPS:08d}"
 
@@ -69,14 +64,14 @@ def assert_refused(out: subprocess.CompletedProcess, marker: Path, path: Path) -
     assert not marker.exists(), "the crafted pickle ran"
 
 
-def test_crafted_shard_never_runs_on_the_world_size_change(tmp_path, zero1_run):
+def test_crafted_shard_never_runs_on_the_world_size_change(tmp_path, zero1_run, warm_cli):
     """2 ranks -> 1 rank: DeepSpeed's ds_to_universal converter would torch.load the shard with
     weights_only=False; the gate reads it first, on rank 0, before the conversion."""
     run_dir, config = copy_run(zero1_run, tmp_path)
     step, marker = step_dir(run_dir), tmp_path / "PWNED"
     shard = step / "deepspeed" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
     plant(step, shard, marker)
-    out = run_ranks("single", config, [f"train.max_steps={STEPS + 2}"], check=False)
+    out = warm_cli("train", str(config), f"train.max_steps={STEPS + 2}", check=False)
     assert_refused(out, marker, shard)
     assert not (step / "universal").exists() and not (step / "universal.tmp").exists()
 
@@ -93,7 +88,7 @@ def test_crafted_shard_never_runs_on_the_same_world_size(tmp_path, zero1_run):
     # report of the failed ranks is the only traceback
 
 
-def test_crafted_file_planted_in_an_existing_universal_folder_never_runs(tmp_path, zero1_run):
+def test_crafted_file_planted_in_an_existing_universal_folder_never_runs(tmp_path, zero1_run, warm_cli):
     """A STEP/universal/ left by an earlier resume is reused, not re-converted: its files pass the gate too
     (they are not covered by the step's manifest)."""
     from gpt2dist.engines.resume import ensure_universal
@@ -104,7 +99,7 @@ def test_crafted_file_planted_in_an_existing_universal_folder_never_runs(tmp_pat
     target = universal / "deepspeed" / "zero" / "transformer.wte.weight" / "exp_avg.pt"
     assert target.is_file()
     plant(step, target, marker)
-    out = run_ranks("single", config, [f"train.max_steps={STEPS + 2}"], check=False)
+    out = warm_cli("train", str(config), f"train.max_steps={STEPS + 2}", check=False)
     assert_refused(out, marker, target)
 
 
@@ -156,19 +151,20 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 
 def test_deepspeed_checkpoint_resumed_by_the_torch_engine_is_refused_before_anything_is_written(tmp_path,
-                                                                                                  zero0_run):
-    """2-rank ZeRO-0 run resumed on 1 rank with backend auto (= the torch engine there): one line naming the
-    fix, exit 2, the run dir untouched; with distributed.backend=deepspeed the same command resumes."""
-    run_dir, config = copy_run(zero0_run, tmp_path)
+                                                                                                  zero1_run, warm_cli):
+    """2-rank ZeRO-1 run resumed on 1 rank with backend auto at ZeRO-0 (= the torch engine there): one line naming
+    the fix, exit 2, the run dir untouched; with distributed.backend=deepspeed the run resumes (2 -> 1)."""
+    run_dir, config = copy_run(zero1_run, tmp_path)
     before = snapshot(run_dir)
-    out = run_ranks("single", config, ["distributed.backend=auto", f"train.max_steps={STEPS + 2}"], check=False)
+    out = warm_cli("train", str(config), "distributed.backend=auto", "distributed.zero_stage=0",
+                   f"train.max_steps={STEPS + 2}", check=False)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert out.returncode == 2 and len(errors) == 1, out.stderr[-3000:]
     assert "written by the DeepSpeed engine" in errors[0] and "distributed.backend=deepspeed" in errors[0]
     assert "Traceback" not in out.stderr
     assert snapshot(run_dir) == before, "a refused resume wrote to the run dir"
 
-    resumed = run_ranks("single", config, ["distributed.backend=deepspeed", f"train.max_steps={STEPS + 2}"])
+    resumed = warm_cli("train", str(config), "distributed.backend=deepspeed", f"train.max_steps={STEPS + 2}")
     assert f"resuming from step-{STEPS:08d}" in resumed.stdout
     state = json.loads((run_dir / "checkpoints" / f"step-{STEPS + 2:08d}" / "train_state.json").read_text())
     assert state["step"] == STEPS + 2 and state["world_size"] == 1

@@ -17,7 +17,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import read_metrics, run_cli
+from helpers import read_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -26,12 +26,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("fixture", ["v1-run", "v2-run"])
 @pytest.mark.parametrize("run", ["torch", "ds"])
-def test_a_run_dir_from_older_code_resumes_with_the_old_codes_losses(tmp_path, fixture, run):
+def test_a_run_dir_from_older_code_resumes_with_the_old_codes_losses(tmp_path, fixture, run, warm_cli):
     with tarfile.open(FIXTURES / f"{fixture}.tar.gz") as tar:
         tar.extractall(tmp_path, filter="data")  # no links out, no special files, no absolute paths
     work = tmp_path / fixture
     expected = json.loads((work / "expected.json").read_text())[run]
-    proc = run_cli("train", f"{run}.yaml", "train.max_steps=8", cwd=work, env={"OMP_NUM_THREADS": "1"})
+    proc = warm_cli("train", f"{run}.yaml", "train.max_steps=8", cwd=work)
     assert "resuming from step-00000004" in proc.stdout
     losses = read_metrics(work / run)
     for step, loss in expected.items():

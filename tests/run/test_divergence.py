@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import STORY, read_metrics, run_cli, tiny_config, write_yaml
+from helpers import STORY, read_metrics, tiny_config, write_yaml
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpt2dist.config import RunConfig, TrainConfig
@@ -168,13 +168,13 @@ ENGINES = {"torch": [], "deepspeed-zero0": ["distributed.backend=deepspeed", "di
 @pytest.mark.slow
 @pytest.mark.parametrize(("engine", "precision"), [("torch", "fp32"), ("torch", "bf16"),
                                                    ("deepspeed-zero0", "fp32"), ("deepspeed-zero2", "bf16")])
-def test_a_diverging_run_stops_and_no_nonfinite_checkpoint_replaces_a_good_one(tmp_path, engine, precision):
+def test_a_diverging_run_stops_and_no_nonfinite_checkpoint_replaces_a_good_one(tmp_path, engine, precision, warm_cli):
     """Step 1 is finite (the 1e30 update is applied: the weights stay finite), steps 2-4 are NaN and skipped;
     with max_bad_steps=2 the third stops the run. Checkpoints are due at every step and keep_last=1, so a saved
     NaN checkpoint would have pruned step 1: it is the one that survives, and the one named."""
     config = diverging_config(tmp_path)
     run_dir = tmp_path / "run"
-    out = run_cli("train", str(config), f"train.precision={precision}", *ENGINES[engine], check=False)
+    out = warm_cli("train", str(config), f"train.precision={precision}", *ENGINES[engine], check=False)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert out.returncode == EXIT_DIVERGED != EXIT_PREEMPTED, out.stderr[-3000:]
     assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import cfg_with, run_cli, tiny_config, write_yaml
+from helpers import cfg_with, tiny_config, write_yaml
 
 from gpt2dist.config import save_config
 from gpt2dist.errors import UserError
@@ -133,7 +133,7 @@ def test_with_a_checkpoint_the_runs_tokenizer_is_always_kept(tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_rerun_on_corrected_data_rebuilds_the_tokenizer(tmp_path):
+def test_rerun_on_corrected_data_rebuilds_the_tokenizer(tmp_path, warm_cli):
     """The user story: a first attempt fails after writing tokenizer/ (here: validation text too short for one
     window) and before any checkpoint; the rerun on corrected data at the same paths must know the new characters."""
     train, val = tmp_path / "train.txt", tmp_path / "val.txt"
@@ -142,13 +142,13 @@ def test_rerun_on_corrected_data_rebuilds_the_tokenizer(tmp_path):
     cfg = tiny_config(tmp_path / "run", [str(train)], [str(val)],
                       train={"max_steps": 2, "eval_every": 1, "micro_batch_size": 2})
     config = write_yaml(tmp_path / "run.yaml", cfg)
-    failed = run_cli("train", str(config), cwd=tmp_path, check=False)
+    failed = warm_cli("train", str(config), cwd=tmp_path, check=False)
     assert failed.returncode == 2 and "validation data" in failed.stderr, failed.stderr
     assert (tmp_path / "run" / TOKENIZER_DIR).is_dir() and not (tmp_path / "run" / "checkpoints" / "latest").exists()
 
     train.write_text("\n\n".join(["abc xyz zyx"] * 200))  # corrected data, same paths
     val.write_text("\n\n".join(["xyz abc"] * 50))
-    done = run_cli("train", str(config), cwd=tmp_path)
+    done = warm_cli("train", str(config), cwd=tmp_path)
     assert "rebuilding tokenizer/" in done.stderr and "train.txt changed" in done.stderr
     vocab = json.loads((tmp_path / "run" / TOKENIZER_DIR / "tokenizer.json").read_text())["model"]["vocab"]
     assert {"x", "y", "z"} <= set(vocab), sorted(vocab)

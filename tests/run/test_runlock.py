@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, tiny_config, write_yaml
+from helpers import tiny_config, write_yaml
 
 from gpt2dist.errors import UserError
 from gpt2dist.run.layout import LOCK_FILE
@@ -101,12 +101,12 @@ def start_training(tmp_path: Path, story_corpus) -> tuple[subprocess.Popen, Path
 
 
 @pytest.mark.slow
-def test_second_train_on_a_running_run_dir_refuses_and_a_sigkilled_one_does_not_block(tmp_path, story_corpus):
+def test_second_train_on_a_running_run_dir_refuses_and_a_sigkilled_one_does_not_block(tmp_path, story_corpus, warm_cli):
     first, run_dir, config = start_training(tmp_path, story_corpus)
     try:
         first.send_signal(signal.SIGSTOP)  # frozen mid-run: it still holds the lock, and writes nothing meanwhile
         before = tree(run_dir)
-        second = run_cli("train", str(config), cwd=tmp_path, check=False)
+        second = warm_cli("train", str(config), cwd=tmp_path, check=False)
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert second.returncode == 2 and len(lines) == 1, second.stderr
         assert lines[0] == (f"error: run_dir {run_dir} is in use by another gpt2dist run (pid {first.pid} on "
@@ -119,5 +119,5 @@ def test_second_train_on_a_running_run_dir_refuses_and_a_sigkilled_one_does_not_
         first.wait()
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()  # how far the first run got varies
     target = int(latest.removeprefix("step-")) + 2  # past it, so the run resumes
-    resumed = run_cli("train", str(config), f"train.max_steps={target}", cwd=tmp_path)
+    resumed = warm_cli("train", str(config), f"train.max_steps={target}", cwd=tmp_path)
     assert f"resuming from {latest}" in resumed.stdout + resumed.stderr

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import Payload, copy_run, tiny_config, write_yaml
-from ranks import run_ranks
 
 from gpt2dist.engines.pickle_gate import check_pickles, pickled_files
 from gpt2dist.engines.trust import check_train_state, check_universal, odd_entries, sign_universal
@@ -113,12 +112,12 @@ def test_a_sane_train_state_passes(tmp_path):
 # ---- end to end: a real DeepSpeed checkpoint, resumed with the hostile tree planted ----
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, story_corpus) -> Path:
+def trained_run(tmp_path_factory, story_corpus, warm_cli) -> Path:
     tmp = tmp_path_factory.mktemp("run1")
     cfg = tiny_config(tmp / "run", [str(story_corpus[0])], train={"max_steps": STEPS, "global_batch_size": 4,
                                                                   "micro_batch_size": 4, "warmup_steps": 1},
                       checkpoint={"every": STEPS, "keep_last": 1})
-    run_ranks("single", write_yaml(tmp / "run.yaml", cfg), [])
+    warm_cli("train", str(write_yaml(tmp / "run.yaml", cfg)))
     return tmp / "run"
 
 
@@ -137,20 +136,20 @@ def refused(out: subprocess.CompletedProcess, *expect: str) -> None:
 
 
 @pytest.mark.slow
-def test_linked_folder_in_universal_is_refused_on_resume(tmp_path, trained_run):
+def test_linked_folder_in_universal_is_refused_on_resume(tmp_path, trained_run, warm_cli):
     run_dir, config = copy_run(trained_run, tmp_path)
     step = run_dir / "checkpoints" / f"step-{STEPS:08d}"
     link = step / "universal" / "deepspeed" / "zero" / "transformer.wte.weight"
     _, marker = linked_payload_folder(tmp_path, link)
     before = snapshot(run_dir)
-    out = run_ranks("single", config, [f"train.max_steps={STEPS + 1}"], check=False)
+    out = warm_cli("train", str(config), f"train.max_steps={STEPS + 1}", check=False)
     refused(out, str(link), "symbolic link")
     assert not marker.exists(), "the crafted pickle ran"
     assert snapshot(run_dir) == before, "a refused resume wrote to the run dir"
 
 
 @pytest.mark.slow
-def test_re_signed_train_state_claiming_another_world_size_is_refused(tmp_path, trained_run):
+def test_re_signed_train_state_claiming_another_world_size_is_refused(tmp_path, trained_run, warm_cli):
     """Same-size resume sent down the universal path by a train_state.json re-signed in the manifest."""
     run_dir, config = copy_run(trained_run, tmp_path)
     step = run_dir / "checkpoints" / f"step-{STEPS:08d}"
@@ -161,7 +160,7 @@ def test_re_signed_train_state_claiming_another_world_size_is_refused(tmp_path, 
     manifest["files"]["train_state.json"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (step / "manifest.json").write_text(json.dumps(manifest))
     before = snapshot(run_dir)
-    out = run_ranks("single", config, [f"train.max_steps={STEPS + 1}"], check=False)
+    out = warm_cli("train", str(config), f"train.max_steps={STEPS + 1}", check=False)
     refused(out, "world_size 2 but 1 data cursors")
     assert snapshot(run_dir) == before and not (step / "universal").exists()
 
