@@ -4,9 +4,12 @@ Started once as `python tests/cli_fork.py JOBS.json`: it imports the modules the
 gpt2dist's trainer, ...) once, then `os.fork()`s one child per job. The child becomes what `python -m MODULE ARGS`
 would be in the job's folder: its own cwd, fds 0/1/2 (stdin /dev/null, stdout and stderr to the job's files),
 sys.argv and sys.path[0] as `-m` sets them, the module executed as `__main__` by runpy (as `-m` does), and the
-interpreter's own exit: an uncaught exception prints its traceback and exits 1, SystemExit gives its code, atexit
-handlers and non-daemon threads are waited for. Each child starts from the parent's state, so no job sees
-another's (module caches, environment, cwd). The parent runs no torch op and starts no thread: fork is safe.
+interpreter's own exit: an uncaught exception prints its traceback and exits 1, SystemExit gives its code,
+non-daemon threads and then atexit handlers are waited for, the standard streams flushed. Then the child ends
+with os._exit: the interpreter's teardown of its modules (0.3-0.4 s per job with torch loaded, most of a failing
+command's time) is skipped, so only the __del__ of objects still alive at exit does not run. Each child starts
+from the parent's state, so no job sees another's (module caches, environment, cwd). The parent runs no torch op
+and starts no thread: fork is safe.
 
 JOBS.json: {"workers": N, "timeout_s": S, "preload": [module, ...], "jobs": [{"id", "module", "args", "cwd",
 "stdout", "stderr"}, ...], "results": path, "preload_output": path}. The parent writes {"exit": {id: status},
@@ -18,6 +21,8 @@ another).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
 import importlib
 import json
@@ -25,6 +30,7 @@ import os
 import runpy
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +67,35 @@ def become(job: dict, timeout_s: int) -> None:
     # -m runs the module fresh as __main__; a copy already imported here would make runpy warn (one more line)
     sys.modules.pop(job["module"], None)
     signal.alarm(timeout_s)  # default action: the child dies of SIGALRM, the parent reports it
+
+
+def run_as_main(module: str) -> int:
+    """Run `module` as `python -m` runs it; the exit status the interpreter would give (a KeyboardInterrupt ends
+    the process by SIGINT, as CPython does)."""
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return (exc.code or 0) & 0xFF
+        print(exc.code, file=sys.stderr)
+        return 1
+    except BaseException as exc:  # noqa: BLE001 -- the interpreter reports any exception this way
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        if isinstance(exc, KeyboardInterrupt):
+            finish()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        return 1
+    return 0
+
+
+def finish() -> None:
+    """What the interpreter does at exit before tearing itself down: join non-daemon threads, run atexit."""
+    threading._shutdown()  # the call Py_FinalizeEx makes first
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken stream, as at a real exit
+            stream.flush()
 
 
 def run_all(spec: dict) -> dict | None:
@@ -155,4 +190,6 @@ if __name__ == "__main__":
     if JOB is not None:  # the child, with nothing of the harness left on its stack
         become(JOB, SPEC["timeout_s"])
         del SPEC
-        runpy.run_module(JOB["module"], run_name="__main__", alter_sys=True)
+        STATUS = run_as_main(JOB["module"])
+        finish()
+        os._exit(STATUS)
