@@ -126,7 +126,9 @@ def run_all(spec: dict) -> dict | None:
 
 def serve(spec: dict) -> dict | None:
     """One job per line of stdin, in order (a test's commands depend on each other): fork it, wait, answer one
-    line {"exit": status, "seconds": wall time} on stdout. Returns the job in a child, None at end of input."""
+    line {"exit": status, "seconds": wall time} on stdout. A job with "detach": true (a run a test will signal)
+    answers {"pid": pid} first and runs in its own session, as Popen(start_new_session=True) starts it. Returns the
+    job in a child, None at end of input."""
     preload(spec.get("preload", []), spec["preload_output"])
     gc.freeze()
     for line in sys.stdin:
@@ -136,7 +138,11 @@ def serve(spec: dict) -> dict | None:
         started = time.perf_counter()
         pid = os.fork()
         if pid == 0:
+            if job.get("detach"):
+                os.setsid()
             return job
+        if job.get("detach"):
+            print(json.dumps({"pid": pid}), flush=True)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "seconds": time.perf_counter() - started}),
               flush=True)
@@ -159,18 +165,34 @@ class WarmCli:
                                      stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE)
 
-    def run(self, *args: str, cwd: Path | None = None, check: bool = True):
-        import subprocess
-
+    def send(self, args: tuple[str, ...], cwd: Path | None, detach: bool = False) -> tuple[Path, Path]:
         self.count += 1
         out, err = self.work / f"{self.count}.out", self.work / f"{self.count}.err"
         job = {"id": str(self.count), "module": "gpt2dist.cli", "args": list(args), "cwd": str(cwd or os.getcwd()),
-               "stdout": str(out), "stderr": str(err)}
+               "stdout": str(out), "stderr": str(err), "detach": detach}
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
-        answer = self.proc.stdout.readline()
-        assert answer, f"the harness died: {(self.work / 'preload.txt').read_text(errors='replace')}"
-        code = json.loads(answer)["exit"]
+        return out, err
+
+    def answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        assert line, f"the harness died: {(self.work / 'preload.txt').read_text(errors='replace')}"
+        return json.loads(line)
+
+    def __call__(self, *args: str, cwd: Path | None = None, check: bool = True):
+        return self.run(*args, cwd=cwd, check=check)
+
+    def start(self, *args: str, cwd: Path | None = None) -> WarmJob:
+        """`gpt2dist ARGS` started, not waited for: a run the test signals (SIGSTOP, SIGKILL of it or its group).
+        No other command can run until it has ended and been waited for."""
+        out, err = self.send(args, cwd, detach=True)
+        return WarmJob(self, self.answer()["pid"], err)
+
+    def run(self, *args: str, cwd: Path | None = None, check: bool = True):
+        import subprocess
+
+        out, err = self.send(args, cwd)
+        code = self.answer()["exit"]
         proc = subprocess.CompletedProcess(["python", "-m", "gpt2dist.cli", *args], code,
                                            out.read_text(errors="replace"), err.read_text(errors="replace"))
         if check and code != 0:
@@ -181,6 +203,41 @@ class WarmCli:
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
         self.proc.stdout.close()
+
+
+class WarmJob:
+    """A started job as much like a subprocess.Popen as the kill tests use: pid, poll, send_signal, wait."""
+
+    def __init__(self, cli: WarmCli, pid: int, stderr: Path):
+        self.cli, self.pid, self.stderr_path, self.returncode = cli, pid, stderr, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not running(self.pid):
+            self.wait()
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while running(self.pid):  # once it has ended, the harness answers at once
+                assert deadline is None or time.monotonic() < deadline, f"job {self.pid} runs past {timeout} s"
+                time.sleep(0.01)
+            self.returncode = self.cli.answer()["exit"]
+        return self.returncode
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (the harness reaps its children: a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

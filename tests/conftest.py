@@ -31,7 +31,7 @@ def warm_cli(tmp_path_factory):
     warm = WarmCli(tmp_path_factory.mktemp("warm-cli"), ["gpt2dist.cli", "gpt2dist.train", "gpt2dist.run.export",
                                                          "gpt2dist.generate", "gpt2dist.evaluate",
                                                          "gpt2dist.planning.doctor", "deepspeed"])
-    yield warm.run
+    yield warm  # called as warm_cli(*args); warm_cli.start(*args) for a run the test signals
     warm.close()
 
 

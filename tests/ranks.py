@@ -100,12 +100,16 @@ def assert_none_survive(pids: list[int], within: float = 5.0) -> None:
 
 
 def kill_after_checkpoint(launcher: str, config: Path, run_dir: Path, step: int, overrides: list[str] = (),
-                          nproc: int = 2, timeout: float = 300) -> None:
+                          nproc: int = 2, timeout: float = 300, warm=None) -> None:
     """Start a run and SIGKILL its whole process group once checkpoint `step` is complete (a preemption); every
-    process of the run must then be gone."""
-    cmd = rank_command(launcher, config, list(overrides), nproc)
-    proc = subprocess.Popen(cmd, env=rank_env(launcher), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    process of the run must then be gone. `warm` (the warm_cli fixture) starts a one-rank run forked warm."""
+    if warm is not None:
+        assert launcher == "single", "the warm harness starts one process"
+        proc = warm.start("train", str(config), *overrides)
+    else:
+        cmd = rank_command(launcher, config, list(overrides), nproc)
+        proc = subprocess.Popen(cmd, env=rank_env(launcher), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
     latest = run_dir / "checkpoints" / "latest"
     deadline = time.monotonic() + timeout
     tree: list[int] = []
@@ -116,7 +120,8 @@ def kill_after_checkpoint(launcher: str, config: Path, run_dir: Path, step: int,
                 os.killpg(proc.pid, signal.SIGKILL)
                 break
             if proc.poll() is not None:
-                raise AssertionError(f"the run ended before the kill: {proc.stderr.read().decode()[-4000:]}")
+                err = proc.stderr() if warm is not None else proc.stderr.read().decode()
+                raise AssertionError(f"the run ended before the kill: {err[-4000:]}")
             time.sleep(0.005)
         else:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -129,7 +129,7 @@ def test_a_killed_mixed_run_resumes_with_identical_losses(tmp_path, warm_cli):
     unbroken = write_yaml(tmp_path / "unbroken.yaml", raw)
     killed = write_yaml(tmp_path / "killed.yaml", {**raw, "run_dir": str(tmp_path / "b-run")})
     warm_cli("train", str(unbroken))
-    kill_after_checkpoint("single", killed, tmp_path / "b-run", step=4)
+    kill_after_checkpoint("single", killed, tmp_path / "b-run", step=4, warm=warm_cli)
     resumed = warm_cli("train", str(killed))
     assert "resuming from step-00000004" in resumed.stdout
     losses = {run: read_metrics(tmp_path / run) for run in ("a-run", "b-run")}

@@ -43,13 +43,12 @@ def stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
 
 
-def kill_at_random(config: Path, run_dir: Path, rng: random.Random, inside_save: bool) -> int:
+def kill_at_random(config: Path, run_dir: Path, rng: random.Random, inside_save: bool, cli) -> int:
     """SIGKILL the run at a random step (plus a random fraction of one), or the instant the temporary
     directory of a randomly chosen checkpoint write appears -- i.e. inside that write. Returns the step of the
     checkpoint `latest` named at the kill (0: none), read while the run is frozen (SIGSTOP) so that no save can
     complete between the read and the kill: the test's own record, not what the code under test would pick."""
-    proc = subprocess.Popen([sys.executable, "-m", "gpt2dist.train", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = cli.start("train", str(config))  # forked warm: a real process, without 5 s of imports per trial
     ckpt_root, metrics = run_dir / "checkpoints", run_dir / "metrics.jsonl"
     target_step, target_save = rng.randint(1, 28), rng.randint(0, 8)
     seen: set[str] = set()
@@ -83,7 +82,7 @@ def trial(tmp_path: Path, corpus, reference: dict[int, dict], seed: int, cli) ->
     rng = random.Random(seed)
     config = fault_config(tmp_path, corpus, "run")
     run_dir = tmp_path / "run"
-    saved = kill_at_random(config, run_dir, rng, inside_save=seed % 2 == 1)
+    saved = kill_at_random(config, run_dir, rng, inside_save=seed % 2 == 1, cli=cli)
     metrics_file = run_dir / "metrics.jsonl"
     logged_before = metrics_file.stat().st_size if metrics_file.is_file() else 0
     resumed = cli("train", str(config))

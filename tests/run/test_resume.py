@@ -42,7 +42,7 @@ def test_sigkill_then_resume_gives_identical_losses_and_windows(tmp_path, story_
     config_b = write_yaml(tmp_path / "b.yaml", resume_config(run_b, story_corpus))
     warm_cli("train", str(config_a))
 
-    kill_after_checkpoint("single", config_b, run_b, step=12)
+    kill_after_checkpoint("single", config_b, run_b, step=12, warm=warm_cli)
     killed_at = max(read_metrics(run_b))
     assert 12 <= killed_at < 24, f"the kill must land between the checkpoint and the end, got step {killed_at}"
     resumed = warm_cli("train", str(config_b))
