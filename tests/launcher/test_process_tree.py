@@ -147,3 +147,21 @@ print(stop.signal_name, stop.should_stop(), Path({str(stale)!r}).exists())
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["SIGUSR1", "True", "False"], out.stdout
     assert "SIGUSR1 received during start-up" in out.stderr
+
+
+@pytest.mark.parametrize(("argv", "trainer"), [
+    (["python", "-m", "gpt2dist.train", "run.yaml"], True),
+    (["python", "-X", "importtime", "-m", "gpt2dist.train", "run.yaml"], True),
+    (["python", "-m", "gpt2dist.cli", "train", "run.yaml"], True),
+    (["python", "/venv/bin/gpt2dist", "train", "run.yaml", "--no-resume"], True),
+    (["python", "-m", "gpt2dist.cli", "config", "run.yaml"], False),
+    (["python", "/venv/bin/gpt2dist", "launch", "run.yaml"], False),  # the launcher: its ranks are the trainers
+    (["python", "-m", "pytest", "train"], False),
+    (["python", "-c", "import gpt2dist"], False),
+])
+def test_one_process_gpt2dist_train_keeps_start_up_signals_too(argv, trainer):
+    """`gpt2dist train` is a trainer as much as a launcher's `python -m gpt2dist.train` rank: a stop signal while
+    it imports is kept for the loop (issue 23), where before only the `-m gpt2dist.train` spelling kept it."""
+    from gpt2dist.startup_signals import is_trainer
+
+    assert is_trainer(argv) is trainer
