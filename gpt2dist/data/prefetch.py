@@ -114,6 +114,7 @@ class PrefetchedStream(PulledLog):
         self._pulled: list[tuple[int, str]] = []  # documents of the batches the loop took; see drain_pulled
         self._batches: Iterator | None = None
         self._batch_size = 0
+        self._exit_hook: Callable[[], None] | None = None
 
     def load_cursors(self, cursors: list[dict[str, Any]]) -> None:
         """Restore (or re-split, after a world-size change) in this process; the worker starts from the result."""
@@ -147,7 +148,8 @@ class PrefetchedStream(PulledLog):
         # An exit without close() (an exception left the stream in a traceback): multiprocessing's own exit hook
         # terminates the worker and then joins it; this hook, registered later, runs first, so that TERM is a
         # shutdown too -- a worker that forwarded it instead would be joined forever.
-        atexit.register(_mark, self._closing)
+        self._exit_hook = functools.partial(_mark, self._closing)  # its own object: unregistered by close() alone
+        atexit.register(self._exit_hook)
         # Rust tokenizers warn (and may deadlock) when forked after using their thread pool.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         loader = DataLoader(_Batches(self._make, self._state, batch_size), batch_size=None, num_workers=1,
@@ -161,6 +163,9 @@ class PrefetchedStream(PulledLog):
     def close(self) -> None:
         """Stop the worker (its prefetched batches are dropped; the cursor does not include them)."""
         self._closing.value = 1  # from here a TERM to the worker is the DataLoader's shutdown, not a stop request
+        if self._exit_hook is not None:  # the flag is set: the hook has nothing left to do (one per worker started)
+            atexit.unregister(self._exit_hook)
+            self._exit_hook = None
         self._batches = None  # the DataLoader iterator shuts its worker down when collected
 
     def __del__(self) -> None:
