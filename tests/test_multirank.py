@@ -172,9 +172,13 @@ def test_kill_two_rank_run_and_resume_gives_identical_losses(tmp_path, runs, kil
 # layouts DeepSpeed's universal conversion handles (ZeRO-1's is ZeRO-2's)
 @pytest.mark.parametrize(("stage", "before", "after"), [(1, 2, 1), (2, 2, 1), (3, 2, 1), (2, 1, 2), (3, 1, 2)])
 def test_world_size_change_continues_training(tmp_path, story_corpus, runs, killed, warm_cli, stage, before, after):
-    def on(ranks: int, steps: int):  # one rank: `gpt2dist train` itself, as a single-GPU user starts it
+    def on(ranks: int, steps: int):
+        """One rank: `gpt2dist train` itself, as a single-GPU user starts it (forked warm), but for one case that
+        keeps `torchrun --nproc_per_node 1`; more ranks: torchrun."""
         overrides = [*stage_args(stage), f"train.max_steps={steps}"]
-        return warm_cli("train", str(config), *overrides) if ranks == 1 else run_ranks("torchrun", config, overrides)
+        if ranks == 1 and (stage, before, after) != (3, 2, 1):
+            return warm_cli("train", str(config), *overrides)
+        return run_ranks("torchrun", config, overrides, nproc=ranks)
 
     if before == 2:
         run_dir, config = copy_run(killed(stage), tmp_path)
