@@ -26,8 +26,8 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """`argv` parsed, overrides collected wherever they stand: `--train.lr 3e-4` is `train.lr=3e-4`, and
-    `key=value` items after options (`--world-size 8 a.b=1`, or the `--local_rank=N` the deepspeed launcher
-    appends) join the overrides. Anything else left over is argparse's usage error (exit 2)."""
+    `key=value` items after options (`--world-size 8 a.b=1`) join the overrides. Anything else left over is
+    argparse's usage error (exit 2)."""
     try:
         argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
     except UserError as exc:
