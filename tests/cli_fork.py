@@ -212,7 +212,9 @@ class WarmJob:
         self.cli, self.pid, self.stderr_path, self.returncode = cli, pid, stderr, None
 
     def poll(self) -> int | None:
-        if self.returncode is None and not running(self.pid):
+        from ranks import alive  # a zombie has ended: the harness reaps it
+
+        if self.returncode is None and not alive(self.pid):
             self.wait()
         return self.returncode
 
@@ -222,7 +224,9 @@ class WarmJob:
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
             deadline = None if timeout is None else time.monotonic() + timeout
-            while running(self.pid):  # once it has ended, the harness answers at once
+            from ranks import alive
+
+            while alive(self.pid):  # once it has ended, the harness answers at once
                 assert deadline is None or time.monotonic() < deadline, f"job {self.pid} runs past {timeout} s"
                 time.sleep(0.01)
             self.returncode = self.cli.answer()["exit"]
@@ -230,14 +234,6 @@ class WarmJob:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (the harness reaps its children: a zombie has ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from gpt2dist.launcher.slurm import SlurmOptions, render
-from helpers import read_metrics, tiny_config, write_yaml
+from helpers import read_metrics, run_cli, tiny_config, write_yaml
 from ranks import run_ranks
 
 from gpt2dist.dist import job_port
@@ -144,8 +144,6 @@ def test_rendered_script_trains_on_slurm(cluster, tmp_path, story_corpus, nodes,
     opts = SlurmOptions(nodes=nodes, gpus_per_node=0, nproc_per_node=nproc, launcher=launcher, time="00:10:00")
     script, run_dir, log_dir = job_script(tmp_path, story_corpus, "job", opts)
     if (nodes, nproc, launcher) == (1, 2, "srun"):
-        from helpers import run_cli
-
         out = run_cli("slurm", str(tmp_path / "job.yaml"), "--nodes", "1", "--gpus-per-node", "0",
                       "--nproc-per-node", "2", "--time", "00:10:00", "--log", str(log_dir / "slurm-%j.out"),
                       "--submit", cwd=tmp_path, env=cluster)
@@ -197,8 +195,6 @@ def test_preempted_job_checkpoints_requeues_and_resumes(cluster, tmp_path, story
 
 
 def test_submit_without_slurm_is_one_line_error(tmp_path, golden_config):
-    from helpers import run_cli
-
     env = {"PATH": str(tmp_path)}  # no sbatch anywhere on PATH
     proc = run_cli("slurm", str(golden_config), "--nodes", "1", "--gpus-per-node", "0", "--nproc-per-node", "2",
                    "--submit", "--no-check", cwd=golden_config.parent, env=env, check=False)
