@@ -191,6 +191,38 @@ HELD_OUT = [
 ]
 
 
+# Per-GPU throughput from 128 to 512 GPUs (issue 26 item 2): MosaicML's H100 "Large Scale, >= 128 GPUs" table,
+# added to the same README after the commit RUNS cite. Never used to set a figure: the collectives' latency comes
+# from NCCL's tuning model (gpt2dist/planning/nccl.py). SHARD_GRAD_OP keeps gathered weights for backward
+# (max_reuse_distance unbounded), FULL_SHARD gathers them again (0). (model, layers, width, micro, checkpointing,
+# sharding, tokens/s per GPU at 128 / 256 / 512 GPUs)
+FOUNDRY_LARGE = "mosaicml/llm-foundry scripts/train/benchmarking/README.md (5e85bd6), H100 80GB BF16 (Large Scale)"
+BEYOND_128 = [("1b", 24, 2048, 12, False, "SHARD_GRAD_OP", (44_123, 42_555, 39_837)),
+              ("3b", 32, 2560, 8, False, "SHARD_GRAD_OP", (23_422, 22_772, 21_664)),
+              ("7b", 32, 4096, 6, False, "FULL_SHARD", (10_475, 10_119, 9_670)),
+              ("13b", 40, 5120, 16, True, "FULL_SHARD", (5_080, 4_989, 4_952)),
+              ("30b", 48, 7168, 8, True, "FULL_SHARD", (2_199, 2_148, 2_115)),
+              ("70b", 80, 8192, 8, True, "FULL_SHARD", (1_058, 1_035, 1_007))]
+
+
+def beyond_128() -> None:
+    """Print published and predicted per-GPU throughput at 256 and 512 GPUs relative to 128."""
+    print(f"PER-GPU THROUGHPUT FROM 128 TO 512 H100s ({FOUNDRY_LARGE}; relative to 128 GPUs)\n"
+          f"{'model':<6}{'sharding':<15}{'published 256':>14}{'512':>7}{'predicted 256':>15}{'512':>7}")
+    errors = []
+    for name, layers, width, micro, ckpt, sharding, published in BEYOND_128:
+        reuse = 10**12 if sharding == "SHARD_GRAD_OP" else 0
+        rates = [predict(Run(name, "H100", n, layers, width, 2048, micro, 1, 3, rate, FOUNDRY_LARGE, vocab=50368,
+                             checkpointing=ckpt, zero=(("max_reuse_distance", reuse),)))[1]
+                 for n, rate in zip((128, 256, 512), published, strict=True)]
+        pub = [published[1] / published[0], published[2] / published[0]]
+        pred = [rates[1] / rates[0], rates[2] / rates[0]]
+        errors.append(pred[1] - pub[1])
+        print(f"{name:<6}{sharding:<15}{pub[0]:>14.3f}{pub[1]:>7.3f}{pred[0]:>15.3f}{pred[1]:>7.3f}")
+    print(f"512 vs 128: predicted minus published, mean {statistics.mean(errors):+.3f}, "
+          f"mean absolute {statistics.mean(abs(e) for e in errors):.3f}")
+
+
 def predict(run: Run) -> tuple[float, float, tuple[float, float]]:
     """(implied MFU, predicted tokens/s per GPU at the typical default, (low, high) predicted)."""
     from gpt2dist.model import flops_per_token
@@ -205,7 +237,8 @@ def predict(run: Run) -> tuple[float, float, tuple[float, float]]:
     peak = peak_flops(run.gpu, "bf16")
     implied = run.tokens_per_s_per_gpu * fpt / peak
     system = hardware.GPUS[run.gpu]
-    links = costmodel.Links(system.intra_busbw, system.inter_busbw(8), pcie_bw=system.pcie_bw, source=system.source)
+    links = costmodel.Links(system.intra_busbw, system.inter_busbw(8), system.intra_link, pcie_bw=system.pcie_bw,
+                            source=system.source)
     w = costmodel.Workload(tensors, fpt, run.micro, run.seq, run.accum, 2, activation_checkpointing=run.checkpointing)
     settings = dict(run.zero) or {"implementation": "paper" if run.name.startswith("llm.c") else "deepspeed"}
     z = costmodel.Zero(stage=run.stage, **settings)
@@ -258,6 +291,8 @@ def main() -> int:
     for nodes, where in ((1, "one node"), (2, "across nodes")):
         fit = " / ".join(f"{x:.2f}" for x in fitted_overhead(nodes))
         print(f"{where}: low / typical / high {fit}; costmodel {costmodel_overhead(nodes)}")
+    print()
+    beyond_128()
     print()
     ratios = table("HELD-OUT (never used for a figure)", HELD_OUT)
     pairs = list(zip(HELD_OUT, ratios, strict=True))

@@ -466,7 +466,7 @@ def reference_rows(mfu: float | None = None) -> list[tuple[Reference, Any, float
         accum = ref.tokens_per_step // (ref.micro * ref.block_size * ref.n_gpus)
         w = costmodel.Workload(tensors, fpt, ref.micro, ref.block_size, accum, 2)
         system = hardware.GPUS[ref.gpu]
-        links = costmodel.Links(system.intra_busbw, system.inter_busbw(8), pcie_bw=system.pcie_bw,
+        links = costmodel.Links(system.intra_busbw, system.inter_busbw(8), system.intra_link, pcie_bw=system.pcie_bw,
                                 source=system.source)
         peak = peak_flops(ref.gpu, "bf16")
         used = mfu or costmodel.default_mfu(ref.gpu, sum(n for _, n, _ in tensors), ref.block_size)[1]

@@ -14,8 +14,9 @@ bytes/s throughout. One optimizer step of data-parallel training is modelled as
   and reduce-scatter. Volumes follow the ZeRO paper (Rajbhandari et al. 2020, sec. 7: stages 1-2 move 2 psi,
   the same as data parallelism, stage 3 3 psi); DeepSpeed's implementation differs in two places, modelled as
   implemented and cited at `collectives`. Hierarchy: on one node collectives run at the intra-node busbw; once
-  they span nodes, the slower of the two links sets the pace (the inter-node link, on every GPU cluster), and
-  the latency grows with log2 of the node count (a tree's depth).
+  they span nodes, the slower of the two links sets the pace (the inter-node link, on every GPU cluster).
+  Latency: NCCL's own tuning model (`nccl`): a ring pays one hop per step, so its latency grows with the GPU
+  count (ZeRO-3's shard gathers at hundreds of GPUs), a tree all-reduce's with log2 of the node count.
 - overlap: only communication issued during forward/backward can hide behind it, never the last bucket, and
   only a fraction `overlap` of it does (kernels share SMs and memory bandwidth); 0 on CPU, where DeepSpeed's
   CPU accelerator has no streams and every gloo call blocks.
@@ -32,6 +33,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gpt2dist.planning import nccl
 from gpt2dist.planning.hardware import GB, GPUS, GpuKind, gpu_kind
 
 DEFAULT_MFU = 0.40  # a GPU kind with no published run (MFU_BY_GPU has the calibrated ones); bench/RESULTS.md
@@ -39,8 +41,7 @@ DEFAULT_OVERLAP = 0.5  # share of overlappable communication actually hidden on 
 RECOMPUTE = 8 / 6  # activation checkpointing: forward 2N + backward 4N + a second forward 2N
 DS_STAGE0_BUCKET = 500_000_000  # deepspeed.runtime.engine MEMORY_OPT_ALLREDUCE_SIZE: ZeRO-0's all-reduce bucket
 HOST_ADAM_PARAMS_PER_S = 1e9  # DeepSpeedCPUAdam on a server CPU, rough (ZeRO-Offload, Ren et al. 2021): measure
-BUS_FACTORS = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: (n - 1) / n,
-               "reduce_scatter": lambda n: (n - 1) / n}
+BUS_FACTORS = nccl.BUS_FACTORS  # nccl-tests' convention: S x f(n) bytes cross the bus
 
 
 # Achieved MFU of one GPU by kind, (low, typical, high), in this repo's 6N + 12LHQT convention, for GPT-2-shaped
@@ -76,8 +77,9 @@ def whole_run_overhead(nodes: int) -> tuple[float, float, float]:
 
 ASSUMPTIONS = ("assumes: MFU per GPU kind from published runs (bench/RESULTS.md 'Calibration'; lower below 200M "
                "params); gradient reduction overlapped with backward where DeepSpeed does (ZeRO-1/2 with overlap_comm, "
-               "ZeRO-3 always; ZeRO-0 after backward); cross-node latency x log2(nodes); offload's gradient download "
-               "overlapped, host Adam and the weight upload not; time and GPU-h are a whole run's: steady steps x "
+               "ZeRO-3 always; ZeRO-0 after backward); latencies of NCCL's tuning model (a ring's grows with the GPU "
+               "count); offload's gradient download overlapped, host Adam and the weight upload not; time and GPU-h "
+               "are a whole run's: steady steps x "
                f"{WHOLE_RUN_ONE_NODE[1]:.2f} on one node, x {WHOLE_RUN_NODES[1]:.2f} ({WHOLE_RUN_NODES[0]:.2f}-"
                f"{WHOLE_RUN_NODES[2]:.2f}) across nodes (evaluation, checkpoints, restarts of published whole runs; "
                "bench/RESULTS.md 'Whole runs')")
@@ -103,8 +105,8 @@ class Links:
 
     intra_busbw: float
     inter_busbw: float
-    intra_latency: float = 20e-6  # NCCL small-message all-reduce inside a node, order of magnitude
-    inter_latency: float = 50e-6
+    intra_link: str = "nvlink"  # or "pcie": which hop latency NCCL's model gives the steps inside a node
+    nccl_latency: float = 1.0  # x the latencies of NCCL's tuning model (`nccl`); 0: bandwidth only
     pcie_bw: float = 25 * GB
     curves: Mapping[str, Sequence[tuple[int, float]]] = field(default_factory=dict)  # kind -> (bytes, seconds)
     curve_ranks: int = 0  # ranks the curves were measured on
@@ -128,7 +130,8 @@ def collective_time(kind: str, nbytes: float, n: int, nodes: int, links: Links) 
 
     With a measured curve for this level (one node, or several): busbw interpolated in log(size) between the
     measured points, below the smallest size the smallest size's time (latency-bound), above the largest the
-    largest's busbw. Otherwise latency + S x f(n) / busbw of the level.
+    largest's busbw. Otherwise NCCL's own tuning model at the level's busbw (`nccl.collective_seconds`): a ring's
+    latency grows with the GPU count, a tree's (all-reduce) with log2(nodes).
     """
     if n <= 1 or nbytes <= 0:
         return 0.0
@@ -145,11 +148,7 @@ def collective_time(kind: str, nbytes: float, n: int, nodes: int, links: Links) 
         i = next(k for k in range(1, len(sizes)) if sizes[k] >= nbytes)
         x = (math.log(nbytes) - math.log(sizes[i - 1])) / (math.log(sizes[i]) - math.log(sizes[i - 1]))
         return nbytes * factor / (bus[i - 1] + x * (bus[i] - bus[i - 1]))
-    # Across nodes NCCL's small-message algorithm is a tree: its latency grows with the tree's depth, log2 of the
-    # node count (NCCL's tuning model: a per-hop latency per tree level), so a collective over 64 nodes pays
-    # 6 hops where 2 nodes pay 1.
-    latency = links.intra_latency if nodes <= 1 else links.inter_latency * max(1.0, math.log2(nodes))
-    return latency + nbytes * factor / links.busbw(nodes)
+    return nccl.collective_seconds(kind, nbytes, n, nodes, links.busbw(nodes), links.intra_link, links.nccl_latency)
 
 
 # ---------------------------------------------------------------- what a step sends, stage by stage

@@ -36,6 +36,11 @@ class GpuKind:
     hbm_bw: float
     source: str  # the node the link figures describe
 
+    @property
+    def intra_link(self) -> str:
+        """"pcie" where the GPUs of a node talk over PCIe (no faster link than the host's), else "nvlink"."""
+        return "pcie" if self.intra_busbw <= self.pcie_bw else "nvlink"
+
     def inter_busbw(self, gpus_per_node: int) -> float:
         return min(gpus_per_node, self.nics_per_node) * self.nic_bw * 0.9
 

@@ -89,6 +89,7 @@ def links_for(opts: ScalingOptions) -> costmodel.Links:
     source = [f"{system.source} defaults" if system and not (opts.intra_bw and opts.inter_bw) else "",
               "--intra-bw" if opts.intra_bw else "", "--inter-bw" if opts.inter_bw else ""]
     links = costmodel.Links(intra, inter, pcie_bw=system.pcie_bw if system else 25 * GB,
+                            intra_link=system.intra_link if system else "nvlink",
                             source=", ".join(s for s in source if s))
     if opts.comm_json:
         from gpt2dist.commbench import load_report
@@ -96,8 +97,8 @@ def links_for(opts: ScalingOptions) -> costmodel.Links:
         report = load_report(opts.comm_json)
         curves, ranks, spans = costmodel.curves_from_report(report)
         level = "across nodes" if spans else "inside a node"
-        links = costmodel.Links(links.intra_busbw, links.inter_busbw, pcie_bw=links.pcie_bw, curves=curves,
-                                curve_ranks=ranks, curve_spans_nodes=spans,
+        links = costmodel.Links(links.intra_busbw, links.inter_busbw, links.intra_link, pcie_bw=links.pcie_bw,
+                                curves=curves, curve_ranks=ranks, curve_spans_nodes=spans,
                                 source=f"{links.source}; measured {level} by bench-comm ({opts.comm_json}, "
                                        f"{report['backend']}, {ranks} ranks)")
     return links

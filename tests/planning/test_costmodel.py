@@ -13,7 +13,7 @@ from gpt2dist.planning import hardware, memory
 GPT2_N = 124_439_808  # tests/planning/test_doctor.py works it out
 MATRICES = 124_318_464  # wte 38,597,376 + wpe 786,432 + 12 x (1,769,472 + 589,824 + 2 x 2,359,296)
 VECTORS = 121_344  # 12 x (ln 2 x 1,536 + biases 2,304 + 768 + 3,072 + 768) + ln_f 1,536
-LINKS = cm.Links(intra_busbw=400e9, inter_busbw=100e9, intra_latency=0.0, inter_latency=0.0)
+LINKS = cm.Links(intra_busbw=400e9, inter_busbw=100e9, nccl_latency=0.0)  # bandwidth only
 
 
 def gpt2(accum: int = 1, weight_bytes: int = 2) -> cm.Workload:
@@ -27,16 +27,48 @@ def test_tensors_add_up_to_the_parameter_count():
     assert max(n for _, n, d in tensors if d < 2) == 3072  # every vector is below the ZeRO-3 persistence threshold
 
 
-def test_bus_factors_and_latency_plus_bandwidth():
-    links = cm.Links(400e9, 100e9, intra_latency=20e-6, inter_latency=50e-6)
-    # all-reduce: t = latency + S x 2(n-1)/n / busbw (nccl-tests PERFORMANCE.md)
-    assert cm.collective_time("all_reduce", 1e9, 8, 1, links) == pytest.approx(20e-6 + 1e9 * 1.75 / 400e9)
+def test_bus_factors_and_bandwidth():
+    # bandwidth alone: t = S x 2(n-1)/n / busbw for an all-reduce (nccl-tests PERFORMANCE.md)
+    assert cm.collective_time("all_reduce", 1e9, 8, 1, LINKS) == pytest.approx(1e9 * 1.75 / 400e9)
     # across 2 nodes the slower link sets the pace: 16 ranks, 2 x 15/16 at 100 GB/s = 18.75 ms
-    assert cm.collective_time("all_reduce", 1e9, 16, 2, links) == pytest.approx(50e-6 + 18.75e-3)
-    assert cm.collective_time("all_gather", 1e9, 8, 1, links) == pytest.approx(20e-6 + 1e9 * 0.875 / 400e9)
-    assert cm.collective_time("reduce_scatter", 1e9, 8, 1, links) == cm.collective_time("all_gather", 1e9, 8, 1,
-                                                                                        links)
-    assert cm.collective_time("all_reduce", 1e9, 1, 1, links) == 0.0  # one rank sends nothing
+    assert cm.collective_time("all_reduce", 1e9, 16, 2, LINKS) == pytest.approx(18.75e-3)
+    assert cm.collective_time("all_gather", 1e9, 8, 1, LINKS) == pytest.approx(1e9 * 0.875 / 400e9)
+    assert cm.collective_time("reduce_scatter", 1e9, 8, 1, LINKS) == cm.collective_time("all_gather", 1e9, 8, 1,
+                                                                                        LINKS)
+    assert cm.collective_time("all_reduce", 1e9, 1, 1, LINKS) == 0.0  # one rank sends nothing
+
+
+def test_latency_is_nccls_own_model():
+    """Latencies worked out by hand from NCCL's tuning table (src/graph/tuning.cc): base + one hop per ring step."""
+    links = cm.Links(400e9, 50e9)
+    # 1 GB all-reduce on one 8-GPU NVLink node: a Simple ring, 8.4 us + 14 steps x 3.4 us, then the bytes
+    assert cm.collective_time("all_reduce", 1e9, 8, 1, links) == pytest.approx(56e-6 + 1e9 * 1.75 / 400e9)
+    # a tiny all-gather's latency grows with the GPU count (LL ring: 6.6 us + intra steps x max(0.6, 1.0 network
+    # overhead) + node crossings x 2.7 us): 128 GPUs on 16 nodes 159.1 us, 512 on 64 nodes 624.7 us
+    assert cm.collective_time("all_gather", 1024, 128, 16, links) == pytest.approx(159.1e-6, rel=1e-3)
+    assert cm.collective_time("all_gather", 1024, 512, 64, links) == pytest.approx(624.7e-6, rel=1e-3)
+    # a tiny all-reduce takes the tree instead: 6.8 + 2 x (7 x 0.6 + log2(64) x 5.0) = 75.2 us, not the ring's 1.2 ms
+    assert cm.collective_time("all_reduce", 4, 512, 64, links) == pytest.approx(75.2e-6, rel=1e-3)
+    # PCIe nodes pay PCIe's hops: Simple ring 8.4 + 14 x 5.7 us; nccl_latency scales every latency
+    pcie = cm.Links(25e9, 12.5e9, intra_link="pcie")
+    big = 1e9 * 1.75 / 25e9
+    assert cm.collective_time("all_reduce", 1e9, 8, 1, pcie) == pytest.approx(88.2e-6 + big)
+    assert cm.collective_time("all_reduce", 1e9, 8, 1, cm.Links(25e9, 12.5e9, "pcie", 2.0)) == pytest.approx(
+        2 * 88.2e-6 + big)
+    assert hardware.GPUS["A10"].intra_link == "pcie" and hardware.GPUS["H100"].intra_link == "nvlink"
+
+
+def test_ring_latency_makes_zero3_lose_throughput_from_128_to_512_gpus():
+    """ZeRO-3's all-gathers of 1/n shards get latency-bound at hundreds of GPUs: per-GPU throughput falls from 128
+    to 512 H100s, as MosaicML's tables show (1b: -9.7%; bench/calibration.py's scaling table); the old log2(nodes)
+    latency predicted -1% at most."""
+    w = cm.Workload(cm.gpt2_tensors(24, 2048, 50257, 2048), 6 * 1.3e9, 12, 2048, 1, 2)
+    h100 = hardware.GPUS["H100"]
+    links = cm.Links(h100.intra_busbw, h100.inter_busbw(8))
+    rate = {n: cm.estimate_step(w, cm.Zero(stage=3), n, 8, links, compute_s=0.5).tokens_per_s_per_gpu
+            for n in (128, 256, 512)}
+    assert rate[512] < rate[256] < rate[128]
+    assert 0.03 < 1 - rate[512] / rate[128] < 0.25
 
 
 def test_measured_curve_interpolates_busbw_in_log_size():
@@ -119,11 +151,11 @@ def test_optimizer_share_offload_and_scalars():
     serial = cm.estimate_step(w, cm.Zero(stage=2, offload_optimizer=True, overlap_comm=False), 8, 8, LINKS,
                               compute_s=1.0)
     assert serial.offload_s == pytest.approx(down + up + adam)  # 19.3 ms
-    # scalar all-reduces are latency: 3 per step at 20 us
-    links = cm.Links(400e9, 100e9, intra_latency=20e-6)
+    # scalar all-reduces are latency: 3 per step, each an LL ring on one node, 6.6 us + 14 steps x 0.6 us = 15 us
+    links = cm.Links(400e9, 100e9)
     base = cm.estimate_step(w, cm.Zero(stage=0), 8, 8, links, compute_s=1.0)
     more = cm.estimate_step(w, cm.Zero(stage=0), 8, 8, links, compute_s=1.0, control_allreduces=3)
-    assert more.comm_s - base.comm_s == pytest.approx(3 * (20e-6 + 4 * 1.75 / 400e9))
+    assert more.comm_s - base.comm_s == pytest.approx(3 * (15e-6 + 4 * 1.75 / (400e9 * 0.5)))
 
 
 def test_compute_time_and_time_to_train():
