@@ -21,10 +21,12 @@ read off OVERHEADS: in-sample whole runs whose source also gives the steady rate
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import statistics
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Run:
     checkpointing: bool = False  # activation checkpointing (recomputes the forward)
     zero: tuple[tuple[str, object], ...] = ()  # costmodel.Zero settings beyond the stage (another trainer)
     steady: float = 0.0  # a whole run's source's own steady-state tokens/s per GPU, where it gives one
+    precision: str = "bf16"  # the peak MFU is measured against (V100: fp16)
 
     @property
     def whole_run(self) -> bool:
@@ -223,8 +226,9 @@ def beyond_128() -> None:
           f"mean absolute {statistics.mean(abs(e) for e in errors):.3f}")
 
 
-def predict(run: Run) -> tuple[float, float, tuple[float, float]]:
-    """(implied MFU, predicted tokens/s per GPU at the typical default, (low, high) predicted)."""
+def predict(run: Run, mfus: tuple[float, float, float] | None = None) -> tuple[float, float, tuple[float, float]]:
+    """(implied MFU, predicted tokens/s per GPU at the typical default, (low, high) predicted); `mfus` replaces the
+    default (low, typical, high) MFU."""
     from gpt2dist.model import flops_per_token
     from gpt2dist.observe.metrics import peak_flops
     from gpt2dist.planning import costmodel, hardware
@@ -234,7 +238,7 @@ def predict(run: Run) -> tuple[float, float, tuple[float, float]]:
         tensors += (("lm_head", run.vocab * run.n_embd, 2),)
     non_embedding = sum(n for _, n, _ in tensors) - run.seq * run.n_embd  # as count_parameters: wte is lm_head
     fpt = flops_per_token(non_embedding, run.n_layer, run.n_embd, run.seq)
-    peak = peak_flops(run.gpu, "bf16")
+    peak = peak_flops(run.gpu, run.precision)
     implied = run.tokens_per_s_per_gpu * fpt / peak
     system = hardware.GPUS[run.gpu]
     links = costmodel.Links(system.intra_busbw, system.inter_busbw(8), system.intra_link, pcie_bw=system.pcie_bw,
@@ -245,14 +249,68 @@ def predict(run: Run) -> tuple[float, float, tuple[float, float]]:
     rates = []
     # a whole run also pays its overhead: the low MFU with the high overhead, the high MFU with the low
     overheads = costmodel.whole_run_overhead(math.ceil(run.n_gpus / 8))[::-1] if run.whole_run else (1, 1, 1)
-    for mfu, overhead in zip(costmodel.default_mfu(run.gpu, sum(n for _, n, _ in tensors), run.seq), overheads,
-                             strict=True):
+    for mfu, overhead in zip(mfus or costmodel.default_mfu(run.gpu, sum(n for _, n, _ in tensors), run.seq),
+                             overheads, strict=True):
         compute = costmodel.compute_time(fpt, w.tokens_per_gpu, peak, mfu,
                                          activation_checkpointing=run.checkpointing)
         step = costmodel.estimate_step(w, z, run.n_gpus, min(run.n_gpus, 8), links, compute_s=compute, peak=peak,
                                        optimizer_s=costmodel.optimizer_time(w.n_params, system.hbm_bw))
         rates.append(step.tokens_per_s_per_gpu / overhead)
     return implied, rates[1], (rates[0], rates[2])
+
+
+def fitted_mfu(run: Run) -> float:
+    """The MFU (the doctor's, before x 8/6 for recomputation and x SMALL_MODEL_FACTOR below 200M parameters) at
+    which the whole model -- communication included -- reproduces the published tokens/s: bisection."""
+    from gpt2dist.planning import costmodel, memory
+
+    params = memory.gpt2_param_count(run.n_layer, run.n_embd, run.vocab, run.seq)
+    small = costmodel.SMALL_MODEL_FACTOR if params < costmodel.SMALL_MODEL else 1.0
+    low, high = 0.01, 1.5
+    for _ in range(40):
+        mid = (low + high) / 2
+        rate = predict(run, (mid * small,) * 3)[1]
+        low, high = (mid, high) if rate < run.tokens_per_s_per_gpu else (low, mid)
+    return (low + high) / 2
+
+
+# Published runs transcribed blind (bench/published/*.py: each row's source, quoted words and assumptions; *.md:
+# the candidates rejected and why), collected on 2026-12-05 by people who never saw the cost model's predictions.
+# DLPerf's V100 rows are the fit of costmodel.MFU_BY_GPU["V100"] (chosen as the fit before any prediction was
+# made: one systematic benchmark suite, as llm-foundry is for the A100/H100); every other row is the FRESH check.
+PUBLISHED = Path(__file__).with_name("published")
+
+
+def published_runs(module: str) -> list[Run]:
+    """bench/published/<module>.py's ROWS as Runs (DDP for a stage-0 trainer that is not DeepSpeed)."""
+    spec = importlib.util.spec_from_file_location(f"published_{module}", PUBLISHED / f"{module}.py")
+    rows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rows)
+    return [Run(d["name"] + (" (whole run)" if d["whole_run"] else ""), d["gpu"], d["n_gpus"], d["n_layer"],
+                d["n_embd"], d["seq"], d["micro"], d["accum"], d["stage"], d["tokens_per_s_per_gpu"],
+                f"{d['source']} [{d['trainer']}]", untied=d["untied"], vocab=d["vocab"],
+                checkpointing=d["checkpointing"], precision=d["precision"],
+                zero=DDP25 if d["stage"] == 0 and "deepspeed" not in d["trainer"].lower() else ())
+            for d in rows.ROWS]
+
+
+def is_v100_fit(run: Run) -> bool:
+    return run.name.startswith("dlperf-")
+
+
+V100_FIT = [r for r in published_runs("v100_and_others") if is_v100_fit(r)]
+FRESH = [r for r in published_runs("v100_and_others") if not is_v100_fit(r)] + published_runs("a100_h100_others")
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, median, q3 = statistics.quantiles(values, n=4)
+    return q1, median, q3
+
+
+def costmodel_mfu(gpu: str) -> tuple[float, float, float]:
+    from gpt2dist.planning import costmodel
+
+    return costmodel.MFU_BY_GPU[gpu]
 
 
 def costmodel_overhead(nodes: int) -> str:
@@ -293,6 +351,13 @@ def main() -> int:
         print(f"{where}: low / typical / high {fit}; costmodel {costmodel_overhead(nodes)}")
     print()
     beyond_128()
+    print("\nV100 FIT (DLPerf: costmodel.MFU_BY_GPU['V100'] = the quartiles of the MFU each row needs, communication "
+          "included)")
+    fitted = [fitted_mfu(r) for r in V100_FIT]
+    for run, mfu in zip(V100_FIT, fitted, strict=True):
+        print(f"{run.name:<64}{run.n_gpus:>4}x{run.gpu:<4} {run.tokens_per_s_per_gpu:>10,.0f}  fitted MFU {mfu:.0%}")
+    print("quartiles " + " / ".join(f"{x:.3f}" for x in quartiles(fitted)) + "; costmodel "
+          + " / ".join(f"{x:.2f}" for x in costmodel_mfu("V100")))
     print()
     ratios = table("HELD-OUT (never used for a figure)", HELD_OUT)
     pairs = list(zip(HELD_OUT, ratios, strict=True))
@@ -300,6 +365,11 @@ def main() -> int:
     print(f"held-out, not llm-foundry benchmarks:  {summary(others)}")
     print(f"held-out, benchmark throughput:        {summary([r for run, r in pairs if not run.whole_run])}")
     print(f"held-out, whole runs (GPU-hours):      {summary([r for run, r in pairs if run.whole_run])}")
+    print()
+    fresh = table("FRESH HELD-OUT (transcribed blind on 2026-12-05, after every figure above was set)", FRESH)
+    for kind in sorted({r.gpu for r in FRESH}):
+        print(f"fresh, {kind:<10}{summary([x for r, x in zip(FRESH, fresh, strict=True) if r.gpu == kind])}")
+    print(f"fresh, whole runs  {summary([x for r, x in zip(FRESH, fresh, strict=True) if r.whole_run] or [0])}")
     return 0
 
 

@@ -243,6 +243,23 @@ def test_calibration_held_out_rows_are_never_in_the_fitted_set():
         assert 0 < low < typical < high and 0 < implied < 1, run.name
 
 
+def test_v100_mfu_is_read_off_dlperf_and_the_fresh_rows_stay_out_of_every_fit():
+    """costmodel.MFU_BY_GPU["V100"] is the quartiles of the MFU each DLPerf row needs through the whole model;
+    the fresh rows (bench/published/, transcribed blind) are in no fitted set, and each gets a prediction."""
+    from bench import calibration
+    from gpt2dist.planning import costmodel
+
+    fitted = [calibration.fitted_mfu(r) for r in calibration.V100_FIT]
+    assert costmodel.MFU_BY_GPU["V100"] == tuple(round(x, 2) for x in calibration.quartiles(fitted))
+    assert all(r.gpu == "V100" and r.name.startswith("dlperf-") for r in calibration.V100_FIT)
+    fitted_names = {r.name for r in calibration.RUNS + calibration.V100_FIT}
+    assert len(calibration.FRESH) >= 40 and fitted_names.isdisjoint(r.name for r in calibration.FRESH)
+    for run in calibration.FRESH:
+        implied, typical, (low, high) = calibration.predict(run)
+        assert 0 < low < typical < high and 0 < implied < 1, run.name
+        assert run.source, run.name
+
+
 def test_the_whole_run_overhead_is_read_off_the_in_sample_whole_runs():
     """costmodel.WHOLE_RUN_* are the (low, median, high) of the published whole runs' time over their own source's
     steady rate (none held out), recomputed here from the published figures; a whole-run row's prediction pays it."""

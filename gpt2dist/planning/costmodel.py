@@ -50,10 +50,13 @@ BUS_FACTORS = nccl.BUS_FACTORS  # nccl-tests' convention: S x f(n) bytes cross t
 # A100: MosaicML's MPT 125m-1b and llm.c's GPT-2 124M-774M imply 43-64% (median 55%); H100: MPT 760m-1b and
 # llm.c's GPT-2 1558M imply 35-49% (median 41%): the H100's peak grew 3.2x over the A100's, its memory bandwidth
 # 1.6x, so the same kernels reach a smaller share of it. PCIe/NVL cards and the H200 (the H100's compute) share
-# the H100's figures; the kinds with no published run get DEFAULT_MFU +- 20%.
-_A100, _H100 = (0.43, 0.53, 0.62), (0.35, 0.41, 0.49)
+# the H100's figures; the kinds with no published run get DEFAULT_MFU +- 20%. V100 (fp16): DLPerf's 26 GPT runs
+# on 1-32 V100-16GB (Megatron-LM, OneFlow, DeepSpeed 0.3) fit 9-43% through the whole model, communication
+# included; quartiles 18/25/37% (GPT-2 small at micro batch 1-4 at the bottom, 1536-wide models at the top).
+_A100, _H100, _V100 = (0.43, 0.53, 0.62), (0.35, 0.41, 0.49), (0.18, 0.25, 0.37)
 MFU_BY_GPU: dict[str, tuple[float, float, float]] = {"A100": _A100, "H100": _H100, "H100 PCIe": _H100,
-                                                     "H100 NVL": _H100, "H200": _H100, "H200 NVL": _H100}
+                                                     "H100 NVL": _H100, "H200": _H100, "H200 NVL": _H100,
+                                                     "V100": _V100}
 SMALL_MODEL = 200e6  # below this many parameters, published MFU runs lower: the vocabulary and the per-layer
 #                      overheads (layer norms, softmax, the optimizer) weigh more against the matmuls
 SMALL_MODEL_FACTOR = 0.88  # A100 runs of 124-125M imply 43-60% (median 47%) against 54% for 350M-1B
