@@ -259,13 +259,13 @@ def predict(run: Run, mfus: tuple[float, float, float] | None = None) -> tuple[f
     return implied, rates[1], (rates[0], rates[2])
 
 
-def fitted_mfu(run: Run) -> float:
-    """The MFU (the doctor's, before x 8/6 for recomputation and x SMALL_MODEL_FACTOR below 200M parameters) at
-    which the whole model -- communication included -- reproduces the published tokens/s: bisection."""
+def fitted_mfu(run: Run, small_model: bool = True) -> float:
+    """The MFU (the doctor's, before x 8/6 for recomputation and, with `small_model`, x SMALL_MODEL_FACTOR below
+    200M parameters) at which the whole model -- communication included -- reproduces the published tokens/s."""
     from gpt2dist.planning import costmodel, memory
 
     params = memory.gpt2_param_count(run.n_layer, run.n_embd, run.vocab, run.seq)
-    small = costmodel.SMALL_MODEL_FACTOR if params < costmodel.SMALL_MODEL else 1.0
+    small = costmodel.SMALL_MODEL_FACTOR if small_model and params < costmodel.SMALL_MODEL else 1.0
     low, high = 0.01, 1.5
     for _ in range(40):
         mid = (low + high) / 2
@@ -307,6 +307,39 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, median, q3
 
 
+def source_key(run: Run) -> str:
+    """Which publication a row comes from (rows of one source share a trainer and a cluster)."""
+    for prefix, key in (("MPT-", "llm-foundry"), ("dlperf-", "dlperf"), ("megatron2019", "megatron 2019"),
+                        ("megatron-v1", "megatron 2019"), ("llm.c", "llm.c")):
+        if run.name.startswith(prefix):
+            return key
+    return run.name.split()[0].split("-")[0].lower()
+
+
+def cross_validate() -> None:
+    """Leave one source out: each steady row is predicted from the other sources' rows of its GPU kind alone
+    (their median MFU; DEFAULT_MFU where fewer than two other sources ran that kind), under three shapes of the
+    default. How well any default of this kind can do on a source it has never seen."""
+    from gpt2dist.planning import costmodel, memory
+
+    runs = [r for r in RUNS + HELD_OUT + V100_FIT + FRESH if not r.whole_run]
+    need = {r.name: fitted_mfu(r, small_model=False) for r in runs}
+    params = {r.name: memory.gpt2_param_count(r.n_layer, r.n_embd, r.vocab, r.seq) for r in runs}
+    shapes = {"one MFU per GPU kind": lambda r: 1.0,
+              "x 0.88 below 200M params (the doctor's)":
+                  lambda r: costmodel.SMALL_MODEL_FACTOR if params[r.name] < costmodel.SMALL_MODEL else 1.0,
+              "x width / (width + 800)": lambda r: r.n_embd / (r.n_embd + 800)}
+    print(f"LEAVE-ONE-SOURCE-OUT ({len(runs)} steady rows, {len({source_key(r) for r in runs})} sources)")
+    for label, shape in shapes.items():
+        ratios = []
+        for run in runs:
+            others = [r for r in runs if r.gpu == run.gpu and source_key(r) != source_key(run)]
+            base = (statistics.median(need[r.name] / shape(r) for r in others)
+                    if len({source_key(r) for r in others}) >= 2 else costmodel.DEFAULT_MFU)
+            ratios.append(base * shape(run) / need[run.name])
+        print(f"  {label:<42}{summary(ratios)}")
+
+
 def costmodel_mfu(gpu: str) -> tuple[float, float, float]:
     from gpt2dist.planning import costmodel
 
@@ -319,18 +352,22 @@ def costmodel_overhead(nodes: int) -> str:
     return " / ".join(f"{x:.2f}" for x in costmodel.whole_run_overhead(nodes))
 
 
-def table(title: str, runs: list[Run]) -> list[float]:
-    """Print one table and its share within 25%; the predicted/published ratios."""
-    print(f"{title}\n{'run':<32}{'GPUs':>8}  {'T':>5} {'published':>10} {'predicted':>10} {'range':>17} "
-          f"{'ratio':>6} {'implied MFU':>11}  source")
-    ratios = []
+def table(title: str, runs: list[Run], sources: bool = True) -> list[float]:
+    """Print one table and its share within 25%; the predicted/published ratios. sources=False leaves each row's
+    source out (bench/published/ has them, with the quoted words)."""
+    width = max(32, *(len(r.name) + 1 for r in runs))
+    print(f"{title}\n{'run':<{width}}{'GPUs':>8}  {'T':>5} {'published':>10} {'predicted':>10} {'range':>17} "
+          f"{'ratio':>6} {'implied MFU':>11}" + ("  source" if sources else ""))
+    ratios, inside = [], 0
     for run in runs:
         implied, typical, (low, high) = predict(run)
         ratio = typical / run.tokens_per_s_per_gpu
         ratios.append(ratio)
-        print(f"{run.name:<32}{run.n_gpus:>4}x{run.gpu:<4} {run.seq:>5} {run.tokens_per_s_per_gpu:>10,.0f} "
-              f"{typical:>10,.0f} {f'{low:,.0f}-{high:,.0f}':>17} {ratio:>5.2f}x {implied:>10.0%}  {run.source}")
-    print(summary(ratios))
+        inside += low <= run.tokens_per_s_per_gpu <= high
+        print(f"{run.name:<{width}}{run.n_gpus:>4}x{run.gpu:<4} {run.seq:>5} {run.tokens_per_s_per_gpu:>10,.0f} "
+              f"{typical:>10,.0f} {f'{low:,.0f}-{high:,.0f}':>17} {ratio:>5.2f}x {implied:>10.0%}"
+              + (f"  {run.source}" if sources else ""))
+    print(f"{summary(ratios)}; inside the predicted range: {inside} of {len(runs)}")
     return ratios
 
 
@@ -355,7 +392,7 @@ def main() -> int:
           "included)")
     fitted = [fitted_mfu(r) for r in V100_FIT]
     for run, mfu in zip(V100_FIT, fitted, strict=True):
-        print(f"{run.name:<64}{run.n_gpus:>4}x{run.gpu:<4} {run.tokens_per_s_per_gpu:>10,.0f}  fitted MFU {mfu:.0%}")
+        print(f"{run.name:<76}{run.n_gpus:>4}x{run.gpu:<4} {run.tokens_per_s_per_gpu:>10,.0f}  fitted MFU {mfu:.0%}")
     print("quartiles " + " / ".join(f"{x:.3f}" for x in quartiles(fitted)) + "; costmodel "
           + " / ".join(f"{x:.2f}" for x in costmodel_mfu("V100")))
     print()
@@ -366,10 +403,13 @@ def main() -> int:
     print(f"held-out, benchmark throughput:        {summary([r for run, r in pairs if not run.whole_run])}")
     print(f"held-out, whole runs (GPU-hours):      {summary([r for run, r in pairs if run.whole_run])}")
     print()
-    fresh = table("FRESH HELD-OUT (transcribed blind on 2026-12-05, after every figure above was set)", FRESH)
+    fresh = table("FRESH HELD-OUT (transcribed blind on 2026-12-05, after every figure above was set; sources: "
+                  "bench/published/*.py)", FRESH, sources=False)
     for kind in sorted({r.gpu for r in FRESH}):
         print(f"fresh, {kind:<10}{summary([x for r, x in zip(FRESH, fresh, strict=True) if r.gpu == kind])}")
     print(f"fresh, whole runs  {summary([x for r, x in zip(FRESH, fresh, strict=True) if r.whole_run] or [0])}")
+    print()
+    cross_validate()
     return 0
 
 
