@@ -21,7 +21,7 @@ read off OVERHEADS: in-sample whole runs whose source also gives the steady rate
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import math
 import statistics
 import sys
@@ -274,24 +274,23 @@ def fitted_mfu(run: Run, small_model: bool = True) -> float:
     return (low + high) / 2
 
 
-# Published runs transcribed blind (bench/published/*.py: each row's source, quoted words and assumptions; *.md:
-# the candidates rejected and why), collected on 2026-12-05 by people who never saw the cost model's predictions.
+# Published runs transcribed blind (bench/published/*.json: each row's source, quoted words and assumptions; *.md:
+# the table, the doubts, the candidates rejected and why, the transcription's notes), collected on 2026-12-05 by
+# people who never saw the cost model's predictions.
 # DLPerf's V100 rows are the fit of costmodel.MFU_BY_GPU["V100"] (chosen as the fit before any prediction was
 # made: one systematic benchmark suite, as llm-foundry is for the A100/H100); every other row is the FRESH check.
 PUBLISHED = Path(__file__).with_name("published")
 
 
-def published_runs(module: str) -> list[Run]:
-    """bench/published/<module>.py's ROWS as Runs (DDP for a stage-0 trainer that is not DeepSpeed)."""
-    spec = importlib.util.spec_from_file_location(f"published_{module}", PUBLISHED / f"{module}.py")
-    rows = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rows)
+def published_runs(name: str) -> list[Run]:
+    """bench/published/<name>.json's rows as Runs (DDP for a stage-0 trainer that is not DeepSpeed)."""
+    rows = json.loads((PUBLISHED / f"{name}.json").read_text(encoding="utf-8"))
     return [Run(d["name"] + (" (whole run)" if d["whole_run"] else ""), d["gpu"], d["n_gpus"], d["n_layer"],
                 d["n_embd"], d["seq"], d["micro"], d["accum"], d["stage"], d["tokens_per_s_per_gpu"],
                 f"{d['source']} [{d['trainer']}]", untied=d["untied"], vocab=d["vocab"],
                 checkpointing=d["checkpointing"], precision=d["precision"],
                 zero=DDP25 if d["stage"] == 0 and "deepspeed" not in d["trainer"].lower() else ())
-            for d in rows.ROWS]
+            for d in rows]
 
 
 def is_v100_fit(run: Run) -> bool:
@@ -404,7 +403,7 @@ def main() -> int:
     print(f"held-out, whole runs (GPU-hours):      {summary([r for run, r in pairs if run.whole_run])}")
     print()
     fresh = table("FRESH HELD-OUT (transcribed blind on 2026-12-05, after every figure above was set; sources: "
-                  "bench/published/*.py)", FRESH, sources=False)
+                  "bench/published/*.json)", FRESH, sources=False)
     for kind in sorted({r.gpu for r in FRESH}):
         print(f"fresh, {kind:<10}{summary([x for r, x in zip(FRESH, fresh, strict=True) if r.gpu == kind])}")
     print(f"fresh, whole runs  {summary([x for r, x in zip(FRESH, fresh, strict=True) if r.whole_run] or [0])}")
