@@ -196,10 +196,14 @@ def cursor_files(cursor: dict[str, Any]) -> int:
 def upgrade_cursor(cursor: dict[str, Any]) -> dict[str, Any]:
     """A TextStream cursor in the current layout: version 4 as is; version 2 (a list of leftover tokens, no pieces:
     its run read documents whole, `piece_chars` None keeps it so) and version 3 (row counts of finished files)
-    upgraded; anything older refused."""
+    upgraded; anything older refused, and a newer one (a later gpt2dist wrote it) refused as newer."""
     version = cursor.get("version")
     if version == CURSOR_VERSION:
         return cursor
+    if isinstance(version, int) and version > CURSOR_VERSION:
+        raise UserError(f"the checkpoint's data cursor was written by a newer gpt2dist (cursor version {version}, "
+                        f"this one reads up to {CURSOR_VERSION}): resume with that version (pip install -U gpt2dist) "
+                        "or start a new run_dir")
     if version not in (2, 3):
         raise UserError("the checkpoint's data cursor was written by an older gpt2dist (global row positions): "
                         "resume with that version or start a new run_dir")

@@ -9,12 +9,13 @@ pick an algorithm and a protocol for every call. Pure arithmetic, like the rest 
   others NVLink's or PCIe's. A ring's latency therefore grows with the GPU count, not with log(nodes): ZeRO-3's
   per-layer all-gathers of 1/n shards get latency-bound at hundreds of GPUs, which is where per-GPU throughput
   falls from 128 to 512 GPUs (MosaicML's H100 tables: 3-10%; bench/RESULTS.md 'Scaling beyond 128 GPUs').
-- tree (all-reduce only): base + 2 x ((GPUs per node - 1) x intra hop + log2(nodes) x network hop), at 0.92 of
-  the bandwidth and twice the bytes of a ring's bus factor ~2.
+- tree (all-reduce only): base + 2 x ((GPUs per node - 1) x intra hop + log2(nodes) x network hop); it moves 2x
+  the buffer (a ring 2(n-1)/n x) at 0.92 of the bandwidth, so rings win for large buffers.
 - protocols: Simple (full bandwidth, the longest hops), LL128 (0.92 of it, shorter hops), LL (half, shortest).
 
 Left out: NVLS and CollNet (switch reductions: NVLink or InfiniBand SHARP), PAT (one GPU per node), the
-per-channel bandwidth caps and the tree's size-correction table. Latencies are NCCL's, in microseconds.
+per-channel bandwidth caps, the tree's size-correction table and a topology's extra network latency (the graph's
+latencyInter, 0 unless NCCL's topology search sets it). Latencies are NCCL's, in microseconds.
 """
 
 from __future__ import annotations

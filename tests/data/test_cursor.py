@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpt2dist.config import DataConfig
-from gpt2dist.data.sharding import reshard_cursor, shard_mode, visit_order, visit_places
+from gpt2dist.data.sharding import CURSOR_VERSION, reshard_cursor, shard_mode, visit_order, visit_places
 from gpt2dist.data.stream import TextStream
 from gpt2dist.errors import UserError
 
@@ -131,6 +131,17 @@ def test_old_cursor_format_is_refused(corpora):
         TextStream(corpus, cfg, encode).load_cursors([old])
     with pytest.raises(UserError, match="older gpt2dist"):
         TextStream(corpus, cfg, encode, world_size=2).load_cursors([old])
+
+
+def test_newer_cursor_format_is_refused_as_newer(corpora):
+    """A cursor a later gpt2dist wrote is not called "older": the refusal says newer and names both versions."""
+    corpus, _ = corpora[3]
+    cfg = DataConfig(train=[str(f) for f in corpus], block_size=16)
+    stream = TextStream(corpus, cfg, encode)
+    newer = {**stream.state_dict(), "version": CURSOR_VERSION + 1}
+    with pytest.raises(UserError, match=f"newer gpt2dist \\(cursor version {CURSOR_VERSION + 1}, this one reads "
+                                        f"up to {CURSOR_VERSION}\\)"):
+        TextStream(corpus, cfg, encode).load_cursors([newer])
 
 
 def test_mode_follows_files_and_ranks():
