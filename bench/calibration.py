@@ -8,10 +8,13 @@ convention (N without the position embeddings -- the token embedding is the outp
 `gpt2dist doctor` says with its default efficiency for that GPU kind (`costmodel.default_mfu`, typical) and its
 communication model at that GPU count; "ratio" = predicted / published tokens/s.
 
-    python bench/calibration.py            # both tables, and how many rows of each are within 25%
+    python bench/calibration.py            # every table, and how many rows of each are within 25%
 
-Two lists: RUNS, the in-sample rows `costmodel.MFU_BY_GPU` and `SMALL_MODEL_FACTOR` were read off (issue 26), and
-HELD_OUT, published runs found afterwards and never used to set a figure: the honest check of the calibration.
+The lists: RUNS, the in-sample rows `costmodel.MFU_BY_GPU` (A100, H100) and `SMALL_MODEL_FACTOR` were read off
+(issue 26); HELD_OUT, published runs found afterwards and never used to set a figure; V100_FIT, DLPerf's V100 runs
+`MFU_BY_GPU["V100"]` was read off; FRESH, 71 runs transcribed blind later still (bench/published/), the check run
+once the model was frozen; BEYOND_128, MosaicML's per-GPU throughput from 128 to 512 H100s (the collectives'
+latency). `cross_validate` asks how well any per-GPU-kind default does on a source it has not seen.
 A Llama-shaped run (SwiGLU, grouped-query attention) is expressed as the GPT-2 of the same depth whose blocks hold
 the same parameters (width = sqrt(block params / 12)) with its own vocabulary: same FLOPs per token to ~1%.
 Whole-run figures (GPU-hours for a token count) include evaluation, checkpointing and restarts: their prediction
