@@ -165,7 +165,8 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
     low, typical, high = costmodel.default_mfu(key, facts.n_params, cfg.data.block_size)
     mfu = opts.mfu if opts.mfu is not None else (run_mfu(opts.from_run) if opts.from_run else typical)
     mfu_src = "--mfu" if opts.mfu is not None else (f"median of {opts.from_run}" if opts.from_run else
-                                                    f"default for {key}, published runs {low:.0%}-{high:.0%}")
+                                                    f"default for {key}; about half of published runs lie in "
+                                                    f"{low:.0%}-{high:.0%}")
     links = links_for(opts)
     hbm = GPUS[key].hbm_bw
     g = opts.gpus_per_node
@@ -222,7 +223,8 @@ def scaling_report(cfg: RunConfig, facts, opts: ScalingOptions,
             runs = [to_end(ends[0], o_high), to_end(ends[1], o_low)]  # the slowest end with the most overhead
             overheads = f"x {o_low:.2f}" if o_low == o_high else f"x {o_low:.2f}-{o_high:.2f}"
             report.verdict.append(
-                f"at the published range of MFU ({low:.0%}-{high:.0%}) and of whole-run overhead ({overheads}) "
+                f"at MFU {low:.0%}-{high:.0%} (where about half of published runs lie; bench/RESULTS.md 'Fresh "
+                f"held-out check') and whole-run overhead {overheads}, "
                 f"{last.nodes} node{'s' if last.nodes > 1 else ''}"
                 f" give {ends[0].tokens_per_s:,.0f}-{ends[1].tokens_per_s:,.0f} tokens/s, "
                 f"{costmodel.fmt_duration(runs[1].seconds)}-{costmodel.fmt_duration(runs[0].seconds)}, "
