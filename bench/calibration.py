@@ -300,8 +300,9 @@ def is_v100_fit(run: Run) -> bool:
     return run.name.startswith("dlperf-")
 
 
-V100_FIT = [r for r in published_runs("v100_and_others") if is_v100_fit(r)]
-FRESH = [r for r in published_runs("v100_and_others") if not is_v100_fit(r)] + published_runs("a100_h100_others")
+_V100_AND_OTHERS = published_runs("v100_and_others")
+V100_FIT = [r for r in _V100_AND_OTHERS if is_v100_fit(r)]
+FRESH = [r for r in _V100_AND_OTHERS if not is_v100_fit(r)] + published_runs("a100_h100_others")
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:

@@ -138,9 +138,9 @@ def collective_time(kind: str, nbytes: float, n: int, nodes: int, links: Links) 
     """
     if n <= 1 or nbytes <= 0:
         return 0.0
-    factor = BUS_FACTORS[kind](n)
     points = links.curves.get(kind)
     if points and links.curve_ranks > 1 and links.curve_spans_nodes == (nodes > 1):
+        factor = BUS_FACTORS[kind](n)
         f_measured = BUS_FACTORS[kind](links.curve_ranks)
         sizes = [s for s, _ in points]
         bus = [s / t * f_measured for s, t in points]
