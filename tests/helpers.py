@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gpt2dist.config import load_config
@@ -92,3 +93,14 @@ class Payload:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+def mount_tmpfs(mount: Path, size: str) -> Path:
+    """A real small file system (unmounted by the caller); skipped where mounting is not allowed, never in CI."""
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=False,
+                      capture_output=True).returncode != 0:
+        if os.environ.get("CI"):
+            raise AssertionError("CI must run the file-system fault tests: mounting a tmpfs failed")
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    return mount

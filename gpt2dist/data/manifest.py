@@ -30,6 +30,7 @@ VERSION = 2  # 2: shared shards, parts at offsets; 1: one shard per source file 
 READABLE = (1, 2)
 SHARD_PATH = re.compile(r"shards/[^/]+\.bin")  # what prepare names a shard (format 1: HASH.PART.bin)
 TOKENIZER_DIR = "tokenizer"
+PREPARE_LOCK = ".prepare.lock"  # held while a prepare writes (prepare.prepare_lock)
 
 
 def packed_root(cfg: RunConfig) -> Path:

@@ -29,6 +29,7 @@ from gpt2dist.config import RunConfig
 from gpt2dist.data.contract import Window
 from gpt2dist.data.manifest import (
     MANIFEST,
+    PREPARE_LOCK,
     TOKENIZER_DIR,
     check_manifest_matches,
     check_part,
@@ -162,7 +163,13 @@ def source_files(cfg: RunConfig) -> list[tuple[str, list[Path]]]:
 
 
 def checked_manifest(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
+    from gpt2dist.run.lock import held_elsewhere
+
     root = packed_root(cfg)
+    holder = held_elsewhere(root, PREPARE_LOCK)
+    if holder is not None:  # its manifest and shards are changing under us
+        raise UserError(f"data.packed_dir {root} is being prepared by a running gpt2dist prepare{holder}: train "
+                        "when it has finished")
     manifest = load_manifest(root)
     if manifest is None:
         raise UserError(f"data.format=packed but {root / MANIFEST} does not exist: run `gpt2dist prepare` with this "

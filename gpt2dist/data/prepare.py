@@ -6,6 +6,7 @@ Layout of data.packed_dir (default RUN_DIR/data):
                              by EOS: raw uint16/uint32, up to ~64 MiB a shard (a bigger file has one of its own)
   shards/pack-N.heldout.bin  their documents held out by data.val_fraction (only when data.val is empty)
   shards/HASH.*.bin          format 1's one shard per file (an older prepare's; still read, replaced when changed)
+  .prepare.lock              flocked while a prepare writes: one prepare at a time, no training meanwhile
   manifest.json              rewritten atomically as each shard is sealed (shards synced first): dtype,
                              tokenizer fingerprint, text settings, per shard its tokens and mtime, and per
                              source file its size, mtime, sha256, documents and per part (shard, offset, tokens)
@@ -18,6 +19,7 @@ hold them: the windows training reads do not depend on how files were grouped in
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
 import os
@@ -36,6 +38,7 @@ from gpt2dist.atomic import file_sha256
 from gpt2dist.config import RunConfig
 from gpt2dist.data.manifest import (
     MANIFEST,
+    PREPARE_LOCK,
     TOKENIZER_DIR,
     VERSION,
     check_manifest_matches,
@@ -50,11 +53,12 @@ from gpt2dist.data.manifest import (
     tokenizer_record,
     write_manifest,
 )
-from gpt2dist.data.shardwriter import ShardWriter
+from gpt2dist.data.shardwriter import ShardWriter, remove_leftovers
 from gpt2dist.data.sources import require_local
 from gpt2dist.data.text import clean_text, is_heldout, iter_documents, iter_file_texts, resolve_files
 from gpt2dist.errors import UserError
 from gpt2dist.run.layout import CHECKPOINTS_DIR, CONFIG_FILE, LOCK_FILE, METRICS_FILE, STATUS_FILE
+from gpt2dist.run.lock import FolderLock
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +114,25 @@ def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None
         check_manifest_matches(manifest, cfg, root)
     tokenizer = prepare_tokenizer(cfg, root, train_files, manifest)  # built or loaded before anything is written
     make_root(root)
+    with prepare_lock(root) as lock:
+        if load_manifest(root) != manifest:
+            raise UserError(f"data.packed_dir {root} changed while this prepare read it (another prepare finished "
+                            "meanwhile): run `gpt2dist prepare` again")
+        remove_leftovers(root, lock)
+        if manifest is None:
+            publish_tokenizer(tokenizer, root)
+            manifest = {"version": VERSION, "dtype": token_dtype(len(tokenizer)).name, "vocab_size": len(tokenizer),
+                        "eos_id": tokenizer.eos_token_id, "text": text_settings(cfg), "files": {}, "shards": {},
+                        "next_shard": 0, "tokenizer": {"config": tokenizer_record(cfg),
+                                                       "fingerprint": tokenizer_fingerprint(tokenizer)}}
+            write_manifest(root, manifest)
+        return prepare_files(cfg, root, manifest, train_files, val_files, workers, progress)
+
+
+def prepare_files(cfg: RunConfig, root: Path, manifest: dict[str, Any], train_files: list[Path],
+                  val_files: list[Path], workers: int, progress: bool | None) -> PrepareReport:
+    """Tokenize the files the manifest lacks or records differently (the caller holds the prepare lock)."""
     _WORKER.clear()  # the in-process tokenizer is loaded once per prepare call (map_chunks)
-    if manifest is None:
-        manifest = {"version": VERSION, "dtype": token_dtype(len(tokenizer)).name, "vocab_size": len(tokenizer),
-                    "eos_id": tokenizer.eos_token_id, "text": text_settings(cfg), "files": {}, "shards": {},
-                    "next_shard": 0,
-                    "tokenizer": {"config": tokenizer_record(cfg), "fingerprint": tokenizer_fingerprint(tokenizer)}}
-        write_manifest(root, manifest)
     folders: dict[str, str] = {}
     jobs = [Job(f, file_key(f, folders), heldout_fraction(cfg)) for f in train_files]
     listed = set(train_files)
@@ -197,6 +213,20 @@ def refuse_foreign_root(root: Path) -> None:
                             f"run{holder}; prepare when it has stopped, or use another data.packed_dir")
 
 
+def prepare_lock(root: Path) -> FolderLock:
+    """Held while prepare writes: a second prepare on the same dir would seal the same shard numbers. A dir we
+    cannot write to is not locked: an up-to-date one is still checked, and the first write says what is wrong."""
+    lock = FolderLock(root / PREPARE_LOCK, lambda holder: (
+        f"data.packed_dir {root} is being prepared by another gpt2dist prepare{holder}: wait for it to end, or "
+        "use another data.packed_dir"))
+    try:
+        lock.acquire()
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+    return lock
+
+
 def make_root(root: Path) -> None:
     try:
         (root / "shards").mkdir(parents=True, exist_ok=True)
@@ -226,7 +256,8 @@ def up_to_date(manifest: dict[str, Any], root: Path, job: Job, checked: set[str]
 
 
 def prepare_tokenizer(cfg: RunConfig, root: Path, train_files: list[Path], manifest: dict[str, Any] | None):
-    """The prepared dir's tokenizer; built from the config (training bpe/char on the data) the first time."""
+    """The prepared dir's tokenizer; built from the config (training bpe/char on the data) the first time,
+    written by publish_tokenizer once the prepare lock is held."""
     from gpt2dist.tokenizer import build_tokenizer, load_tokenizer
 
     folder = root / TOKENIZER_DIR
@@ -245,16 +276,18 @@ def prepare_tokenizer(cfg: RunConfig, root: Path, train_files: list[Path], manif
     texts = None
     if t.kind != "pretrained":
         texts = iter_documents(train_files, cfg.data, heldout=False if heldout_fraction(cfg) > 0 else None)
-    tokenizer = build_tokenizer(t.kind, path=t.path or cfg.model.pretrained, vocab_size=t.vocab_size, texts=texts)
-    make_root(root)
-    tmp = atomic.make_temp_dir(root, f".{TOKENIZER_DIR}-")  # ours; a tokenizer/ without a manifest (an
-    try:  # interrupted first call) is replaced by publish_dir
+    return build_tokenizer(t.kind, path=t.path or cfg.model.pretrained, vocab_size=t.vocab_size, texts=texts)
+
+
+def publish_tokenizer(tokenizer, root: Path) -> None:
+    """The first prepare's tokenizer/; one without a manifest (an interrupted first call) is replaced."""
+    tmp = atomic.make_temp_dir(root, f".{TOKENIZER_DIR}-")  # ours
+    try:
         tokenizer.save_pretrained(str(tmp))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic.publish_dir(tmp, folder)
-    return tokenizer
+    atomic.publish_dir(tmp, root / TOKENIZER_DIR)
 
 
 def text_bytes(jobs: list[Job]) -> int:

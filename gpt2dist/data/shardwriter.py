@@ -7,13 +7,16 @@ fsync'ed, renamed into place, recorded in the manifest with its files, the manif
 one sync per group instead of a file, a rename and a sync per source file: 5,000 files of 1 kB cost about
 what one 5 MB file costs (bench/many_files.py). Only sealed groups are in the manifest: an interrupted
 prepare keeps them and re-tokenizes the rest. Shards that no file uses any more (files re-tokenized after a
-change) are deleted once the manifest no longer names them -- only names of prepare's own shards.
+change) are deleted once the manifest no longer names them -- only names of prepare's own shards. A killed
+prepare's temporary shards are removed by the next one (remove_leftovers), under the prepare lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from stat import S_ISREG
@@ -21,7 +24,11 @@ from typing import IO, Any
 
 from gpt2dist import atomic
 from gpt2dist.data.manifest import SHARD_PATH, shard_name, write_manifest
+from gpt2dist.run.lock import FolderLock
 
+log = logging.getLogger(__name__)
+
+TEMP_SHARD = re.compile(r"\.pack-\d{6}\.(train|heldout)\.bin\.[a-z0-9_]{8}\.tmp")  # start()'s mkstemp names
 SHARD_BYTES = 64 << 20  # a group is sealed past this: an interrupt loses about this much tokenizing at most
 
 
@@ -100,3 +107,19 @@ class ShardWriter:
             fh.close()
             tmp.unlink(missing_ok=True)
         self.open, self.tokens, self.entries = {}, {}, {}
+
+
+def remove_leftovers(root: Path, lock: FolderLock) -> None:
+    """The temporary shards of a prepare that was killed (never in the manifest): ours by their exact name and
+    kind. Only while we hold the lock: a running prepare's open group looks the same."""
+    if not lock.held or (root / "shards").is_symlink():  # never delete through a link
+        return
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(root / "shards"):
+            if TEMP_SHARD.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                removed += entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+    if removed:
+        log.info("prepare: removed %.1f MB of temporary shards an interrupted prepare left in %s", removed / 1e6,
+                 root / "shards")

@@ -1,13 +1,14 @@
-"""One run per run dir: rank 0 holds an exclusive flock on RUN_DIR/.lock for the run's lifetime.
+"""One job per folder: an exclusive flock held for the job's lifetime.
 
-A second run on the same run dir would prune the first one's temporary step dirs and interleave its
-metrics, so it refuses in one line instead. flock(2) locks belong to the open file, so the kernel
-drops the lock when the holder dies, however it dies (SIGKILL, OOM killer): no stale lock file to
-clean up. Forked children (DataLoader workers) close their copy of the descriptor at once, or a
-worker outliving its trainer would keep the run dir locked.
+A run's rank 0 holds RUN_DIR/.lock (RunLock): a second run on the same run dir would prune the first one's
+temporary step dirs and interleave its metrics, so it refuses in one line instead. `gpt2dist prepare` holds
+PACKED_DIR/.prepare.lock the same way (data/prepare.py): two prepares would write the same shard numbers.
+flock(2) locks belong to the open file, so the kernel drops the lock when the holder dies, however it dies
+(SIGKILL, OOM killer): no stale lock file to clean up. Forked children (DataLoader and tokenizer workers)
+close their copy of the descriptor at once, or a worker outliving its parent would keep the folder locked.
 
 The lock file's content (pid, host) only serves the refusal message; it is written in place, because
-replacing the file by rename would give the next run a different inode to lock.
+replacing the file by rename would give the next job a different inode to lock.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import fcntl
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from gpt2dist.errors import UserError
@@ -38,21 +40,25 @@ def _close_in_child() -> None:
 os.register_at_fork(after_in_child=_close_in_child)
 
 
-class RunLock:
-    """The run dir's lock, taken as early as possible without writing into a folder that is not a run yet."""
+class FolderLock:
+    """An exclusive lock on one file; `refusal(holder)` is the one-line error when another process holds it."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
-        self.enabled = enabled
+    def __init__(self, path: Path, refusal: Callable[[str], str], enabled: bool = True) -> None:
+        self.path, self.refusal, self.enabled = path, refusal, enabled
         self.fd: int | None = None
 
+    @property
+    def held(self) -> bool:
+        """False where it is disabled or the file system has no flock (then nothing is guarded)."""
+        return self.fd is not None
+
     def acquire_existing(self) -> None:
-        """Lock a run dir that already has a lock file (a run started here before), creating nothing."""
+        """Lock where a lock file already exists (a job ran here before), creating nothing."""
         if self.enabled and self.fd is None and self.path.is_file():
             self._acquire(create=False)
 
     def acquire(self) -> None:
-        """Lock the run dir (which exists by now), creating the lock file if needed; refuse if held."""
+        """Lock (the folder exists by now), creating the lock file if needed; refuse if held."""
         if self.enabled and self.fd is None:
             self._acquire(create=True)
 
@@ -74,14 +80,13 @@ class RunLock:
                 holder = _read_holder(fd)
                 os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise UserError(f"run_dir {self.path.parent} is in use by another gpt2dist run{holder}: wait "
-                                    "for it to end (or stop it), or choose another run_dir") from None
+                    raise UserError(self.refusal(holder)) from None
                 # Some network file systems have no flock (Lustre without -o flock, old NFS): run unguarded.
-                log.warning("run_dir %s: cannot lock %s (%s): a second run on this run dir would not be refused",
-                            self.path.parent, self.path.name, exc.strerror or exc)
+                log.warning("cannot lock %s (%s): a second gpt2dist job on %s would not be refused", self.path,
+                            exc.strerror or exc, self.path.parent)
                 return
-            # The file may have been replaced between open and flock (a user deleting the run dir): lock the
-            # file that is at the path now, or a later run would lock a different inode than ours.
+            # The file may have been replaced between open and flock (a user deleting the folder): lock the
+            # file that is at the path now, or a later job would lock a different inode than ours.
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -100,18 +105,28 @@ class RunLock:
             os.close(self.fd)  # closing the last descriptor releases the lock
             self.fd = None
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> FolderLock:
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
 
 
-def held_elsewhere(run_dir: str | Path) -> str | None:
-    """' (pid N on HOST)' (or '') when another process holds RUN_DIR/.lock now, else None. Probes with a shared,
-    non-blocking flock on a read-only descriptor: nothing is written, and the lock is not kept."""
+class RunLock(FolderLock):
+    """The run dir's lock, taken as early as possible without writing into a folder that is not a run yet."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+        folder = Path(run_dir)
+        super().__init__(folder / LOCK_FILE, lambda holder: (
+            f"run_dir {folder} is in use by another gpt2dist run{holder}: wait for it to end (or stop it), or "
+            "choose another run_dir"), enabled)
+
+
+def held_elsewhere(folder: str | Path, name: str = LOCK_FILE) -> str | None:
+    """' (pid N on HOST)' (or '') when another process holds FOLDER/NAME (a run dir's .lock) now, else None.
+    Probes with a shared, non-blocking flock on a read-only descriptor: nothing is written, nothing kept."""
     try:
-        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(Path(folder) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import read_metrics, tiny_config, write_yaml
+from helpers import mount_tmpfs, read_metrics, tiny_config, write_yaml
 from ranks import assert_none_survive, process_tree
 
 from gpt2dist.run.checkpoint import CheckpointManager
@@ -162,17 +162,6 @@ def test_a_stop_signal_to_the_data_worker_stops_the_run_like_one_to_the_trainer(
     assert status["state"] == "preempted"
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step-{status['step']:08d}"
     assert_none_survive(tree, within=5.0)
-
-
-def mount_tmpfs(mount: Path, size: str) -> Path:
-    """A real small file system (unmounted by the caller); skipped where mounting is not allowed, never in CI."""
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=False,
-                      capture_output=True).returncode != 0:
-        if os.environ.get("CI"):
-            raise AssertionError("CI must run the file-system fault tests: mounting a tmpfs failed")
-        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
-    return mount
 
 
 @pytest.mark.slow
