@@ -61,7 +61,7 @@ def test_a_second_prepare_and_a_training_run_are_refused_while_a_prepare_writes(
 
 @pytest.mark.slow
 def test_a_killed_prepare_leaves_nothing_the_next_one_keeps(tmp_path, warm_cli):
-    files = write_docs(tmp_path / "data", 150, 120)
+    files = write_docs(tmp_path / "data", 250, 120)  # ~3 MB: tokenized in 1 MB chunks, killed after the first
     cfg, config = packed_cfg(tmp_path / "a", files)
     root = packed_root(cfg)
     shards = root / "shards"
@@ -69,8 +69,8 @@ def test_a_killed_prepare_leaves_nothing_the_next_one_keeps(tmp_path, warm_cli):
     victim.write_bytes(b"precious")
     proc = warm_cli.start("prepare", str(config), "--workers", "1")
     deadline = time.monotonic() + 120
-    while not any(TEMP_SHARD.fullmatch(p.name) and p.stat().st_size for p in
-                  (shards.iterdir() if shards.is_dir() else [])):
+    while not any(TEMP_SHARD.fullmatch(p.name) and p.lstat().st_size for p in
+                  (shards.iterdir() if shards.is_dir() else [])):  # the group is sealed (renamed) only at the end
         assert proc.poll() is None, f"prepare ended before it was killed: make the corpus bigger\n{proc.stderr()}"
         assert time.monotonic() < deadline
         time.sleep(0.01)
