@@ -78,7 +78,18 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
+def refuse_planted_links(root: Path) -> None:
+    """Every name prepare writes under data.packed_dir is ours: a link there would have shards written, read and
+    deleted in a folder the user never named (the packed dir itself may be a link: the user chose it)."""
+    for name in (MANIFEST, TOKENIZER_DIR, "shards", PREPARE_LOCK):
+        if (root / name).is_symlink():
+            raise UserError(f"{root / name} is a symbolic link: gpt2dist never writes or reads through one; remove "
+                            "it (to keep the data elsewhere, point data.packed_dir there)")
+
+
 def load_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest (format 1 read as 2), or None before the first prepare; refuses planted links first."""
+    refuse_planted_links(root)
     path = root / MANIFEST
     if not path.is_file():
         return None

@@ -316,6 +316,27 @@ def test_a_file_changed_after_prepare_is_refused(tmp_path):
         open_train(cfg, 0, 1, 1, 1)
 
 
+@pytest.mark.parametrize("name", ["shards", "tokenizer", "manifest.json", ".prepare.lock"])
+def test_a_link_planted_in_the_packed_dir_is_refused_by_prepare_and_training(tmp_path, name):
+    """A link at any name prepare writes: refused before anything is written or read through it. The foreign
+    folder holds what the names would hold (prepared elsewhere), so only the refusal keeps it untouched."""
+    files = write_docs(tmp_path / "data", 2, 10)
+    foreign_cfg, _ = packed_cfg(tmp_path / "foreign", files)
+    prepare(foreign_cfg, workers=1)
+    foreign = packed_root(foreign_cfg)
+    cfg, _ = packed_cfg(tmp_path, files)
+    root = packed_root(cfg)
+    root.mkdir(parents=True)
+    (root / name).symlink_to(foreign / name)
+    before = {p: p.lstat().st_mtime_ns for p in foreign.rglob("*")}
+    Path(files[0]).write_text("new text\n", encoding="utf-8")  # work for prepare to do
+    for call in (lambda: prepare(cfg, workers=1), lambda: open_train(cfg, 0, 1, 1, 1)):
+        with pytest.raises(UserError, match=rf"{root / name} is a symbolic link: gpt2dist never writes or reads"):
+            call()
+    assert {p: p.lstat().st_mtime_ns for p in foreign.rglob("*")} == before
+    assert [p.name for p in root.iterdir()] == [name]
+
+
 def test_weights_need_one_per_entry_and_a_positive_sum(tmp_path):
     files = write_docs(tmp_path / "data", 2, 10)
     config = write_yaml(tmp_path / "run.yaml", tiny_config(tmp_path / "run", files))
