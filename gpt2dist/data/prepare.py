@@ -132,7 +132,6 @@ def prepare(cfg: RunConfig, workers: int | None = None, *, progress: bool | None
 def prepare_files(cfg: RunConfig, root: Path, manifest: dict[str, Any], train_files: list[Path],
                   val_files: list[Path], workers: int, progress: bool | None) -> PrepareReport:
     """Tokenize the files the manifest lacks or records differently (the caller holds the prepare lock)."""
-    _WORKER.clear()  # the in-process tokenizer is loaded once per prepare call (map_chunks)
     folders: dict[str, str] = {}
     jobs = [Job(f, file_key(f, folders), heldout_fraction(cfg)) for f in train_files]
     listed = set(train_files)
@@ -324,11 +323,9 @@ def read_chunks(jobs: list[Job], cfg: RunConfig) -> Iterator[list[tuple[int, flo
 
 def map_chunks(chunks: Iterator[list], init_args: tuple, workers: int) -> Iterator[list[tuple]]:
     """Tokenize chunks in order; with workers > 1 in a process pool, at most 2 x workers chunks in flight."""
-    if workers <= 1:
-        if _WORKER.get("args") != init_args:  # loaded once for a run of files, not per file
-            _init_worker(*init_args, parallel=True)
-            _WORKER["args"] = init_args
-        yield from map(_tokenize_chunk, chunks)
+    if workers <= 1:  # in this process, with state of its own: prepares in two threads share nothing
+        state = _load_worker(*init_args, parallel=True)
+        yield from (_tokenize_chunk(chunk, state) for chunk in chunks)
         return
     # fork (as DataLoader workers do): a worker starts in milliseconds instead of re-importing the stack.
     # The tokenizer's Rust thread pool must not be live across the fork; workers tokenize single-threaded.
@@ -345,25 +342,34 @@ def map_chunks(chunks: Iterator[list], init_args: tuple, workers: int) -> Iterat
             yield pending.popleft().get()
 
 
-_WORKER: dict[str, Any] = {}
+_WORKER: dict[str, Any] = {}  # a pool worker process's state (_init_worker)
 
 
-def _init_worker(tokenizer_json: str, eos_id: int, data_cfg: dict, dtype: str, *, parallel: bool = False) -> None:
-    """Per process: load the raw `tokenizers` pipeline once (the same one the HF wrapper runs)."""
+def _load_worker(tokenizer_json: str, eos_id: int, data_cfg: dict, dtype: str, *,
+                 parallel: bool = False) -> dict[str, Any]:
+    """What tokenizing a chunk needs: the raw `tokenizers` pipeline (the one the HF wrapper runs), loaded once."""
     if not parallel:  # one process per core already; Rust threads on top would oversubscribe
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from tokenizers import Tokenizer
 
     from gpt2dist.config import DataConfig
 
-    _WORKER.update(args=None, tokenizer=Tokenizer.from_file(tokenizer_json), eos=eos_id, cfg=DataConfig(**data_cfg),
-                   dtype=np.dtype(dtype))
+    return {"tokenizer": Tokenizer.from_file(tokenizer_json), "eos": eos_id, "cfg": DataConfig(**data_cfg),
+            "dtype": np.dtype(dtype)}
 
 
-def _tokenize_chunk(pieces: list[tuple[int, float, list[str], bool]]) -> list[tuple[int, bytes, bytes, int, bool]]:
+def _init_worker(*init_args: Any) -> None:
+    """A pool worker's initializer: its state, loaded once per process."""
+    _WORKER.update(_load_worker(*init_args))
+
+
+def _tokenize_chunk(pieces: list[tuple[int, float, list[str], bool]],
+                    state: dict[str, Any] | None = None) -> list[tuple[int, bytes, bytes, int, bool]]:
     """Clean, split off held-out documents, tokenize (all pieces' documents in one call), append EOS: per piece
-    (job index, train bytes, held-out bytes, documents, whether its file ends here)."""
-    cfg, eos, tok, dtype = _WORKER["cfg"], _WORKER["eos"], _WORKER["tokenizer"], _WORKER["dtype"]
+    (job index, train bytes, held-out bytes, documents, whether its file ends here). `state`: _load_worker's (the
+    pool worker's own when None)."""
+    state = state if state is not None else _WORKER
+    cfg, eos, tok, dtype = state["cfg"], state["eos"], state["tokenizer"], state["dtype"]
     docs: list[str] = []
     owners: list[tuple[int, bool]] = []  # (piece, held out) per document
     for i, (_, fraction, texts, _) in enumerate(pieces):

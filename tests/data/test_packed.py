@@ -80,6 +80,19 @@ def test_worker_count_does_not_change_the_shards(tmp_path, monkeypatch):
         packed_root(two) / "shards" / "pack-000000.train.bin").read_bytes()
 
 
+def test_prepares_in_concurrent_threads_share_no_tokenizer_state(tmp_path):
+    """One process preparing several dirs at once (as test_bad_input sets up its cases): each in-process
+    tokenization keeps its own state (a module-global one was cleared by the next prepare mid-way)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = write_docs(tmp_path / "data", 3, 300)
+    cfgs = [packed_cfg(tmp_path / f"dir{i}", files)[0] for i in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reports = list(pool.map(lambda cfg: prepare(cfg, workers=1), cfgs))
+    assert [r.tokenized for r in reports] == [3] * 8
+    assert all(shard_tokens(cfg) == shard_tokens(cfgs[0]) for cfg in cfgs[1:])
+
+
 def test_val_fraction_splits_documents_by_content(tmp_path):
     files = write_docs(tmp_path / "data", 1, 400)
     cfg, _ = packed_cfg(tmp_path, files, val_fraction=0.25)
