@@ -42,6 +42,7 @@ from gpt2dist.data.schedule import PackedSchedule
 from gpt2dist.data.sources import require_local
 from gpt2dist.data.text import resolve_files
 from gpt2dist.errors import UserError
+from gpt2dist.run.lock import held_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,6 @@ def source_files(cfg: RunConfig) -> list[tuple[str, list[Path]]]:
 
 
 def checked_manifest(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
-    from gpt2dist.run.lock import held_elsewhere
-
     root = packed_root(cfg)
     holder = held_elsewhere(root, PREPARE_LOCK)
     if holder is not None:  # its manifest and shards are changing under us

@@ -58,7 +58,7 @@ from gpt2dist.data.sources import require_local
 from gpt2dist.data.text import clean_text, is_heldout, iter_documents, iter_file_texts, resolve_files
 from gpt2dist.errors import UserError
 from gpt2dist.run.layout import CHECKPOINTS_DIR, CONFIG_FILE, LOCK_FILE, METRICS_FILE, STATUS_FILE
-from gpt2dist.run.lock import FolderLock
+from gpt2dist.run.lock import FolderLock, held_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,6 @@ RUN_MARKERS = (CONFIG_FILE, CHECKPOINTS_DIR, METRICS_FILE, STATUS_FILE, LOCK_FIL
 def refuse_foreign_root(root: Path) -> None:
     """data.packed_dir must not be a run dir (its tokenizer/ is the run's, replacing it breaks its resume), nor
     inside one a running training holds: prepare writes and replaces files there."""
-    from gpt2dist.run.lock import held_elsewhere
-
     markers = [name for name in RUN_MARKERS if os.path.lexists(root / name)]
     if markers:
         raise UserError(f"data.packed_dir {root} is a training run's dir (it holds {markers[0]}): prepare would "
